@@ -1,0 +1,1 @@
+"""fashion-enrich: a Beam pipeline that enriches fashion catalogs with image-derived metadata."""

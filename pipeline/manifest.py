@@ -1,0 +1,147 @@
+"""Run manifest: counts computed from the data itself, and the reconciliation check.
+
+Every stage's output is turned into small count keys (``("images", retailer)``,
+``("dead_letter", retailer, stage, reason)``...) and counted with Beam, so the manifest is
+derived from what was actually written, not from what code meant to write. The central
+check: records read from the sources (image records + read errors) equal images written +
+later dead letters + duplicates.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+
+import apache_beam as beam
+
+from pipeline.records import CategoryRule, DeadLetter, Duplicate, FileStats, ImageRecord, Stage, WrittenFile
+
+TOP_UNMAPPED = 50
+
+
+def source_events(item) -> list[tuple]:
+    """Keys for everything a source emitted (image records and read errors)."""
+    return [("records_in", item.retailer)]
+
+
+def image_events(record: ImageRecord) -> list[tuple]:
+    keys = [("images", record.retailer), ("category_rule", record.retailer, record.category_rule)]
+    if record.category_rule in (CategoryRule.UNMAPPED.value, CategoryRule.OUT_OF_SCOPE.value):
+        keys.append((record.category_rule.lower(), record.retailer, record.category_match or ""))
+    if record.gender is None:
+        keys.append(("unmapped_gender", record.retailer, " | ".join(record.raw_gender) or "<missing>"))
+    if record.age_group is None:
+        keys.append(("unmapped_age_group", record.retailer, " | ".join(record.raw_age_group) or "<missing>"))
+    return keys
+
+
+def dead_letter_events(item: DeadLetter) -> list[tuple]:
+    return [("dead_letter", item.retailer, item.stage, item.reason)]
+
+
+def duplicate_events(item: Duplicate) -> list[tuple]:
+    return [("duplicates", item.retailer)]
+
+
+class CountEvents(beam.PTransform):
+    """{name: (pcoll, key_fn)} -> one element: the list of (key, count) over all of them."""
+
+    def __init__(self, sources: dict[str, tuple[beam.PCollection, object]]):
+        super().__init__()
+        self._sources = sources
+
+    def expand(self, pbegin):
+        keyed = [pcoll | f"Keys{name}" >> beam.FlatMap(fn) for name, (pcoll, fn) in self._sources.items()]
+        return (
+            keyed
+            | "Flatten" >> beam.Flatten()
+            | "Count" >> beam.combiners.Count.PerElement()
+            | "Gather" >> beam.combiners.ToList()
+        )
+
+
+def _per_retailer(counter: dict[tuple, int], kind: str) -> dict[str, dict[str, int]]:
+    """{retailer: {value: count}} for keys shaped (kind, retailer, value)."""
+    out: dict[str, dict[str, int]] = defaultdict(dict)
+    for key, n in sorted(counter.items()):
+        if key[0] == kind:
+            out[key[1]][key[2]] = n
+    return dict(out)
+
+
+def _top(counter: dict[tuple, int], kind: str) -> dict[str, dict[str, int]]:
+    per_retailer: dict[str, Counter] = defaultdict(Counter)
+    for key, n in counter.items():
+        if key[0] == kind:
+            per_retailer[key[1]][key[2]] += n
+    return {r: dict(c.most_common(TOP_UNMAPPED)) for r, c in sorted(per_retailer.items())}
+
+
+def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[FileStats],
+                   written: list[WrittenFile], finished_at: str, versions: dict[str, str]) -> dict:
+    """The manifest dict for one run (pure: tests call it directly)."""
+    counter = {tuple(k): n for k, n in counts}
+
+    def per_retailer(kind: str) -> dict[str, int]:
+        return {r: counter.get((kind, r), 0) for r in config.retailers}
+
+    records_in, images, duplicates = per_retailer("records_in"), per_retailer("images"), per_retailer("duplicates")
+    dead = Counter()
+    dead_by_reason: dict[str, Counter] = {r: Counter() for r in config.retailers}
+    read_errors = Counter()
+    for key, n in counter.items():
+        if key[0] == "dead_letter":
+            _, retailer, stage, reason = key
+            dead[retailer] += n
+            dead_by_reason.setdefault(retailer, Counter())[reason] += n
+            if stage == Stage.READ.value:
+                read_errors[retailer] += n
+    reconciliation = {
+        r: {
+            "records_in": records_in[r],
+            "images": images[r],
+            "dead_letter": dead[r],
+            "duplicates": duplicates[r],
+            "ok": records_in[r] == images[r] + dead[r] + duplicates[r],
+        }
+        for r in config.retailers
+    }
+    files_by_retailer: dict[str, list[dict]] = defaultdict(list)
+    for stats in sorted(file_stats, key=lambda s: s.source_file):
+        files_by_retailer[stats.retailer].append({
+            "file": stats.source_file, "units": stats.units, "blank": stats.blank, "products": stats.products,
+            "records": stats.records, "errors": stats.errors})
+    tables: dict[str, dict] = defaultdict(lambda: {"rows": 0, "files": []})
+    for f in sorted(written, key=lambda w: (w.table, w.partition, w.shard)):
+        tables[f.table]["rows"] += f.rows
+        tables[f.table]["files"].append({"partition": f.partition, "path": f.path, "rows": f.rows})
+    return {
+        "run_id": config.run_id,
+        "run_date": config.run_date,
+        "started_at": config.started_at,
+        "finished_at": finished_at,
+        "versions": versions,
+        "output": config.output,
+        "sources": [
+            {"retailer": s.retailer, "pattern": s.pattern, "mapping": s.mapping.path,
+             "files": files_by_retailer.get(s.retailer, [])}
+            for s in config.sources
+        ],
+        "counts": {
+            "records_in": records_in,
+            "read_errors": {r: read_errors[r] for r in config.retailers},
+            "duplicates": duplicates,
+            "images": images,
+            "dead_letter": {r: dead[r] for r in config.retailers},
+            "dead_letter_by_reason": {r: dict(c.most_common()) for r, c in dead_by_reason.items()},
+            "category_rule": _per_retailer(counter, "category_rule"),
+        },
+        "unmapped": {
+            "category": _top(counter, "unmapped"),
+            "out_of_scope": _top(counter, "out_of_scope"),
+            "gender": _top(counter, "unmapped_gender"),
+            "age_group": _top(counter, "unmapped_age_group"),
+        },
+        "tables": dict(tables),
+        "reconciliation": reconciliation,
+        "reconciled": all(v["ok"] for v in reconciliation.values()),
+    }

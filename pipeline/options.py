@@ -1,0 +1,169 @@
+"""Command-line options -> one frozen, validated :class:`RunConfig`.
+
+``FashionEnrichOptions`` is a Beam ``PipelineOptions`` view, so the project's flags and
+Beam's own (``--runner``, ``--direct_num_workers``, Dataflow flags...) share one command
+line. ``RunConfig.from_options`` validates everything a user can get wrong (missing inputs,
+bad mapping files, unknown retailers, a malformed date) before any pipeline is built, and
+raises :class:`ConfigError` with a one-line message.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import json
+import os
+import re
+import uuid
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from schemas.mapping import MappingError, RetailerMapping, builtin_mapping_file, builtin_retailers, load_mapping
+from schemas.taxonomy import TaxonomyError, load_taxonomy
+
+DEFAULT_OUTPUT = "./fashion-enrich-output"
+NAMED_RETAILERS = ("zalando", "asos", "farfetch")
+# --source NAME=PATH[:MAPPING]; MAPPING ends in .yaml/.yml (PATH may itself contain ':').
+_SOURCE_RE = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)=(?P<path>.+?)(?::(?P<mapping>(?:[a-z0-9]+://)?[^:]+\.ya?ml))?$")
+
+
+class ConfigError(ValueError):
+    """A user error in the command line or its files; printed as one line."""
+
+
+def samples_dir() -> Path:
+    """The sample catalogs and images shipped inside the package."""
+    return Path(str(resources.files("pipeline").joinpath("samples")))
+
+
+def default_inputs() -> dict[str, str]:
+    folder = samples_dir()
+    return {
+        "zalando": str(folder / "zalando.jsonl"),
+        "asos": str(folder / "asos.jsonl"),
+        "farfetch": str(folder / "farfetch.*"),
+    }
+
+
+class FashionEnrichOptions(PipelineOptions):
+    @classmethod
+    def _add_argparse_args(cls, parser):
+        for name in NAMED_RETAILERS:
+            parser.add_argument(f"--{name}", default=None, metavar="PATH",
+                                help=f"{name} dump: file, glob, local or gs://, optionally .gz")
+        parser.add_argument("--source", action="append", default=None, metavar="NAME=PATH[:MAPPING]",
+                            help="any retailer through a mapping file (built-in mapping used when MAPPING is "
+                                 f"omitted; built-in: {', '.join(builtin_retailers())}); repeatable")
+        parser.add_argument("--output", default=DEFAULT_OUTPUT, help="output folder (local or gs://)")
+        parser.add_argument("--run_date", "--run-date", dest="run_date", default=None,
+                            help="partition date YYYY-MM-DD (default: today, UTC)")
+        parser.add_argument("--shards_per_partition", "--shards-per-partition", dest="shards_per_partition",
+                            type=int, default=1, help="Parquet files per (table, run_date, retailer)")
+        parser.add_argument("--taxonomy", default=None, help="taxonomy YAML (default: the shipped one)")
+
+
+@dataclass(frozen=True)
+class SourceConfig:
+    retailer: str
+    pattern: str
+    mapping: RetailerMapping
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    sources: tuple[SourceConfig, ...]
+    output: str
+    run_date: str
+    run_id: str
+    started_at: str
+    shards_per_partition: int = 1
+    taxonomy_path: str | None = None
+
+    def __post_init__(self):
+        if not self.sources:
+            raise ConfigError("no inputs")
+        names = [s.retailer for s in self.sources]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ConfigError(f"retailer {dupes[0]} is given more than once (use one glob per retailer)")
+        try:
+            dt.date.fromisoformat(self.run_date)
+        except ValueError as exc:
+            raise ConfigError(f"--run-date must be YYYY-MM-DD, got {self.run_date!r}") from exc
+        if not 1 <= self.shards_per_partition <= 1024:
+            raise ConfigError("--shards-per-partition must be between 1 and 1024")
+
+    @property
+    def mappings(self) -> dict[str, RetailerMapping]:
+        return {s.retailer: s.mapping for s in self.sources}
+
+    @property
+    def retailers(self) -> tuple[str, ...]:
+        return tuple(s.retailer for s in self.sources)
+
+    def to_json(self) -> str:
+        data = dataclasses.asdict(self)
+        data["sources"] = [{"retailer": s.retailer, "pattern": s.pattern, "mapping": s.mapping.path}
+                           for s in self.sources]
+        return json.dumps(data, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> RunConfig:
+        data = json.loads(text)
+        sources = tuple(SourceConfig(s["retailer"], s["pattern"], load_mapping(s["mapping"]))
+                        for s in data.pop("sources"))
+        return cls(sources=sources, **data)
+
+    @classmethod
+    def from_options(cls, options: PipelineOptions, *, now: dt.datetime | None = None) -> RunConfig:
+        opts = options.view_as(FashionEnrichOptions)
+        now = now or dt.datetime.now(dt.timezone.utc)
+        try:
+            taxonomy = load_taxonomy(opts.taxonomy)
+        except (OSError, TaxonomyError) as exc:
+            raise ConfigError(f"bad taxonomy file: {exc}") from exc
+        requested: list[tuple[str, str, str | None]] = [
+            (name, getattr(opts, name), None) for name in NAMED_RETAILERS if getattr(opts, name)]
+        for spec in opts.source or ():
+            match = _SOURCE_RE.match(spec)
+            if not match:
+                raise ConfigError(f"--source must look like NAME=PATH[:MAPPING.yaml], got {spec!r}")
+            requested.append((match["name"], match["path"], match["mapping"]))
+        if not requested:
+            requested = [(name, path, None) for name, path in default_inputs().items()]
+        sources = []
+        for name, pattern, mapping_path in requested:
+            mapping_file = mapping_path or builtin_mapping_file(name)
+            if mapping_file is None:
+                raise ConfigError(f"unknown retailer {name!r}: give a mapping file (--source {name}=PATH:MAPPING.yaml)"
+                                  f" or use one of {', '.join(builtin_retailers())}")
+            try:
+                mapping = load_mapping(mapping_file, taxonomy=taxonomy)
+            except MappingError as exc:
+                raise ConfigError(f"bad mapping file: {exc}") from exc
+            if mapping.retailer != name:
+                mapping = dataclasses.replace(mapping, retailer=name)
+            if not _matches(pattern):
+                raise ConfigError(f"input not found: {pattern} (for {name})")
+            sources.append(SourceConfig(name, pattern, mapping))
+        run_date = opts.run_date or now.date().isoformat()
+        return cls(
+            sources=tuple(sources),
+            output=opts.output if "://" in opts.output else os.path.abspath(opts.output),
+            run_date=run_date,
+            run_id=f"{run_date}T{now:%H%M%S}-{uuid.uuid4().hex[:8]}",
+            started_at=now.isoformat(timespec="seconds"),
+            shards_per_partition=opts.shards_per_partition,
+            taxonomy_path=opts.taxonomy,
+        )
+
+
+def _matches(pattern: str) -> bool:
+    try:
+        return any(m.metadata_list for m in FileSystems.match([pattern]))
+    except Exception:  # noqa: BLE001 - any filesystem failure means "not found" to the user
+        return False

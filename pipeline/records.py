@@ -1,0 +1,151 @@
+"""Typed records that flow through the pipeline: the single source of truth for field names.
+
+The Parquet schemas in :mod:`schemas.tables` are derived from these dataclasses, so a field
+is declared once, here. Stages add information with :func:`dataclasses.replace`.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+
+# Bound on the raw payload kept in a dead-letter row, in characters.
+RAW_RECORD_LIMIT = 2000
+
+
+class Stage(str, enum.Enum):
+    READ = "read"
+    VALIDATE = "validate"
+    TAXONOMY = "taxonomy"
+
+
+class Reason(str, enum.Enum):
+    """Machine-readable dead-letter reason codes."""
+
+    MALFORMED_JSON = "MALFORMED_JSON"
+    MALFORMED_ROW = "MALFORMED_ROW"
+    MALFORMED_XML = "MALFORMED_XML"
+    NOT_AN_OBJECT = "NOT_AN_OBJECT"
+    INVALID_ENCODING = "INVALID_ENCODING"
+    MISSING_FIELD = "MISSING_FIELD"
+    NO_IMAGES = "NO_IMAGES"
+    FORBIDDEN_URI = "FORBIDDEN_URI"
+    EMPTY_FILE = "EMPTY_FILE"
+    TRUNCATED_FILE = "TRUNCATED_FILE"
+    UNREADABLE_FILE = "UNREADABLE_FILE"
+
+
+class ImageRole(str, enum.Enum):
+    MODEL = "MODEL"  # worn by a person
+    PACKSHOT = "PACKSHOT"  # product alone
+    DETAIL = "DETAIL"  # close-up
+    OTHER = "OTHER"
+
+
+class CategoryRule(str, enum.Enum):
+    EXACT = "EXACT"
+    PREFIX = "PREFIX"
+    KEYWORD = "KEYWORD"
+    OUT_OF_SCOPE = "OUT_OF_SCOPE"
+    UNMAPPED = "UNMAPPED"  # the retailer gave values, none matched a rule
+    MISSING = "MISSING"  # the retailer gave no category and no title keyword matched
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    """One product image, normalized from any retailer format (one row of the images table)."""
+
+    retailer: str
+    product_id: str
+    image_position: int
+    image_uri: str
+    source_file: str
+    source_line: int
+    variant_id: str | None = None
+    image_role: str | None = None
+    image_role_raw: str | None = None
+    is_primary: bool | None = None
+    title: str | None = None
+    brand: str | None = None
+    raw_category: tuple[str, ...] = ()
+    raw_gender: tuple[str, ...] = ()
+    raw_age_group: tuple[str, ...] = ()
+    source_offset: int | None = None
+    # Taxonomy mapping (MapTaxonomy).
+    category: str | None = None
+    category_path: str | None = None
+    category_level1: str | None = None
+    category_level2: str | None = None
+    category_rule: str | None = None
+    category_match: str | None = None
+    gender: str | None = None
+    age_group: str | None = None
+
+    def dedupe_key(self) -> tuple[str, str, str]:
+        return (self.retailer, self.product_id, self.image_uri)
+
+    def order_key(self) -> tuple:
+        return (self.source_file, self.source_line, self.image_position)
+
+
+@dataclass(frozen=True)
+class DeadLetter:
+    """A record (or part of one) that could not be processed, and why (dead_letter table)."""
+
+    retailer: str
+    stage: str
+    reason: str
+    message: str
+    source_file: str | None = None
+    source_line: int | None = None
+    source_offset: int | None = None
+    product_id: str | None = None
+    image_uri: str | None = None
+    raw: str | None = None
+
+    @classmethod
+    def make(cls, *, retailer: str, stage: Stage, reason: Reason, message: str,
+             raw: str | bytes | None = None, **kw) -> DeadLetter:
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8", errors="replace")
+        if raw is not None and len(raw) > RAW_RECORD_LIMIT:
+            raw = raw[:RAW_RECORD_LIMIT] + "...[truncated]"
+        return cls(retailer=retailer, stage=stage.value, reason=reason.value,
+                   message=message[:RAW_RECORD_LIMIT], raw=raw, **kw)
+
+
+@dataclass(frozen=True)
+class FileStats:
+    """What a source decoder saw in one dump file (feeds the run manifest)."""
+
+    retailer: str
+    source_file: str
+    units: int = 0  # lines / rows / items / array elements read
+    blank: int = 0  # blank lines skipped (not records)
+    products: int = 0  # units that yielded at least one image record
+    records: int = 0  # image records emitted
+    errors: int = 0  # dead-letter rows emitted
+
+
+@dataclass(frozen=True)
+class Duplicate:
+    """An image record dropped because (retailer, product, image URI) was already seen."""
+
+    retailer: str
+    product_id: str
+    image_uri: str
+    source_file: str
+    source_line: int
+    kept_source_file: str
+    kept_source_line: int
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    """A Parquet file staged by a sink, committed at the end of the run."""
+
+    table: str
+    partition: str  # e.g. "run_date=2026-11-27/retailer=asos"
+    path: str
+    rows: int
+    shard: int = 0

@@ -1,0 +1,158 @@
+"""Parquet sinks and the run commit.
+
+``WriteTable`` writes one table as Hive-partitioned Parquet into a per-run staging folder
+(``<output>/_staging/<run_id>/``): records are keyed by (partition, shard), grouped, and each
+group is streamed into one file in row groups. ``CommitRun`` runs once, after every file is
+written (it takes them as side inputs): it replaces the ``run_date=D/retailer=R`` partitions
+of this run's retailers (so a rerun of the same date replaces rather than duplicates), moves
+the staged files in, removes the staging folder and writes the run manifest. All file access
+goes through Beam ``FileSystems``, so local paths and ``gs://`` behave alike.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import zlib
+
+import apache_beam as beam
+import pyarrow as pa
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import BeamIOError
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.manifest import build_manifest
+from pipeline.records import WrittenFile
+from schemas.tables import TABLES, TableSpec
+
+_LOG = logging.getLogger(__name__)
+ROW_GROUP_ROWS = 10_000
+STAGING = "_staging"
+
+
+def staging_root(output: str, run_id: str) -> str:
+    return FileSystems.join(output, STAGING, run_id)
+
+
+def manifest_paths(output: str, run_date: str, run_id: str) -> list[str]:
+    return [FileSystems.join(output, "manifest.json"),
+            FileSystems.join(output, "manifests", f"run_date={run_date}", f"{run_id}.json")]
+
+
+def _shard(product_id: str, shards: int) -> int:
+    return zlib.crc32(product_id.encode("utf-8")) % shards if shards > 1 else 0
+
+
+class _WriteParquetFn(beam.DoFn):
+    def __init__(self, table: TableSpec, staging: str):
+        self._table, self._staging = table, staging
+
+    def process(self, element):
+        (partition, shard), records = element
+        path = FileSystems.join(self._staging, self._table.name, partition, f"part-{shard:05d}.parquet")
+        rows = 0
+        batch: list[dict] = []
+        with FileSystems.create(path) as fh:
+            writer = pq.ParquetWriter(fh, self._table.schema, compression="snappy")
+            for record in records:
+                batch.append(self._table.to_row(record))
+                if len(batch) >= ROW_GROUP_ROWS:
+                    writer.write_table(pa.Table.from_pylist(batch, schema=self._table.schema))
+                    rows += len(batch)
+                    batch = []
+            if batch or rows == 0:
+                writer.write_table(pa.Table.from_pylist(batch, schema=self._table.schema))
+                rows += len(batch)
+            writer.close()
+        beam.metrics.Metrics.counter("fashion_enrich.sinks", f"{self._table.name}_rows").inc(rows)
+        yield WrittenFile(table=self._table.name, partition=partition, path=path, rows=rows, shard=shard)
+
+
+class WriteTable(beam.PTransform):
+    """Records of one table -> staged Parquet files; returns a PCollection of WrittenFile."""
+
+    def __init__(self, table: TableSpec, *, run_date: str, staging: str, shards: int = 1):
+        super().__init__()
+        self._table, self._run_date, self._staging, self._shards = table, run_date, staging, shards
+
+    def expand(self, records):
+        run_date, shards = self._run_date, self._shards
+        return (
+            records
+            | "KeyByPartition" >> beam.Map(
+                lambda r: ((TableSpec.partition(run_date, r.retailer), _shard(r.product_id or "", shards)), r))
+            | "GroupByFile" >> beam.GroupByKey()
+            | "WriteParquet" >> beam.ParDo(_WriteParquetFn(self._table, self._staging))
+        )
+
+
+def _delete_tree(path: str) -> None:
+    """Delete a folder (local) or every object under a prefix (gs://), if there is one."""
+    remote = "://" in path
+    if not remote and not FileSystems.exists(path):
+        return
+    try:  # object stores delete a prefix recursively when it ends in '/'; local paths must not
+        FileSystems.delete([path.rstrip("/") + "/" if remote else path.rstrip("/")])
+    except BeamIOError as exc:
+        _LOG.debug("nothing deleted at %s: %s", path, exc)
+
+
+def _mkdirs(path: str) -> None:
+    try:
+        FileSystems.mkdirs(path)
+    except IOError:
+        pass  # exists already, or an object store without folders
+
+
+def _write_json(path: str, data: dict) -> None:
+    with FileSystems.create(path) as fh:
+        fh.write(json.dumps(data, indent=2, sort_keys=False, default=str).encode("utf-8"))
+
+
+class _CommitFn(beam.DoFn):
+    def __init__(self, config, versions: dict[str, str]):
+        self._config, self._versions = config, versions
+
+    def process(self, _, written, counts, file_stats):
+        cfg = self._config
+        final_files = []
+        for table in TABLES.values():
+            for retailer in cfg.retailers:
+                _delete_tree(FileSystems.join(cfg.output, table.name, TableSpec.partition(cfg.run_date, retailer)))
+        suffix = cfg.run_id.rsplit("-", 1)[-1]
+        for f in written:
+            folder = FileSystems.join(cfg.output, f.table, f.partition)
+            _mkdirs(folder)
+            target = FileSystems.join(folder, f"part-{f.shard:05d}-{suffix}.parquet")
+            FileSystems.rename([f.path], [target])
+            final_files.append(WrittenFile(table=f.table, partition=f.partition, path=target, rows=f.rows,
+                                           shard=f.shard))
+        _delete_tree(staging_root(cfg.output, cfg.run_id))
+        manifest = build_manifest(
+            config=cfg, counts=counts, file_stats=file_stats, written=final_files,
+            finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), versions=self._versions)
+        for path in manifest_paths(cfg.output, cfg.run_date, cfg.run_id):
+            _mkdirs(path.rsplit("/", 1)[0])
+            _write_json(path, manifest)
+        yield manifest
+
+
+class CommitRun(beam.PTransform):
+    """After all writes: replace this run's partitions, move files in, write the manifest."""
+
+    def __init__(self, config, *, written, counts, file_stats, versions: dict[str, str]):
+        super().__init__()
+        self._config, self._versions = config, versions
+        self._written, self._counts, self._file_stats = written, counts, file_stats
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Once" >> beam.Create([None])
+            | "Commit" >> beam.ParDo(
+                _CommitFn(self._config, self._versions),
+                written=beam.pvalue.AsList(self._written),
+                counts=beam.pvalue.AsSingleton(self._counts),
+                file_stats=beam.pvalue.AsList(self._file_stats))
+        )

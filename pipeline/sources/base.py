@@ -1,0 +1,227 @@
+"""Shared machinery for retailer sources: the ReadDump PTransform, URI checks, record building.
+
+``ReadDump`` matches a file pattern through Beam file IO (local paths, ``gs://``, globs,
+``.gz``), opens each file and hands its stream to a :class:`Decoder`: a framer (JSON lines,
+CSV rows, XML items) plus the retailer's parser from one unit to image records. Every unit
+ends as image records or a dead-letter row; per-file statistics go to a third output so the
+run manifest can account for every line.
+"""
+
+from __future__ import annotations
+
+import gzip
+import posixpath
+import re
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import apache_beam as beam
+from apache_beam.io import fileio
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline.records import DeadLetter, FileStats, ImageRecord, Reason, Stage
+from pipeline.sources.framing import Frame, PeekStream, RawUnit, UnitError
+
+METRICS_NAMESPACE = "fashion_enrich.sources"
+DEAD_LETTER = "dead_letter"
+FILE_STATS = "file_stats"
+ALLOWED_SCHEMES = ("http", "https", "gs")
+_HOST_LIKE = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)+(:\d+)?/", re.IGNORECASE)
+
+
+class RecordError(ValueError):
+    """A unit that cannot become image records (the whole unit goes to dead-letter)."""
+
+    def __init__(self, reason: Reason, message: str):
+        super().__init__(message)
+        self.reason = reason
+
+
+class ForbiddenUri(ValueError):
+    pass
+
+
+def dump_folder(path: str) -> str:
+    return posixpath.dirname(path) if "://" in path else FileSystems.split(path)[0]
+
+
+def resolve_image_uri(raw: str, dump_dir: str, *, schemeless_is_https: bool = False) -> str:
+    """Absolute image URI, or :class:`ForbiddenUri`.
+
+    Allowed: http(s) and gs URIs, and file paths (relative, absolute or ``file://``) that stay
+    inside the dump's own folder. ``schemeless_is_https`` treats ``host.tld/path`` as https
+    (ASOS writes image URLs without a scheme).
+    """
+    uri = (raw or "").strip()
+    if not uri:
+        raise ForbiddenUri("empty image URI")
+    if uri.startswith("//"):
+        uri = "https:" + uri
+    elif schemeless_is_https and "://" not in uri and _HOST_LIKE.match(uri):
+        uri = "https://" + uri
+    scheme = urlsplit(uri).scheme.lower() if "://" in uri or uri.lower().startswith("file:") else ""
+    if scheme in ALLOWED_SCHEMES:
+        if scheme in ("http", "https") and not urlsplit(uri).hostname:
+            raise ForbiddenUri(f"URI has no host: {uri!r}")
+        return uri
+    if scheme and scheme != "file":
+        raise ForbiddenUri(f"scheme {scheme!r} is not allowed (allowed: {', '.join(ALLOWED_SCHEMES)}, local files)")
+    path = urlsplit(uri).path if scheme == "file" else uri
+    if "://" in dump_dir:  # dump on gs://: relative paths resolve under the same prefix
+        if path.startswith("/"):
+            raise ForbiddenUri(f"absolute path {path!r} in a remote dump")
+        resolved = posixpath.normpath(posixpath.join(urlsplit(dump_dir).path, path))
+        base = posixpath.normpath(urlsplit(dump_dir).path)
+        if not (resolved + "/").startswith(base.rstrip("/") + "/"):
+            raise ForbiddenUri(f"path {path!r} leaves the dump's folder")
+        parts = urlsplit(dump_dir)
+        return f"{parts.scheme}://{parts.netloc}{resolved}"
+    base = posixpath.normpath(posixpath.abspath(dump_dir))
+    resolved = posixpath.normpath(path if posixpath.isabs(path) else posixpath.join(base, path))
+    if resolved != base and not resolved.startswith(base.rstrip("/") + "/"):
+        raise ForbiddenUri(f"path {path!r} is outside the dump's folder {base}")
+    return resolved
+
+
+@dataclass(frozen=True)
+class UnitContext:
+    """Where a unit came from; builds image records and dead letters stamped with it."""
+
+    retailer: str
+    source_file: str
+    dump_dir: str
+    line: int
+    offset: int | None
+    raw: str = ""
+
+    def dead_letter(self, reason: Reason, message: str, **kw) -> DeadLetter:
+        return DeadLetter.make(retailer=self.retailer, stage=Stage.READ, reason=reason, message=message,
+                               source_file=self.source_file, source_line=self.line,
+                               source_offset=self.offset, raw=self.raw, **kw)
+
+    def image(self, *, product_id: str, position: int, uri: str, schemeless_is_https: bool = False,
+              **fields) -> ImageRecord | DeadLetter:
+        try:
+            resolved = resolve_image_uri(uri, self.dump_dir, schemeless_is_https=schemeless_is_https)
+        except ForbiddenUri as exc:
+            return self.dead_letter(Reason.FORBIDDEN_URI, str(exc), product_id=product_id, image_uri=uri)
+        return ImageRecord(retailer=self.retailer, product_id=product_id, image_position=position,
+                           image_uri=resolved, source_file=self.source_file, source_line=self.line,
+                           source_offset=self.offset, **fields)
+
+
+class Decoder:
+    """A dump format: how to frame a file, and how to turn one unit into image records."""
+
+    def frame(self, stream: PeekStream, path: str) -> Frame:
+        raise NotImplementedError
+
+    def parse(self, payload: dict, ctx: UnitContext) -> list[ImageRecord | DeadLetter]:
+        raise NotImplementedError
+
+
+def text(value) -> str | None:
+    """A stripped string, or None for missing / blank / non-scalar values."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    out = str(value).strip()
+    return out or None
+
+
+def values(value) -> tuple[str, ...]:
+    """A tuple of non-blank strings from a scalar or a list."""
+    items = value if isinstance(value, list) else [value]
+    return tuple(t for t in (text(v) for v in items) if t)
+
+
+def require(payload: dict, key: str) -> str:
+    value = text(payload.get(key))
+    if value is None:
+        raise RecordError(Reason.MISSING_FIELD, f"missing required field {key!r}")
+    return value
+
+
+def strip_compression(path: str) -> str:
+    return path[:-3] if path.lower().endswith(".gz") else path
+
+
+class _ReadDumpFn(beam.DoFn):
+    def __init__(self, retailer: str, decoder: Decoder):
+        self._retailer = retailer
+        self._decoder = decoder
+
+    def process(self, readable: fileio.ReadableFile) -> Iterable:
+        path = readable.metadata.path
+        stats = dict(units=0, blank=0, products=0, records=0, errors=0)
+        counter = beam.metrics.Metrics.counter
+
+        def error(ctx: UnitContext, reason: Reason, message: str):
+            stats["errors"] += 1
+            counter(METRICS_NAMESPACE, f"dead_letter_{reason.value}").inc()
+            return beam.pvalue.TaggedOutput(DEAD_LETTER, ctx.dead_letter(reason, message))
+
+        file_ctx = UnitContext(self._retailer, path, dump_folder(path), line=0, offset=None)
+        try:
+            stream = PeekStream(readable.open(compression_type=CompressionTypes.AUTO))
+            if not stream.peek(4096).strip():
+                yield error(file_ctx, Reason.EMPTY_FILE, "file is empty (no records)")
+            else:
+                for unit in self._decoder.frame(stream, path):
+                    yield from self._unit(unit, path, stats)
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            yield error(file_ctx, Reason.TRUNCATED_FILE,
+                        f"compressed file is truncated or corrupt after {stats['units']} units: {exc}")
+        except OSError as exc:
+            yield error(file_ctx, Reason.UNREADABLE_FILE, f"cannot read file: {exc}")
+        counter(METRICS_NAMESPACE, "files").inc()
+        yield beam.pvalue.TaggedOutput(FILE_STATS, FileStats(retailer=self._retailer, source_file=path, **stats))
+
+    def _unit(self, unit: RawUnit | UnitError, path: str, stats: dict) -> Iterable:
+        ctx = UnitContext(self._retailer, path, dump_folder(path), unit.line or 0, unit.offset, unit.raw)
+        stats["units"] += 1
+        if isinstance(unit, UnitError):
+            stats["errors"] += 1
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, ctx.dead_letter(unit.reason, unit.message))
+            return
+        if unit.payload is None:
+            stats["blank"] += 1
+            return
+        try:
+            items = self._decoder.parse(unit.payload, ctx)
+        except RecordError as exc:
+            items = [ctx.dead_letter(exc.reason, str(exc))]
+        records = [i for i in items if isinstance(i, ImageRecord)]
+        if not items:
+            items = [ctx.dead_letter(Reason.NO_IMAGES, "product has no images")]
+        stats["products"] += bool(records)
+        for item in items:
+            if isinstance(item, ImageRecord):
+                stats["records"] += 1
+                yield item
+            else:
+                stats["errors"] += 1
+                beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"dead_letter_{item.reason}").inc()
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, item)
+
+
+class ReadDump(beam.PTransform):
+    """Reads every file matching ``pattern`` with ``decoder``.
+
+    Returns a tagged tuple: main output ``ImageRecord``; ``dead_letter``; ``file_stats``.
+    """
+
+    def __init__(self, *, retailer: str, pattern: str, decoder: Decoder):
+        super().__init__()
+        self._retailer, self._pattern, self._decoder = retailer, pattern, decoder
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Match" >> fileio.MatchFiles(self._pattern)
+            | "Open" >> fileio.ReadMatches()
+            | "Decode" >> beam.ParDo(_ReadDumpFn(self._retailer, self._decoder)).with_outputs(
+                DEAD_LETTER, FILE_STATS, main="records")
+        )

@@ -1,0 +1,37 @@
+"""Packaging for fashion-enrich; also the --setup_file shipped to Dataflow workers."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="fashion-enrich",
+    version="0.1.0",
+    description="Batch pipeline that enriches fashion e-commerce catalogs with image-derived metadata",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11,<3.12",
+    packages=find_packages(include=["pipeline", "pipeline.*", "models", "models.*", "schemas", "schemas.*",
+                                    "runners", "runners.*"]),
+    package_data={
+        "schemas": ["*.yaml", "mappings/*.yaml"],
+        "pipeline": ["samples/*.jsonl", "samples/*.tsv", "samples/*.xml", "samples/*.md",
+                     "samples/images/*.jpg"],
+    },
+    install_requires=[
+        "apache-beam[gcp]>=2.77.0,<2.78",
+        "tensorflow>=2.21.0,<2.22",
+        "tensorflow-transform>=1.21.0,<1.22",
+        "tensorflow-hub>=0.16.1,<0.17",
+        "tf-keras>=2.21.0,<2.22",
+        "pyarrow>=17,<26",
+        "pandas>=2.2,<4",
+        "requests>=2.32.4,<3",
+        "pillow>=12.1.1,<13",
+        "pyyaml>=6.0,<7",
+        "numpy>=1.26,<2.5",
+    ],
+    extras_require={
+        "test": ["pytest>=8,<10", "ruff>=0.6"],
+    },
+    entry_points={"console_scripts": ["fashion-enrich=pipeline.cli:main"]},
+)
