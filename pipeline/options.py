@@ -121,7 +121,7 @@ class RunConfig:
     @classmethod
     def from_options(cls, options: PipelineOptions, *, now: dt.datetime | None = None) -> RunConfig:
         opts = options.view_as(FashionEnrichOptions)
-        now = now or dt.datetime.now(dt.timezone.utc)
+        now = now or dt.datetime.now(dt.UTC)
         try:
             taxonomy = load_taxonomy(opts.taxonomy)
         except (OSError, TaxonomyError) as exc:

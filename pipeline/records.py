@@ -13,13 +13,13 @@ from dataclasses import dataclass
 RAW_RECORD_LIMIT = 2000
 
 
-class Stage(str, enum.Enum):
+class Stage(enum.StrEnum):
     READ = "read"
     VALIDATE = "validate"
     TAXONOMY = "taxonomy"
 
 
-class Reason(str, enum.Enum):
+class Reason(enum.StrEnum):
     """Machine-readable dead-letter reason codes."""
 
     MALFORMED_JSON = "MALFORMED_JSON"
@@ -35,14 +35,14 @@ class Reason(str, enum.Enum):
     UNREADABLE_FILE = "UNREADABLE_FILE"
 
 
-class ImageRole(str, enum.Enum):
+class ImageRole(enum.StrEnum):
     MODEL = "MODEL"  # worn by a person
     PACKSHOT = "PACKSHOT"  # product alone
     DETAIL = "DETAIL"  # close-up
     OTHER = "OTHER"
 
 
-class CategoryRule(str, enum.Enum):
+class CategoryRule(enum.StrEnum):
     EXACT = "EXACT"
     PREFIX = "PREFIX"
     KEYWORD = "KEYWORD"

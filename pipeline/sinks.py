@@ -101,7 +101,7 @@ def _delete_tree(path: str) -> None:
 def _mkdirs(path: str) -> None:
     try:
         FileSystems.mkdirs(path)
-    except IOError:
+    except OSError:
         pass  # exists already, or an object store without folders
 
 
@@ -131,7 +131,7 @@ class _CommitFn(beam.DoFn):
         _delete_tree(staging_root(cfg.output, cfg.run_id))
         manifest = build_manifest(
             config=cfg, counts=counts, file_stats=file_stats, written=final_files,
-            finished_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), versions=self._versions)
+            finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), versions=self._versions)
         for path in manifest_paths(cfg.output, cfg.run_date, cfg.run_id):
             _mkdirs(path.rsplit("/", 1)[0])
             _write_json(path, manifest)

@@ -26,7 +26,7 @@ class TaxonomyError(ValueError):
     """The taxonomy file is not a valid hierarchy."""
 
 
-class Relation(str, enum.Enum):
+class Relation(enum.StrEnum):
     """How a predicted node relates to a reference node."""
 
     SAME = "SAME"

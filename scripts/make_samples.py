@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT = ROOT / "pipeline" / "samples"
 PER_RETAILER = 26
 LABELS = {  # clothing label -> (zalando categoryKeys, asos productType, farfetch product_type tail)
-    "T-Shirt": (["clothing", "clothing-tops", "clothing-tops-t-shirts"], "T-Shirts & Vests", "T-Shirts & Jersey Shirts"),
+    "T-Shirt": (["clothing", "clothing-tops", "clothing-tops-t-shirts"], "T-Shirts & Vests",
+                "T-Shirts & Jersey Shirts"),
     "Longsleeve": (["clothing", "clothing-tops", "clothing-tops-long-sleeve-tops"], "Tops", "Tops"),
     "Pants": (["clothing", "clothing-trousers"], "Trousers & Chinos", "Trousers"),
     "Shoes": (["shoes"], "Shoes, Boots & Trainers", None),
@@ -47,7 +48,7 @@ def pick_products(rows: list[dict], rng: random.Random, count: int, used: set[st
     groups = sorted(by_group.items())
     rng.shuffle(groups)
     products, labels_seen = [], {}
-    for (sender, label, kids), images in groups:
+    for (_sender, label, kids), images in groups:
         if labels_seen.get(label, 0) >= 3:
             continue
         take = images[: rng.choice([1, 1, 2, 3])]

@@ -210,8 +210,7 @@ def frame_xml(stream: BinaryIO, item_tags: tuple[str, ...] = ("item", "entry")) 
     stack: list[ET.Element] = []
     item_start = 0
     number = 0
-    offset = 0
-    for number, offset, _text, raw in _decoded_lines(stream):
+    for number, _offset, _text, raw in _decoded_lines(stream):
         try:
             parser.feed(raw)
             events = list(parser.read_events())
@@ -235,5 +234,5 @@ def frame_xml(stream: BinaryIO, item_tags: tuple[str, ...] = ("item", "entry")) 
     try:
         parser.close()
     except ET.ParseError as exc:
-        yield UnitError(number or None, offset, Reason.MALFORMED_XML,
+        yield UnitError(number or None, None, Reason.MALFORMED_XML,
                         f"XML is not well-formed: {exc} (the rest of the file is skipped)")

@@ -64,6 +64,8 @@ class GenericDecoder(Decoder):
                 raise RecordError(Reason.MISSING_FIELD, f"image URI template needs missing field(s) {missing}")
             raw = _FIELDS_RE.sub(lambda m: text(_lookup(payload, m.group(1))), spec)
         else:
+            if spec.split(".")[0] not in payload:
+                raise RecordError(Reason.MISSING_FIELD, f"image URI column {spec!r} is not in the record")
             raw = _lookup(payload, spec)
         if isinstance(raw, list):
             return [u for u in (text(v) for v in raw) if u]
