@@ -1,6 +1,6 @@
 """build_pipeline(p, config): chains the labelled stages of one run, nothing else.
 
-    sources (one ReadDump per retailer) -> MapTaxonomy -> DeduplicateImages
+    sources (one ReadDump per retailer) -> MapTaxonomy -> DeduplicateImages -> LoadImages
       -> WriteTable(images) / WriteTable(dead_letter) -> CommitRun (partitions + manifest)
 
 The pipeline object comes from outside (the CLI, a runner, or a TestPipeline in tests).
@@ -14,6 +14,7 @@ import apache_beam as beam
 
 from pipeline import versions
 from pipeline.dedupe import DUPLICATES, DeduplicateImages
+from pipeline.images import LoadImages
 from pipeline.manifest import CountEvents, dead_letter_events, duplicate_events, image_events, source_events
 from pipeline.options import RunConfig
 from pipeline.sinks import CommitRun, WriteTable, staging_root
@@ -48,8 +49,10 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
 
     mapped = all_records | "MapTaxonomy" >> MapTaxonomy(config.mappings, taxonomy_path=config.taxonomy_path)
     deduped = mapped | "Deduplicate" >> DeduplicateImages()
-    images, duplicates = deduped.unique, deduped[DUPLICATES]
-    dead_letter = [read_dead] | "AllDeadLetters" >> beam.Flatten()
+    duplicates = deduped[DUPLICATES]
+    loaded = deduped.unique | "LoadImages" >> LoadImages(config.fetch, config.decode)
+    images = loaded["images"] | "DropArrays" >> beam.Map(lambda pair: pair[0])
+    dead_letter = [read_dead, loaded["dead_letter"]] | "AllDeadLetters" >> beam.Flatten()
 
     staging = staging_root(config.output, config.run_id)
     written = (

@@ -22,6 +22,8 @@ from pathlib import Path
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.images.config import DecodeConfig, FetchConfig
+from pipeline.sources.base import dump_folder
 from schemas.mapping import MappingError, RetailerMapping, builtin_mapping_file, builtin_retailers, load_mapping
 from schemas.taxonomy import TaxonomyError, load_taxonomy
 
@@ -64,6 +66,29 @@ class FashionEnrichOptions(PipelineOptions):
         parser.add_argument("--shards_per_partition", "--shards-per-partition", dest="shards_per_partition",
                             type=int, default=1, help="Parquet files per (table, run_date, retailer)")
         parser.add_argument("--taxonomy", default=None, help="taxonomy YAML (default: the shipped one)")
+        images = FetchConfig()
+        decode = DecodeConfig()
+        parser.add_argument("--image_size", "--image-size", dest="image_size", type=int, default=decode.size,
+                            help="side of the square model input, pixels")
+        parser.add_argument("--max_image_pixels", "--max-image-pixels", dest="max_image_pixels", type=int,
+                            default=decode.max_pixels, help="decompression-bomb guard (width x height)")
+        parser.add_argument("--min_image_side", "--min-image-side", dest="min_image_side", type=int,
+                            default=decode.min_side, help="images with a smaller side are TOO_SMALL")
+        parser.add_argument("--max_image_bytes", "--max-image-bytes", dest="max_image_bytes", type=int,
+                            default=images.max_bytes, help="download size cap")
+        parser.add_argument("--fetch_timeout", "--fetch-timeout", dest="fetch_timeout", type=float,
+                            default=images.read_timeout_s, help="HTTP read timeout, seconds")
+        parser.add_argument("--fetch_retries", "--fetch-retries", dest="fetch_retries", type=int,
+                            default=images.max_retries, help="retries on connection errors, timeouts, 429, 5xx")
+        parser.add_argument("--fetch_concurrency", "--fetch-concurrency", dest="fetch_concurrency", type=int,
+                            default=images.concurrency, help="concurrent downloads per worker thread")
+        parser.add_argument("--image_cache", "--image-cache", dest="image_cache", default=None,
+                            help="folder or gs:// prefix caching downloads (ETag/Last-Modified revalidated)")
+        parser.add_argument("--allowed_root", "--allowed-root", dest="allowed_root", action="append", default=None,
+                            help="extra local folder images may be read from (default: the dumps' folders)")
+        parser.add_argument("--allow_private_addresses", "--allow-private-addresses",
+                            dest="allow_private_addresses", action="store_true",
+                            help="let image URLs resolve to private/loopback addresses (off: SSRF guard)")
 
 
 @dataclass(frozen=True)
@@ -82,6 +107,8 @@ class RunConfig:
     started_at: str
     shards_per_partition: int = 1
     taxonomy_path: str | None = None
+    fetch: FetchConfig = FetchConfig()
+    decode: DecodeConfig = DecodeConfig()
 
     def __post_init__(self):
         if not self.sources:
@@ -116,7 +143,11 @@ class RunConfig:
         data = json.loads(text)
         sources = tuple(SourceConfig(s["retailer"], s["pattern"], load_mapping(s["mapping"]))
                         for s in data.pop("sources"))
-        return cls(sources=sources, **data)
+        fetch = data.pop("fetch")
+        fetch["allowed_roots"] = tuple(fetch["allowed_roots"])
+        decode = data.pop("decode")
+        decode["formats"] = tuple(decode["formats"])
+        return cls(sources=sources, fetch=FetchConfig(**fetch), decode=DecodeConfig(**decode), **data)
 
     @classmethod
     def from_options(cls, options: PipelineOptions, *, now: dt.datetime | None = None) -> RunConfig:
@@ -136,6 +167,7 @@ class RunConfig:
         if not requested:
             requested = [(name, path, None) for name, path in default_inputs().items()]
         sources = []
+        roots: set[str] = set()
         for name, pattern, mapping_path in requested:
             mapping_file = mapping_path or builtin_mapping_file(name)
             if mapping_file is None:
@@ -147,10 +179,22 @@ class RunConfig:
                 raise ConfigError(f"bad mapping file: {exc}") from exc
             if mapping.retailer != name:
                 mapping = dataclasses.replace(mapping, retailer=name)
-            if not _matches(pattern):
+            files = _matches(pattern)
+            if not files:
                 raise ConfigError(f"input not found: {pattern} (for {name})")
+            roots.update(dump_folder(f) for f in files if "://" not in f)
             sources.append(SourceConfig(name, pattern, mapping))
         run_date = opts.run_date or now.date().isoformat()
+        try:
+            fetch = FetchConfig(
+                read_timeout_s=opts.fetch_timeout, max_retries=opts.fetch_retries, max_bytes=opts.max_image_bytes,
+                concurrency=opts.fetch_concurrency, cache=opts.image_cache,
+                allow_private_addresses=opts.allow_private_addresses,
+                allowed_roots=tuple(sorted(roots | {os.path.abspath(r) for r in opts.allowed_root or ()})))
+            decode = DecodeConfig(size=opts.image_size, max_pixels=opts.max_image_pixels,
+                                  min_side=opts.min_image_side)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from exc
         return cls(
             sources=tuple(sources),
             output=opts.output if "://" in opts.output else os.path.abspath(opts.output),
@@ -159,11 +203,13 @@ class RunConfig:
             started_at=now.isoformat(timespec="seconds"),
             shards_per_partition=opts.shards_per_partition,
             taxonomy_path=opts.taxonomy,
+            fetch=fetch,
+            decode=decode,
         )
 
 
-def _matches(pattern: str) -> bool:
+def _matches(pattern: str) -> list[str]:
     try:
-        return any(m.metadata_list for m in FileSystems.match([pattern]))
+        return [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
     except Exception:  # noqa: BLE001 - any filesystem failure means "not found" to the user
-        return False
+        return []

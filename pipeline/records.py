@@ -15,8 +15,8 @@ RAW_RECORD_LIMIT = 2000
 
 class Stage(enum.StrEnum):
     READ = "read"
-    VALIDATE = "validate"
-    TAXONOMY = "taxonomy"
+    FETCH = "fetch"
+    DECODE = "decode"
 
 
 class Reason(enum.StrEnum):
@@ -33,6 +33,19 @@ class Reason(enum.StrEnum):
     EMPTY_FILE = "EMPTY_FILE"
     TRUNCATED_FILE = "TRUNCATED_FILE"
     UNREADABLE_FILE = "UNREADABLE_FILE"
+    # Image fetch and decode.
+    HTTP_4XX = "HTTP_4XX"
+    HTTP_5XX = "HTTP_5XX"
+    TIMEOUT = "TIMEOUT"
+    CONNECTION_ERROR = "CONNECTION_ERROR"
+    TOO_MANY_REDIRECTS = "TOO_MANY_REDIRECTS"
+    NOT_FOUND = "NOT_FOUND"
+    TOO_LARGE = "TOO_LARGE"
+    NOT_AN_IMAGE = "NOT_AN_IMAGE"
+    UNSUPPORTED_FORMAT = "UNSUPPORTED_FORMAT"
+    CORRUPT_IMAGE = "CORRUPT_IMAGE"
+    DECOMPRESSION_BOMB = "DECOMPRESSION_BOMB"
+    TOO_SMALL = "TOO_SMALL"
 
 
 class ImageRole(enum.StrEnum):
@@ -80,6 +93,16 @@ class ImageRecord:
     category_match: str | None = None
     gender: str | None = None
     age_group: str | None = None
+    # Image fetch and decode (LoadImages).
+    image_width: int | None = None
+    image_height: int | None = None
+    image_format: str | None = None
+    image_bytes: int | None = None
+    image_sha256: str | None = None
+    http_status: int | None = None
+    fetch_attempts: int | None = None
+    fetch_ms: float | None = None
+    cache_hit: bool | None = None
 
     def dedupe_key(self) -> tuple[str, str, str]:
         return (self.retailer, self.product_id, self.image_uri)
@@ -102,6 +125,8 @@ class DeadLetter:
     product_id: str | None = None
     image_uri: str | None = None
     raw: str | None = None
+    http_status: int | None = None
+    attempts: int | None = None
 
     @classmethod
     def make(cls, *, retailer: str, stage: Stage, reason: Reason, message: str,

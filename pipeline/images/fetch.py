@@ -1,0 +1,225 @@
+"""Fetching image bytes: http(s) with retries and guards, gs:// and local files via FileSystems.
+
+:class:`Fetcher` is plain Python (no Beam) so it is tested directly against a loopback
+server; :mod:`pipeline.images.transforms` wraps it in a DoFn that creates one per worker in
+``setup()``. Catalog dumps are untrusted input, so a fetch refuses: schemes other than http,
+https, gs and local files; local paths outside the allowed roots (after resolving symlinks);
+and, unless switched off, hosts that resolve to private, loopback, link-local or reserved
+addresses, re-checked on every redirect hop.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import ipaddress
+import os
+import random
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from urllib.parse import urljoin, urlsplit
+
+import requests
+
+from pipeline.images.cache import CacheEntry, ImageCache
+from pipeline.images.config import FetchConfig
+from pipeline.records import Reason
+
+_RETRY_STATUS = {429, 500, 502, 503, 504}
+
+
+class FetchError(Exception):
+    def __init__(self, reason: Reason, message: str, *, status: int | None = None, attempts: int = 0,
+                 retry_after: float | None = None):
+        super().__init__(message)
+        self.reason, self.status, self.attempts, self.retry_after = reason, status, attempts, retry_after
+
+
+@dataclass(frozen=True)
+class Fetched:
+    data: bytes
+    status: int | None  # HTTP status (200, or 304 when served from the cache); None for files
+    attempts: int
+    millis: float
+    cache_hit: bool = False
+
+
+def _is_public(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%")[0])
+    if ip.version == 6 and ip.ipv4_mapped:
+        ip = ip.ipv4_mapped
+    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
+                or ip.is_unspecified)
+
+
+def _retry_after(value: str | None, now: float) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None
+
+
+class Fetcher:
+    """Fetches one URI at a time; thread-safe for concurrent calls (one Session, pooled)."""
+
+    def __init__(self, config: FetchConfig, *, sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, resolver=socket.getaddrinfo,
+                 rng: random.Random | None = None):
+        self._cfg = config
+        self._sleep, self._clock, self._resolve = sleep, clock, resolver
+        self._rng = rng or random.Random()
+        self._roots = tuple(os.path.realpath(r) for r in config.allowed_roots)
+        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(4, config.concurrency),
+                                                max_retries=0)
+        self._session = requests.Session()
+        self._session.mount("http://", adapter)
+        self._session.mount("https://", adapter)
+        self._session.headers["User-Agent"] = config.user_agent
+        self._cache = ImageCache(config.cache) if config.cache else None
+
+    def close(self) -> None:
+        self._session.close()
+
+    # -- entry point -------------------------------------------------------------------
+    def fetch(self, uri: str) -> Fetched:
+        start = self._clock()
+        scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+        if scheme in ("http", "https"):
+            data, status, attempts, hit = self._fetch_http(uri)
+        elif scheme == "gs" or (scheme and scheme not in ("file",)):
+            if scheme != "gs":
+                raise FetchError(Reason.FORBIDDEN_URI, f"scheme {scheme!r} is not allowed")
+            data, status, attempts, hit = self._read_file(uri), None, 1, False
+        else:
+            data, status, attempts, hit = self._read_local(uri), None, 1, False
+        return Fetched(data, status, attempts, (self._clock() - start) * 1000.0, hit)
+
+    # -- files ---------------------------------------------------------------------------
+    def _read_local(self, uri: str) -> bytes:
+        path = urlsplit(uri).path if uri.startswith("file:") else uri
+        real = os.path.realpath(path)
+        if not any(real == root or real.startswith(root.rstrip("/") + "/") for root in self._roots):
+            raise FetchError(Reason.FORBIDDEN_URI, f"local path {path!r} is outside the allowed roots")
+        return self._read_file(real)
+
+    def _read_file(self, path: str) -> bytes:
+        from apache_beam.io.filesystem import CompressionTypes
+        from apache_beam.io.filesystems import FileSystems
+
+        try:
+            match = FileSystems.match([path])[0].metadata_list
+        except Exception as exc:  # noqa: BLE001 - filesystem errors vary by backend
+            raise FetchError(Reason.NOT_FOUND, f"cannot list {path}: {exc}") from exc
+        if not match:
+            raise FetchError(Reason.NOT_FOUND, f"no such file: {path}")
+        if match[0].size_in_bytes > self._cfg.max_bytes:
+            raise FetchError(Reason.TOO_LARGE, f"file is {match[0].size_in_bytes} bytes, limit {self._cfg.max_bytes}")
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+                return fh.read(self._cfg.max_bytes + 1)
+        except OSError as exc:
+            raise FetchError(Reason.NOT_FOUND, f"cannot read {path}: {exc}") from exc
+
+    # -- http ------------------------------------------------------------------------------
+    def _check_host(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme.lower() not in ("http", "https"):
+            raise FetchError(Reason.FORBIDDEN_URI, f"redirect to forbidden scheme: {url[:200]}")
+        if not parts.hostname:
+            raise FetchError(Reason.FORBIDDEN_URI, f"URL has no host: {url[:200]}")
+        if self._cfg.allow_private_addresses:
+            return
+        try:
+            infos = self._resolve(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
+        except socket.gaierror as exc:
+            raise FetchError(Reason.CONNECTION_ERROR, f"cannot resolve {parts.hostname}: {exc}") from exc
+        for info in infos:
+            if not _is_public(info[4][0]):
+                raise FetchError(Reason.FORBIDDEN_URI,
+                                 f"{parts.hostname} resolves to non-public address {info[4][0]}")
+
+    def _fetch_http(self, url: str) -> tuple[bytes, int, int, bool]:
+        cfg = self._cfg
+        cached: CacheEntry | None = self._cache.get(url) if self._cache else None
+        attempts = 0
+        while True:
+            attempts += 1
+            wait: float | None = None
+            try:
+                data, status, headers = self._get_following_redirects(url, cached)
+            except FetchError as exc:
+                exc.attempts = attempts
+                retryable = exc.reason in (Reason.CONNECTION_ERROR, Reason.TIMEOUT) or exc.status in _RETRY_STATUS
+                if not retryable or attempts > cfg.max_retries:
+                    raise
+                wait = exc.retry_after
+            else:
+                if status == 304 and cached is not None:
+                    return cached.data, status, attempts, True
+                if self._cache is not None:
+                    self._cache.put(url, data, etag=headers.get("ETag"), last_modified=headers.get("Last-Modified"))
+                return data, status, attempts, False
+            backoff = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (attempts - 1))
+            delay = backoff * (0.5 + self._rng.random() / 2)  # exponential backoff, jittered
+            if wait is not None:
+                delay = min(max(delay, wait), cfg.retry_after_max_s)
+            self._sleep(delay)
+
+    def _get_following_redirects(self, url: str, cached: CacheEntry | None):
+        cfg = self._cfg
+        headers = {}
+        if cached is not None:
+            if cached.etag:
+                headers["If-None-Match"] = cached.etag
+            if cached.last_modified:
+                headers["If-Modified-Since"] = cached.last_modified
+        for _hop in range(cfg.max_redirects + 1):
+            self._check_host(url)
+            try:
+                response = self._session.get(url, headers=headers, stream=True, allow_redirects=False,
+                                             timeout=(cfg.connect_timeout_s, cfg.read_timeout_s))
+            except requests.exceptions.Timeout as exc:
+                raise FetchError(Reason.TIMEOUT, f"timed out: {exc}") from exc
+            except requests.exceptions.RequestException as exc:
+                raise FetchError(Reason.CONNECTION_ERROR, f"connection failed: {exc}") from exc
+            with response:
+                if response.is_redirect:
+                    url = urljoin(url, response.headers["Location"])
+                    continue
+                if response.status_code == 304:
+                    return b"", 304, response.headers
+                if response.status_code >= 400:
+                    reason = Reason.HTTP_5XX if response.status_code >= 500 else Reason.HTTP_4XX
+                    raise FetchError(reason, f"HTTP {response.status_code} {response.reason}",
+                                     status=response.status_code,
+                                     retry_after=_retry_after(response.headers.get("Retry-After"), time.time()))
+                return self._read_body(response), response.status_code, response.headers
+        raise FetchError(Reason.TOO_MANY_REDIRECTS, f"more than {cfg.max_redirects} redirects")
+
+    def _read_body(self, response: requests.Response) -> bytes:
+        limit = self._cfg.max_bytes
+        length = response.headers.get("Content-Length")
+        if length and length.isdigit() and int(length) > limit:
+            raise FetchError(Reason.TOO_LARGE, f"Content-Length {length} exceeds {limit} bytes",
+                             status=response.status_code)
+        chunks, total = [], 0
+        deadline = self._clock() + self._cfg.total_timeout_s
+        try:
+            for chunk in response.iter_content(chunk_size=65536):
+                total += len(chunk)
+                if total > limit:
+                    raise FetchError(Reason.TOO_LARGE, f"body exceeds {limit} bytes", status=response.status_code)
+                if self._clock() > deadline:
+                    raise FetchError(Reason.TIMEOUT, f"body not complete after {self._cfg.total_timeout_s} s",
+                                     status=response.status_code)
+                chunks.append(chunk)
+        except requests.exceptions.RequestException as exc:  # read timeout, reset mid-body
+            reason = Reason.TIMEOUT if "timed out" in str(exc).lower() else Reason.CONNECTION_ERROR
+            raise FetchError(reason, f"reading body failed: {exc}", status=response.status_code) from exc
+        return b"".join(chunks)
