@@ -8,6 +8,7 @@ import subprocess
 
 import pandas as pd
 import pytest
+from PIL import Image
 
 from pipeline.cli import main
 
@@ -54,7 +55,7 @@ def test_bad_run_date_and_unknown_command(capsys, tmp_path):
 def test_generic_source_with_a_user_mapping_file(tmp_path, capsys):
     (tmp_path / "img").mkdir()
     for sku in ("A1", "A2"):
-        (tmp_path / "img" / f"{sku}.jpg").write_bytes(b"\xff\xd8\xff")
+        Image.new("RGB", (64, 64), (200, 10, 10)).save(tmp_path / "img" / f"{sku}.jpg")
     dump = tmp_path / "shop.csv"
     dump.write_text("sku;kind;who\nA1;Jurken;dames\nA2;Speelgoed;kinderen\n")
     mapping = tmp_path / "shop.yaml"

@@ -18,7 +18,7 @@ ROLES = {"model": ImageRole.MODEL, "catwalk": ImageRole.MODEL, "product": ImageR
 
 class AsosDecoder(Decoder):
     def frame(self, stream, path):
-        return frame_json(stream)
+        return frame_json(stream, path)
 
     def parse(self, payload: dict, ctx: UnitContext) -> list[ImageRecord | DeadLetter]:
         product_id = require(payload, "id")

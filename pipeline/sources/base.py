@@ -30,6 +30,8 @@ DEAD_LETTER = "dead_letter"
 FILE_STATS = "file_stats"
 ALLOWED_SCHEMES = ("http", "https", "gs")
 _HOST_LIKE = re.compile(r"^[a-z0-9-]+(\.[a-z0-9-]+)+(:\d+)?/", re.IGNORECASE)
+# RFC 3986 scheme: a colon before any '/' (so "javascript:x", "data:..." and "mailto:" count too).
+_SCHEME = re.compile(r"^([a-z][a-z0-9+.-]*):", re.IGNORECASE)
 
 
 class RecordError(ValueError):
@@ -62,7 +64,8 @@ def resolve_image_uri(raw: str, dump_dir: str, *, schemeless_is_https: bool = Fa
         uri = "https:" + uri
     elif schemeless_is_https and "://" not in uri and _HOST_LIKE.match(uri):
         uri = "https://" + uri
-    scheme = urlsplit(uri).scheme.lower() if "://" in uri or uri.lower().startswith("file:") else ""
+    match = _SCHEME.match(uri)
+    scheme = match.group(1).lower() if match else ""
     if scheme in ALLOWED_SCHEMES:
         if scheme in ("http", "https") and not urlsplit(uri).hostname:
             raise ForbiddenUri(f"URI has no host: {uri!r}")
@@ -70,14 +73,17 @@ def resolve_image_uri(raw: str, dump_dir: str, *, schemeless_is_https: bool = Fa
     if scheme and scheme != "file":
         raise ForbiddenUri(f"scheme {scheme!r} is not allowed (allowed: {', '.join(ALLOWED_SCHEMES)}, local files)")
     path = urlsplit(uri).path if scheme == "file" else uri
+    relative = posixpath.normpath(path)
+    if not posixpath.isabs(path) and (relative == ".." or relative.startswith("../")):
+        raise ForbiddenUri(f"path {path!r} leaves the dump's folder")
     if "://" in dump_dir:  # dump on gs://: relative paths resolve under the same prefix
         if path.startswith("/"):
             raise ForbiddenUri(f"absolute path {path!r} in a remote dump")
-        resolved = posixpath.normpath(posixpath.join(urlsplit(dump_dir).path, path))
-        base = posixpath.normpath(urlsplit(dump_dir).path)
-        if not (resolved + "/").startswith(base.rstrip("/") + "/"):
-            raise ForbiddenUri(f"path {path!r} leaves the dump's folder")
         parts = urlsplit(dump_dir)
+        base = posixpath.normpath("/" + parts.path.lstrip("/"))  # "/" for a bucket root
+        resolved = posixpath.normpath(posixpath.join(base, path))
+        if not resolved.startswith(base.rstrip("/") + "/"):
+            raise ForbiddenUri(f"path {path!r} leaves the dump's folder")
         return f"{parts.scheme}://{parts.netloc}{resolved}"
     base = posixpath.normpath(posixpath.abspath(dump_dir))
     resolved = posixpath.normpath(path if posixpath.isabs(path) else posixpath.join(base, path))
@@ -148,6 +154,13 @@ def strip_compression(path: str) -> str:
     return path[:-3] if path.lower().endswith(".gz") else path
 
 
+def _open_decompressed(readable: fileio.ReadableFile):
+    """The file's bytes, gunzipped for .gz. Python's gzip (not Beam's CompressedFile) so that a
+    truncated stream raises EOFError instead of ending quietly."""
+    raw = readable.open(compression_type=CompressionTypes.UNCOMPRESSED)
+    return gzip.GzipFile(fileobj=raw, mode="rb") if readable.metadata.path.lower().endswith(".gz") else raw
+
+
 class _ReadDumpFn(beam.DoFn):
     def __init__(self, retailer: str, decoder: Decoder):
         self._retailer = retailer
@@ -165,8 +178,8 @@ class _ReadDumpFn(beam.DoFn):
 
         file_ctx = UnitContext(self._retailer, path, dump_folder(path), line=0, offset=None)
         try:
-            stream = PeekStream(readable.open(compression_type=CompressionTypes.AUTO))
-            if not stream.peek(4096).strip():
+            stream = PeekStream(_open_decompressed(readable))
+            if not stream.first_char():
                 yield error(file_ctx, Reason.EMPTY_FILE, "file is empty (no records)")
             else:
                 for unit in self._decoder.frame(stream, path):

@@ -66,6 +66,16 @@ class PeekStream:
             self._head += chunk
         return self._head[:size]
 
+    def first_char(self, chunk: int = 4096) -> bytes:
+        """The first non-whitespace byte (b"" for a blank stream), reading ahead in small chunks."""
+        while True:
+            stripped = self._head.lstrip()
+            if stripped:
+                return stripped[:1]
+            size = len(self._head)
+            if len(self.peek(size + chunk)) == size:
+                return b""
+
     def read(self, size: int = -1) -> bytes:
         head, self._head = self._head, b""
         if size is None or size < 0:
@@ -87,9 +97,14 @@ class PeekStream:
             yield line
 
 
-def frame_json(stream: PeekStream) -> Frame:
-    """JSON Lines, or a single JSON array of objects (detected by a leading '[')."""
-    if stream.peek().lstrip()[:1] == b"[":
+def frame_json(stream: PeekStream, path: str = "") -> Frame:
+    """JSON Lines, or one JSON array of objects.
+
+    ``.jsonl`` / ``.ndjson`` files are always JSON Lines; otherwise a file whose first
+    non-blank byte is '[' is read as an array (anything after its closing ']' is an error).
+    """
+    name = path.lower().removesuffix(".gz")
+    if not name.endswith((".jsonl", ".ndjson")) and stream.first_char() == b"[":
         yield from _frame_json_array(stream.read())
     else:
         yield from _frame_json_lines(stream)
@@ -128,6 +143,11 @@ def _frame_json_array(data: bytes) -> Frame:
         while pos < len(text) and (text[pos].isspace() or text[pos] == ","):
             pos += 1
         if pos < len(text) and text[pos] == "]":
+            rest = text[pos + 1:]
+            if rest.strip():
+                start = pos + 1 + len(rest) - len(rest.lstrip())
+                yield UnitError(text.count("\n", 0, start) + 1, len(text[:start].encode()), Reason.MALFORMED_JSON,
+                                "content after the end of the JSON array (is this JSON Lines?)", rest.strip()[:500])
             return
         line = text.count("\n", 0, pos) + 1
         try:
@@ -149,26 +169,25 @@ def _frame_json_array(data: bytes) -> Frame:
 def frame_delimited(stream: BinaryIO, delimiter: str) -> Frame:
     """CSV/TSV with a header row; a row whose column count differs from the header is an error."""
     errors: list[UnitError] = []
-    positions: dict[int, int] = {}
+    row_lines: list[tuple[int, int]] = []  # (line, offset) of the physical lines of the current row
 
     def lines():
         for number, offset, text, raw in _decoded_lines(stream):
-            positions[number] = offset
             if text is None:
                 errors.append(UnitError(number, offset, Reason.INVALID_ENCODING, "line is not valid UTF-8",
                                         raw.decode("utf-8", "replace")))
                 continue
+            row_lines.append((number, offset))
             yield text
 
     reader = csv.reader(lines(), delimiter=delimiter)
     header = None
-    start = 1
     try:
         for row in reader:
             yield from errors
             errors.clear()
-            line = start
-            start = reader.line_num + 1
+            line, offset = row_lines[0]
+            row_lines.clear()
             if header is None:
                 header = [h.strip() for h in row]
                 if not any(header):
@@ -176,15 +195,16 @@ def frame_delimited(stream: BinaryIO, delimiter: str) -> Frame:
                 continue
             raw = delimiter.join(row)
             if not row or not any(cell.strip() for cell in row):
-                yield RawUnit(line, positions.get(line), None)
+                yield RawUnit(line, offset, None)
                 continue
             if len(row) != len(header):
-                yield UnitError(line, positions.get(line), Reason.MALFORMED_ROW,
+                yield UnitError(line, offset, Reason.MALFORMED_ROW,
                                 f"row has {len(row)} columns, header has {len(header)}", raw)
                 continue
-            yield RawUnit(line, positions.get(line), dict(zip(header, row)), raw)
+            yield RawUnit(line, offset, dict(zip(header, row)), raw)
     except csv.Error as exc:
-        yield UnitError(start, positions.get(start), Reason.MALFORMED_ROW, f"CSV error: {exc} (rest of file skipped)")
+        line, offset = row_lines[0] if row_lines else (None, None)
+        yield UnitError(line, offset, Reason.MALFORMED_ROW, f"CSV error: {exc} (rest of file skipped)")
     yield from errors
 
 

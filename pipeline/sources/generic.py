@@ -15,14 +15,11 @@ A new retailer whose dump is a flat table needs a mapping file, not code::
 
 from __future__ import annotations
 
-import re
 import string
 
 from pipeline.records import DeadLetter, ImageRecord, Reason
 from pipeline.sources.base import Decoder, RecordError, UnitContext, text, values
 from pipeline.sources.framing import frame_delimited, frame_json
-
-_FIELDS_RE = re.compile(r"\{([^{}]+)\}")
 
 
 def _lookup(payload: dict, key: str):
@@ -47,7 +44,7 @@ class GenericDecoder(Decoder):
 
     def frame(self, stream, path):
         if self._format == "jsonl":
-            return frame_json(stream)
+            return frame_json(stream, path)
         default = "\t" if self._format == "tsv" else ","
         return frame_delimited(stream, self._columns.get("delimiter") or default)
 
@@ -62,7 +59,8 @@ class GenericDecoder(Decoder):
             missing = [n for n in needed if text(_lookup(payload, n)) is None]
             if missing:
                 raise RecordError(Reason.MISSING_FIELD, f"image URI template needs missing field(s) {missing}")
-            raw = _FIELDS_RE.sub(lambda m: text(_lookup(payload, m.group(1))), spec)
+            raw = "".join(literal + (format(text(_lookup(payload, name)), fmt or "") if name else "")
+                          for literal, name, fmt, _ in string.Formatter().parse(spec))
         else:
             if spec.split(".")[0] not in payload:
                 raise RecordError(Reason.MISSING_FIELD, f"image URI column {spec!r} is not in the record")

@@ -20,7 +20,7 @@ ROLES = {"MODEL": ImageRole.MODEL, "NON_MODEL": ImageRole.PACKSHOT, "PRODUCT": I
 
 class ZalandoDecoder(Decoder):
     def frame(self, stream, path):
-        return frame_json(stream)
+        return frame_json(stream, path)
 
     def parse(self, payload: dict, ctx: UnitContext) -> list[ImageRecord | DeadLetter]:
         product_id = require(payload, "id")
