@@ -50,7 +50,8 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
     mapped = all_records | "MapTaxonomy" >> MapTaxonomy(config.mappings, taxonomy_path=config.taxonomy_path)
     deduped = mapped | "Deduplicate" >> DeduplicateImages()
     duplicates = deduped[DUPLICATES]
-    loaded = deduped.unique | "LoadImages" >> LoadImages(config.fetch, config.decode)
+    loaded = deduped.unique | "LoadImages" >> LoadImages(config.fetch, config.decode,
+                                                                decode_threads=config.decode_threads)
     images = loaded["images"] | "DropArrays" >> beam.Map(lambda pair: pair[0])
     dead_letter = [read_dead, loaded["dead_letter"]] | "AllDeadLetters" >> beam.Flatten()
 

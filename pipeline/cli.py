@@ -52,11 +52,15 @@ def _run(argv: list[str]) -> int:
 
 def _print_summary(manifest: dict, seconds: float) -> None:
     counts = manifest["counts"]
+    stages = counts["dead_letter_by_stage"]
     print(f"run {manifest['run_id']} -> {manifest['output']}  ({seconds:.1f} s)")
-    print(f"{'retailer':<12}{'records in':>11}{'images':>9}{'dead':>7}{'dupes':>7}  reconciled")
+    print(f"{'retailer':<12}{'records in':>11}{'read err':>9}{'dupes':>7}{'fetch err':>10}{'decode err':>11}"
+          f"{'images':>8}  reconciled")
     for retailer, rec in manifest["reconciliation"].items():
-        print(f"{retailer:<12}{rec['records_in']:>11}{rec['images']:>9}{rec['dead_letter']:>7}"
-              f"{rec['duplicates']:>7}  {'yes' if rec['ok'] else 'NO'}")
+        by_stage = stages.get(retailer, {})
+        print(f"{retailer:<12}{rec['records_in']:>11}{by_stage.get('read', 0):>9}{rec['duplicates']:>7}"
+              f"{by_stage.get('fetch', 0):>10}{by_stage.get('decode', 0):>11}{rec['images']:>8}"
+              f"  {'yes' if rec['ok'] else 'NO'}")
     reasons = {r: c for r, c in counts["dead_letter_by_reason"].items() if c}
     if reasons:
         print("dead-letter reasons: " + "; ".join(

@@ -31,6 +31,8 @@ def image_events(record: ImageRecord) -> list[tuple]:
         keys.append(("unmapped_gender", record.retailer, " | ".join(record.raw_gender) or "<missing>"))
     if record.age_group is None:
         keys.append(("unmapped_age_group", record.retailer, " | ".join(record.raw_age_group) or "<missing>"))
+    if record.cache_hit:
+        keys.append(("cache_hits", record.retailer))
     return keys
 
 
@@ -87,12 +89,14 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
     records_in, images, duplicates = per_retailer("records_in"), per_retailer("images"), per_retailer("duplicates")
     dead = Counter()
     dead_by_reason: dict[str, Counter] = {r: Counter() for r in config.retailers}
+    dead_by_stage: dict[str, Counter] = {r: Counter() for r in config.retailers}
     read_errors = Counter()
     for key, n in counter.items():
         if key[0] == "dead_letter":
             _, retailer, stage, reason = key
             dead[retailer] += n
             dead_by_reason.setdefault(retailer, Counter())[reason] += n
+            dead_by_stage.setdefault(retailer, Counter())[stage] += n
             if stage == Stage.READ.value:
                 read_errors[retailer] += n
     reconciliation = {
@@ -133,6 +137,8 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
             "images": images,
             "dead_letter": {r: dead[r] for r in config.retailers},
             "dead_letter_by_reason": {r: dict(c.most_common()) for r, c in dead_by_reason.items()},
+            "dead_letter_by_stage": {r: dict(c.most_common()) for r, c in dead_by_stage.items()},
+            "cache_hits": per_retailer("cache_hits"),
             "category_rule": _per_retailer(counter, "category_rule"),
         },
         "unmapped": {

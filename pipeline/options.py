@@ -82,6 +82,8 @@ class FashionEnrichOptions(PipelineOptions):
                             default=images.max_retries, help="retries on connection errors, timeouts, 429, 5xx")
         parser.add_argument("--fetch_concurrency", "--fetch-concurrency", dest="fetch_concurrency", type=int,
                             default=images.concurrency, help="concurrent downloads per worker thread")
+        parser.add_argument("--decode_threads", "--decode-threads", dest="decode_threads", type=int, default=2,
+                            help="image decode threads per worker (Pillow releases the GIL)")
         parser.add_argument("--image_cache", "--image-cache", dest="image_cache", default=None,
                             help="folder or gs:// prefix caching downloads (ETag/Last-Modified revalidated)")
         parser.add_argument("--allowed_root", "--allowed-root", dest="allowed_root", action="append", default=None,
@@ -109,6 +111,7 @@ class RunConfig:
     taxonomy_path: str | None = None
     fetch: FetchConfig = FetchConfig()
     decode: DecodeConfig = DecodeConfig()
+    decode_threads: int = 2
 
     def __post_init__(self):
         if not self.sources:
@@ -123,6 +126,8 @@ class RunConfig:
             raise ConfigError(f"--run-date must be YYYY-MM-DD, got {self.run_date!r}") from exc
         if not 1 <= self.shards_per_partition <= 1024:
             raise ConfigError("--shards-per-partition must be between 1 and 1024")
+        if not 1 <= self.decode_threads <= 64:
+            raise ConfigError("--decode-threads must be between 1 and 64")
 
     @property
     def mappings(self) -> dict[str, RetailerMapping]:
@@ -205,6 +210,7 @@ class RunConfig:
             taxonomy_path=opts.taxonomy,
             fetch=fetch,
             decode=decode,
+            decode_threads=opts.decode_threads,
         )
 
 

@@ -58,6 +58,18 @@ def test_images_table_reads_back_with_partition_columns(sample_run):
     assert images["image_uri"].map(lambda u: Path(u).is_file()).all()
 
 
+def test_images_were_fetched_and_decoded(sample_run):
+    out, _ = sample_run
+    images = pd.read_parquet(out / "images")
+    assert (images["image_format"] == "JPEG").all()
+    assert (images["image_width"] >= 256).all() and (images["image_height"] >= 256).all()  # short side 256
+    sizes = images["image_uri"].map(lambda u: Path(u).stat().st_size)
+    assert (images["image_bytes"] == sizes).all()
+    assert images["image_sha256"].str.fullmatch("[0-9a-f]{64}").all()
+    assert (images["fetch_attempts"] == 1).all() and images["http_status"].isna().all()  # local files
+    assert (images["fetch_ms"] >= 0).all()
+
+
 def test_counts_reconcile_with_the_manifest_and_the_files(sample_run, samples):
     out, config = sample_run
     manifest = json.loads((out / "manifest.json").read_text())

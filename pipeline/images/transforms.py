@@ -1,12 +1,11 @@
 """LoadImages: image records -> (record with image columns, model-ready array), or dead letter.
 
-Two DoFns behind one PTransform:
-
-* ``Fetch`` takes batches (``BatchElements``) and fetches each batch's URIs with bounded
-  concurrency on a thread pool; the :class:`~pipeline.images.fetch.Fetcher` (one pooled
-  ``requests.Session``) is created in ``setup()`` and closed in ``teardown()``.
-* ``Decode`` runs :func:`~pipeline.images.decode.decode_and_preprocess`; identical bytes
-  (same sha256) under different URIs are decoded once per bundle.
+Records are batched (``BatchElements``); one DoFn fetches each batch's URIs with bounded
+concurrency on a thread pool (the :class:`~pipeline.images.fetch.Fetcher`, one pooled
+``requests.Session``, is created in ``setup()`` and closed in ``teardown()``), then decodes
+the batch's distinct payloads with :func:`~pipeline.images.decode.decode_and_preprocess` on a
+second, small pool. Identical bytes (same sha256) under different URIs are decoded once per
+bundle. Failures are tagged with the stage that failed (``fetch`` or ``decode``).
 
 Every failure leaves on the ``dead_letter`` output with a reason code and is counted with
 Beam metrics (namespace ``fashion_enrich.images``).
@@ -16,19 +15,20 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections import OrderedDict
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections import Counter, OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import apache_beam as beam
 
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.images.decode import Decoded, ImageError, decode_and_preprocess
-from pipeline.images.fetch import Fetched, Fetcher, FetchError
+from pipeline.images.fetch import Fetcher, FetchError
 from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
 
 METRICS_NAMESPACE = "fashion_enrich.images"
 DEAD_LETTER = "dead_letter"
-_BUNDLE_MEMO = 256  # decoded images remembered per bundle, by content hash
+_BUNDLE_MEMO = 64  # decoded images remembered per bundle, by content hash (bounded memory)
 
 
 def image_dead_letter(record: ImageRecord, stage: Stage, reason: Reason, message: str, *,
@@ -39,99 +39,130 @@ def image_dead_letter(record: ImageRecord, stage: Stage, reason: Reason, message
                            image_uri=record.image_uri, http_status=status, attempts=attempts)
 
 
-class _FetchFn(beam.DoFn):
-    def __init__(self, config: FetchConfig):
-        self._config = config
+class _LoadFn(beam.DoFn):
+    """Fetches a batch on a thread pool; each fetched payload goes straight to a small decode
+    pool, so decoding overlaps the remaining downloads. Pillow releases the GIL while decoding
+    and resizing, so decode threads use several cores even inside one SDK worker process.
+    """
+
+    def __init__(self, fetch: FetchConfig, decode: DecodeConfig, decode_threads: int):
+        self._fetch_cfg, self._decode_cfg, self._decode_threads = fetch, decode, decode_threads
         self._fetcher: Fetcher | None = None
-        self._pool: ThreadPoolExecutor | None = None
+        self._fetch_pool: ThreadPoolExecutor | None = None
+        self._decode_pool: ThreadPoolExecutor | None = None
+        self._memo: OrderedDict[str, Future] = OrderedDict()
+        self._lock: threading.Lock | None = None  # created in setup(): nothing unpicklable before
+        self._reused = 0
 
     def setup(self):
-        self._fetcher = Fetcher(self._config)
-        self._pool = ThreadPoolExecutor(max_workers=self._config.concurrency, thread_name_prefix="fetch")
+        self._lock = threading.Lock()
+        self._fetcher = Fetcher(self._fetch_cfg)
+        self._fetch_pool = ThreadPoolExecutor(self._fetch_cfg.concurrency, thread_name_prefix="fetch")
+        self._decode_pool = ThreadPoolExecutor(self._decode_threads, thread_name_prefix="decode")
 
     def teardown(self):
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
+        for pool in (self._fetch_pool, self._decode_pool):
+            if pool is not None:
+                pool.shutdown(wait=False, cancel_futures=True)
         if self._fetcher is not None:
             self._fetcher.close()
 
-    def _fetch(self, record: ImageRecord) -> Fetched | FetchError:
+    def start_bundle(self):
+        self._memo = OrderedDict()  # identical bytes are decoded once per bundle
+
+    def _decode(self, data: bytes) -> Decoded | ImageError:
         try:
-            return self._fetcher.fetch(record.image_uri)
-        except FetchError as exc:
+            return decode_and_preprocess(data, self._decode_cfg)
+        except ImageError as exc:
             return exc
 
+    def _fetch_then_decode(self, record: ImageRecord, inline: bool = False):
+        """(fetch result or error, sha256, decoded or a future of it) for one record.
+
+        Remote URIs run on a fetch thread and hand decoding to the decode pool, so it overlaps the
+        other downloads. Local files (``inline``) are read and decoded on a decode thread directly:
+        a thread hand-off costs more than reading a small file.
+        """
+        try:
+            fetched = self._fetcher.fetch(record.image_uri)
+        except FetchError as exc:
+            return exc, None, None
+        digest = hashlib.sha256(fetched.data).hexdigest()
+        with self._lock:
+            known = self._memo.get(digest)
+            if known is None and not inline:
+                known = self._memo[digest] = self._decode_pool.submit(self._decode, fetched.data)
+                return fetched, digest, known
+        if known is not None:
+            with self._lock:
+                self._reused += 1
+            return fetched, digest, known
+        decoded = self._decode(fetched.data)
+        done: Future = Future()
+        done.set_result(decoded)
+        with self._lock:
+            self._memo.setdefault(digest, done)
+        return fetched, digest, decoded
+
+    def _submit(self, record: ImageRecord) -> Future:
+        if "://" in record.image_uri and not record.image_uri.startswith("file:"):
+            return self._fetch_pool.submit(self._fetch_then_decode, record)
+        return self._decode_pool.submit(self._fetch_then_decode, record, True)
+
     def process(self, batch: list[ImageRecord]):
-        counter = beam.metrics.Metrics.counter
-        for record, result in zip(batch, self._pool.map(self._fetch, batch)):
+        counts: Counter[str] = Counter()
+        fetched_bytes = 0
+        self._reused = 0
+        for record, pending in zip(batch, [self._submit(r) for r in batch]):
+            result, digest, decoded = pending.result()
             if isinstance(result, FetchError):
-                counter(METRICS_NAMESPACE, f"dead_letter_{result.reason.value}").inc()
+                counts[f"dead_letter_{result.reason.value}"] += 1
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, image_dead_letter(
                     record, Stage.FETCH, result.reason, str(result), status=result.status,
                     attempts=result.attempts or None))
                 continue
-            counter(METRICS_NAMESPACE, "fetched").inc()
-            counter(METRICS_NAMESPACE, "fetched_bytes").inc(len(result.data))
-            if result.cache_hit:
-                counter(METRICS_NAMESPACE, "cache_hits").inc()
-            beam.metrics.Metrics.distribution(METRICS_NAMESPACE, "fetch_ms").update(int(result.millis))
-            yield dataclasses.replace(record, http_status=result.status, fetch_attempts=result.attempts,
-                                      fetch_ms=round(result.millis, 3), cache_hit=result.cache_hit,
-                                      image_bytes=len(result.data)), result.data
-
-
-class _DecodeFn(beam.DoFn):
-    def __init__(self, config: DecodeConfig):
-        self._config = config
-        self._memo: OrderedDict[str, Decoded | ImageError] = OrderedDict()
-
-    def start_bundle(self):
-        self._memo = OrderedDict()
-
-    def _decode(self, digest: str, data: bytes) -> Decoded | ImageError:
-        if digest in self._memo:
-            beam.metrics.Metrics.counter(METRICS_NAMESPACE, "decode_reused").inc()
-            self._memo.move_to_end(digest)
-            return self._memo[digest]
-        try:
-            result: Decoded | ImageError = decode_and_preprocess(data, self._config)
-        except ImageError as exc:
-            result = exc
-        self._memo[digest] = result
-        if len(self._memo) > _BUNDLE_MEMO:
-            self._memo.popitem(last=False)
-        return result
-
-    def process(self, element):
-        record, data = element
-        digest = hashlib.sha256(data).hexdigest()
-        result = self._decode(digest, data)
-        if isinstance(result, ImageError):
-            beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"dead_letter_{result.reason.value}").inc()
-            yield beam.pvalue.TaggedOutput(DEAD_LETTER, image_dead_letter(
-                record, Stage.DECODE, result.reason, str(result), status=record.http_status,
-                attempts=record.fetch_attempts))
-            return
-        beam.metrics.Metrics.counter(METRICS_NAMESPACE, "decoded").inc()
-        yield dataclasses.replace(record, image_width=result.width, image_height=result.height,
-                                  image_format=result.format, image_sha256=digest), result.array
+            counts["fetched"] += 1
+            counts["cache_hits"] += result.cache_hit
+            fetched_bytes += len(result.data)
+            if isinstance(decoded, Future):
+                decoded = decoded.result()
+            fields = dict(http_status=result.status, fetch_attempts=result.attempts, fetch_ms=round(result.millis, 3),
+                          cache_hit=result.cache_hit, image_bytes=len(result.data), image_sha256=digest)
+            if isinstance(decoded, ImageError):
+                counts[f"dead_letter_{decoded.reason.value}"] += 1
+                yield beam.pvalue.TaggedOutput(DEAD_LETTER, image_dead_letter(
+                    dataclasses.replace(record, **fields), Stage.DECODE, decoded.reason, str(decoded),
+                    status=result.status, attempts=result.attempts))
+                continue
+            counts["decoded"] += 1
+            yield dataclasses.replace(record, image_width=decoded.width, image_height=decoded.height,
+                                      image_format=decoded.format, **fields), decoded.array
+        counts["decode_reused"] += self._reused
+        counts["fetched_bytes"] += fetched_bytes
+        for name, n in counts.items():  # one metric update per batch, not per image
+            if n:
+                beam.metrics.Metrics.counter(METRICS_NAMESPACE, name).inc(n)
+        with self._lock:
+            while len(self._memo) > _BUNDLE_MEMO:
+                self._memo.popitem(last=False)
 
 
 class LoadImages(beam.PTransform):
     """Fetch + decode. Returns ``{"images": (ImageRecord, uint8 array), "dead_letter": DeadLetter}``."""
 
-    def __init__(self, fetch: FetchConfig, decode: DecodeConfig, *, max_batch_size: int | None = None):
+    def __init__(self, fetch: FetchConfig, decode: DecodeConfig, *, decode_threads: int = 2,
+                 batch_size: int | None = None):
         super().__init__()
-        self._fetch, self._decode = fetch, decode
-        self._max_batch = max_batch_size or max(1, 2 * fetch.concurrency)
+        if not 1 <= decode_threads <= 64:
+            raise ValueError("decode_threads must be between 1 and 64")
+        self._fetch, self._decode, self._decode_threads = fetch, decode, decode_threads
+        self._batch = batch_size or 4 * fetch.concurrency
 
     def expand(self, records):
-        fetched = (
+        loaded = (
             records
-            | "Batch" >> beam.BatchElements(min_batch_size=1, max_batch_size=self._max_batch)
-            | "Fetch" >> beam.ParDo(_FetchFn(self._fetch)).with_outputs(DEAD_LETTER, main="fetched")
+            | "Batch" >> beam.BatchElements(min_batch_size=self._batch, max_batch_size=self._batch)
+            | "FetchDecode" >> beam.ParDo(_LoadFn(self._fetch, self._decode, self._decode_threads)).with_outputs(
+                DEAD_LETTER, main="images")
         )
-        decoded = fetched.fetched | "Decode" >> beam.ParDo(_DecodeFn(self._decode)).with_outputs(
-            DEAD_LETTER, main="images")
-        dead = (fetched[DEAD_LETTER], decoded[DEAD_LETTER]) | "ImageDeadLetters" >> beam.Flatten()
-        return {"images": decoded.images, "dead_letter": dead}
+        return {"images": loaded.images, "dead_letter": loaded[DEAD_LETTER]}

@@ -1,0 +1,38 @@
+"""RunConfig: validation and a JSON round trip (what runners ship to workers and manifests)."""
+
+from __future__ import annotations
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from pipeline.options import ConfigError, RunConfig, samples_dir
+
+
+def config(*argv: str) -> RunConfig:
+    return RunConfig.from_options(PipelineOptions(list(argv)))
+
+
+def test_defaults_use_the_shipped_samples_and_their_folder_as_the_allowed_root(tmp_path):
+    cfg = config("--output", str(tmp_path))
+    assert cfg.retailers == ("zalando", "asos", "farfetch")
+    assert cfg.fetch.allowed_roots == (str(samples_dir()),)
+    assert not cfg.fetch.allow_private_addresses  # the SSRF guard is on by default
+    assert cfg.decode.size == 224 and cfg.output == str(tmp_path)
+
+
+def test_json_round_trip(tmp_path):
+    cfg = config("--output", str(tmp_path), "--run-date", "2026-04-05", "--image-size", "128",
+                 "--fetch-retries", "1", "--allowed-root", str(tmp_path), "--decode-threads", "3")
+    again = RunConfig.from_json(cfg.to_json())
+    assert again == cfg
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--image-size", "4"], "size"),
+    (["--fetch-concurrency", "0"], "concurrency"),
+    (["--decode-threads", "0"], "decode-threads"),
+    (["--shards-per-partition", "0"], "shards"),
+])
+def test_invalid_values_are_config_errors(tmp_path, argv, message):
+    with pytest.raises(ConfigError, match=message):
+        config("--output", str(tmp_path), *argv)
