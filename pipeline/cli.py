@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 
@@ -38,6 +39,7 @@ def _run(argv: list[str]) -> int:
         return 0
     options = PipelineOptions(argv)
     config = RunConfig.from_options(options)
+    _check_writable(config.output)
     started = time.monotonic()
     with beam.Pipeline(options=options) as p:
         build_pipeline(p, config)
@@ -48,6 +50,24 @@ def _run(argv: list[str]) -> int:
         manifest = json.loads(fh.read())
     _print_summary(manifest, seconds)
     return 0 if manifest["reconciled"] else 1
+
+
+def _check_writable(output: str) -> None:
+    """Fail early, in one line, when the output folder cannot be written."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipeline.options import ConfigError
+
+    if "://" in output:
+        return  # object stores: permissions show at write time, in the runner's logs
+    probe = FileSystems.join(output, f".write-test-{os.getpid()}")
+    try:
+        os.makedirs(output, exist_ok=True)
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise ConfigError(f"cannot write to output folder {output}: {exc.strerror or exc}") from exc
 
 
 def _print_summary(manifest: dict, seconds: float) -> None:

@@ -113,7 +113,7 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
     for stats in sorted(file_stats, key=lambda s: s.source_file):
         files_by_retailer[stats.retailer].append({
             "file": stats.source_file, "units": stats.units, "blank": stats.blank, "products": stats.products,
-            "records": stats.records, "errors": stats.errors})
+            "records": stats.records, "errors": stats.errors, "aborted": stats.aborted})
     tables: dict[str, dict] = defaultdict(lambda: {"rows": 0, "files": []})
     for f in sorted(written, key=lambda w: (w.table, w.partition, w.shard)):
         tables[f.table]["rows"] += f.rows

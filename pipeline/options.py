@@ -187,6 +187,8 @@ class RunConfig:
             files = _matches(pattern)
             if not files:
                 raise ConfigError(f"input not found: {pattern} (for {name})")
+            if all(os.path.isdir(f) for f in files if "://" not in f) and not any("://" in f for f in files):
+                raise ConfigError(f"input is a folder, not a dump file: {pattern} (give a file or a glob)")
             roots.update(dump_folder(f) for f in files if "://" not in f)
             sources.append(SourceConfig(name, pattern, mapping))
         run_date = opts.run_date or now.date().isoformat()

@@ -33,12 +33,16 @@ class Reason(enum.StrEnum):
     EMPTY_FILE = "EMPTY_FILE"
     TRUNCATED_FILE = "TRUNCATED_FILE"
     UNREADABLE_FILE = "UNREADABLE_FILE"
+    FILE_TOO_LARGE = "FILE_TOO_LARGE"
+    LINE_TOO_LONG = "LINE_TOO_LONG"
+    INVALID_RECORD = "INVALID_RECORD"  # a record that broke the parser in an unforeseen way
     # Image fetch and decode.
     HTTP_4XX = "HTTP_4XX"
     HTTP_5XX = "HTTP_5XX"
     TIMEOUT = "TIMEOUT"
     CONNECTION_ERROR = "CONNECTION_ERROR"
     TOO_MANY_REDIRECTS = "TOO_MANY_REDIRECTS"
+    FETCH_ERROR = "FETCH_ERROR"  # an unforeseen failure while fetching (message says which)
     NOT_FOUND = "NOT_FOUND"
     TOO_LARGE = "TOO_LARGE"
     NOT_AN_IMAGE = "NOT_AN_IMAGE"
@@ -46,6 +50,7 @@ class Reason(enum.StrEnum):
     CORRUPT_IMAGE = "CORRUPT_IMAGE"
     DECOMPRESSION_BOMB = "DECOMPRESSION_BOMB"
     TOO_SMALL = "TOO_SMALL"
+    DECODE_ERROR = "DECODE_ERROR"  # an unforeseen failure while decoding (message says which)
 
 
 class ImageRole(enum.StrEnum):
@@ -150,6 +155,7 @@ class FileStats:
     products: int = 0  # units that yielded at least one image record
     records: int = 0  # image records emitted
     errors: int = 0  # dead-letter rows emitted
+    aborted: bool = False  # a fault stopped the framer: the rest of the file was not read
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import os
 import zlib
 
 import apache_beam as beam
@@ -129,6 +130,12 @@ class _CommitFn(beam.DoFn):
             final_files.append(WrittenFile(table=f.table, partition=f.partition, path=target, rows=f.rows,
                                            shard=f.shard))
         _delete_tree(staging_root(cfg.output, cfg.run_id))
+        parent = FileSystems.join(cfg.output, STAGING)
+        if "://" not in parent:
+            try:  # leave no empty _staging folder behind; another run may be using it, then it stays
+                os.rmdir(parent)
+            except OSError:
+                pass
         manifest = build_manifest(
             config=cfg, counts=counts, file_stats=file_stats, written=final_files,
             finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), versions=self._versions)

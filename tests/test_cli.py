@@ -83,3 +83,12 @@ def test_installed_console_script_runs_the_embedded_default(tmp_path):
     assert "reconciled" in proc.stdout
     images = pd.read_parquet(tmp_path / "out" / "images")
     assert len(images) > 90 and set(images["retailer"].astype(str)) == {"zalando", "asos", "farfetch"}
+
+
+def test_folder_as_input_and_unwritable_output_are_one_line(capsys, tmp_path, samples):
+    assert main(["run", "--zalando", str(tmp_path), "--output", str(tmp_path / "out")]) == 2
+    assert "is a folder" in error_line(capsys)
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["run", "--asos", str(samples / "asos.jsonl"), "--output", str(blocker / "out")]) == 2
+    assert "cannot write to output folder" in error_line(capsys)

@@ -13,7 +13,7 @@ from PIL import Image
 
 from pipeline.images import DecodeConfig, FetchConfig, ImageError, LoadImages, decode_and_preprocess, load_image
 from pipeline.images.decode import resize_and_pad, sniff
-from pipeline.images.fetch import Fetcher, FetchError
+from pipeline.images.fetch import Fetcher, FetchError, is_public_address
 from pipeline.records import ImageRecord
 from tests.imageserver import ImageServer, bomb_png, cmyk_jpeg, jpeg, png, two_halves_jpeg, webp
 
@@ -137,27 +137,62 @@ def test_retries_are_bounded_with_exponential_backoff(server):
 def test_private_address_guard(server):
     guarded = Fetcher(fast_fetch(allow_private_addresses=False))
     assert fetch_reason(guarded, server.url("/good.jpg")) == "FORBIDDEN_URI"  # loopback refused
-
-    def resolver(host, port, *a, **kw):  # the test server counts as "public"; everything else is real
-        if host == "127.0.0.1":
-            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("93.184.216.34", port))]
-        return socket.getaddrinfo(host, port, *a, **kw)
-
-    fetcher = Fetcher(fast_fetch(allow_private_addresses=False), resolver=resolver)
+    # The loopback test server stands in for a public host: a policy that admits 127.0.0.1 alone.
+    fetcher = Fetcher(fast_fetch(allow_private_addresses=False), address_policy=lambda a: a == "127.0.0.1")
     assert fetcher.fetch(server.url("/good.jpg")).status == 200
-    assert fetch_reason(fetcher, server.url("/to-private.jpg")) == "FORBIDDEN_URI"
+    assert fetch_reason(fetcher, server.url("/to-private.jpg")) == "FORBIDDEN_URI"  # redirect hop re-checked
     assert fetch_reason(fetcher, server.url("/to-metadata.jpg")) == "FORBIDDEN_URI"
-    assert server.hits["/x.jpg"] == 0
+    assert server.hits["/x.jpg"] == 0 and server.hits["/latest"] == 0
+
+
+def test_the_checked_address_is_the_one_connected_to(server):
+    """DNS rebinding: a second lookup would answer a private address; there is none."""
+    port = int(server.url("/").rsplit(":", 1)[1].split("/")[0])
+    calls = []
+
+    def resolver(host, port_, *args):
+        calls.append(host)
+        ip = "127.0.0.1" if len(calls) == 1 else "10.9.9.9"
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (ip, port_))]
+
+    fetcher = Fetcher(fast_fetch(allow_private_addresses=False), resolver=resolver,
+                      address_policy=lambda a: a == "127.0.0.1")
+    assert fetcher.fetch(f"http://images.shop.test:{port}/good.jpg").status == 200
+    assert calls == ["images.shop.test"]  # resolved once, by the guard; the system resolver never asked
+
+
+@pytest.mark.parametrize("address, public", [
+    ("8.8.8.8", True), ("2a00:1450:4001:81b::200e", True), ("127.0.0.1", False), ("10.1.2.3", False),
+    ("192.168.1.1", False), ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False),
+    ("::1", False), ("fe80::1", False), ("fc00::1", False), ("::ffff:127.0.0.1", False),
+    ("2002:7f00:1::", False), ("224.0.0.1", False),
+])
+def test_is_public_address(address, public):
+    assert is_public_address(address) is public
+
+
+def test_malformed_urls_and_hosts_are_refused_not_crashes(server):
+    fetcher = Fetcher(fast_fetch(allow_private_addresses=False))
+    for url in ("http://example.com:99999/x.jpg", "http://" + "a" * 70 + ".example/x.jpg", "http://[::1/x.jpg"):
+        assert fetch_reason(fetcher, url) == "FORBIDDEN_URI", url
+
+
+def test_an_unusable_cache_does_not_fail_the_fetch(server, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    fetcher = Fetcher(fast_fetch(cache=str(blocker / "cache")))
+    assert fetcher.fetch(server.url("/etag.jpg")).status == 200
 
 
 def test_cache_revalidates_with_etag_and_skips_the_download(server, tmp_path):
+    bodies, hits = server.bodies_sent["/etag.jpg"], server.hits["/etag.jpg"]
     fetcher = Fetcher(fast_fetch(cache=str(tmp_path / "cache")))
     first = fetcher.fetch(server.url("/etag.jpg"))
     again = Fetcher(fast_fetch(cache=str(tmp_path / "cache"))).fetch(server.url("/etag.jpg"))
     assert (first.status, first.cache_hit) == (200, False)
     assert (again.status, again.cache_hit) == (304, True)
     assert again.data == first.data
-    assert server.bodies_sent["/etag.jpg"] == 1 and server.hits["/etag.jpg"] == 2
+    assert server.bodies_sent["/etag.jpg"] - bodies == 1 and server.hits["/etag.jpg"] - hits == 2
 
 
 def test_local_files_only_under_allowed_roots(tmp_path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import uuid
 from dataclasses import dataclass
 
 
@@ -41,7 +42,7 @@ class ImageCache:
                 data = fh.read()
         except (OSError, ValueError):
             return None  # no entry, or a half-written one: fetch afresh
-        if meta.get("uri") != uri or meta.get("bytes") != len(data):
+        if not isinstance(meta, dict) or meta.get("uri") != uri or meta.get("bytes") != len(data):
             return None
         if not meta.get("etag") and not meta.get("last_modified"):
             return None  # nothing to revalidate with
@@ -53,7 +54,9 @@ class ImageCache:
         if not etag and not last_modified:
             return
         data_path, meta_path = self._paths(uri)
-        for path, payload in ((data_path, data), (meta_path, json.dumps(
-                {"uri": uri, "bytes": len(data), "etag": etag, "last_modified": last_modified}).encode())):
-            with FileSystems.create(path, compression_type="uncompressed") as fh:
+        meta = json.dumps({"uri": uri, "bytes": len(data), "etag": etag, "last_modified": last_modified}).encode()
+        for path, payload in ((data_path, data), (meta_path, meta)):  # bytes first: meta marks the entry whole
+            temp = f"{path}.{uuid.uuid4().hex}.tmp"  # write aside, then rename: readers never see half a file
+            with FileSystems.create(temp, compression_type="uncompressed") as fh:
                 fh.write(payload)
+            FileSystems.rename([temp], [path])

@@ -11,7 +11,9 @@ addresses, re-checked on every redirect hop.
 from __future__ import annotations
 
 import email.utils
+import http.cookiejar
 import ipaddress
+import logging
 import os
 import random
 import socket
@@ -21,11 +23,13 @@ from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import requests
+import urllib3
 
 from pipeline.images.cache import CacheEntry, ImageCache
 from pipeline.images.config import FetchConfig
 from pipeline.records import Reason
 
+_LOG = logging.getLogger(__name__)
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
@@ -45,12 +49,55 @@ class Fetched:
     cache_hit: bool = False
 
 
-def _is_public(address: str) -> bool:
+def is_public_address(address: str) -> bool:
+    """Globally routable, also for IPv4 wrapped in IPv6 (mapped, 6to4, Teredo): loopback, private,
+    link-local (cloud metadata), carrier-grade NAT, reserved and multicast are not."""
     ip = ipaddress.ip_address(address.split("%")[0])
-    if ip.version == 6 and ip.ipv4_mapped:
-        ip = ip.ipv4_mapped
-    return not (ip.is_private or ip.is_loopback or ip.is_link_local or ip.is_reserved or ip.is_multicast
-                or ip.is_unspecified)
+    candidates = [ip]
+    if ip.version == 6:
+        candidates += [a for a in (ip.ipv4_mapped, ip.sixtofour, ip.teredo and ip.teredo[1]) if a]
+    return all(c.is_global and not c.is_multicast for c in candidates)
+
+
+class ForbiddenAddress(Exception):
+    """Raised inside the HTTP client when a host resolves to an address the policy refuses."""
+
+
+def _guarded_adapter(resolve, policy, pool_maxsize: int) -> requests.adapters.HTTPAdapter:
+    """An adapter whose connections resolve the host once, check every address against
+    ``policy`` and connect to the checked address (no second lookup: DNS rebinding cannot swap
+    in a private address between the check and the connection). TLS still verifies the name."""
+
+    def checked(host: str, port: int) -> str:
+        try:
+            infos = resolve(host, port, 0, socket.SOCK_STREAM)
+        except (UnicodeError, ValueError) as exc:
+            raise ForbiddenAddress(f"invalid host name {host[:100]!r}: {exc}") from exc
+        addresses = [info[4][0] for info in infos]
+        refused = [a for a in addresses if not policy(a)]
+        if refused or not addresses:
+            raise ForbiddenAddress(f"{host} resolves to non-public address {refused[0] if refused else '?'}")
+        return addresses[0]
+
+    class GuardedHTTPConnection(urllib3.connection.HTTPConnection):
+        def _new_conn(self):
+            self._dns_host = checked(self._dns_host, self.port)
+            return super()._new_conn()
+
+    class GuardedHTTPSConnection(urllib3.connection.HTTPSConnection):
+        def _new_conn(self):
+            self._dns_host = checked(self._dns_host, self.port)
+            return super()._new_conn()
+
+    class GuardedHTTPPool(urllib3.HTTPConnectionPool):
+        ConnectionCls = GuardedHTTPConnection
+
+    class GuardedHTTPSPool(urllib3.HTTPSConnectionPool):
+        ConnectionCls = GuardedHTTPSConnection
+
+    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
+    adapter.poolmanager.pool_classes_by_scheme = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
+    return adapter
 
 
 def _retry_after(value: str | None, now: float) -> float | None:
@@ -70,17 +117,22 @@ class Fetcher:
 
     def __init__(self, config: FetchConfig, *, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, resolver=socket.getaddrinfo,
-                 rng: random.Random | None = None):
+                 address_policy: Callable[[str], bool] = is_public_address, rng: random.Random | None = None):
         self._cfg = config
-        self._sleep, self._clock, self._resolve = sleep, clock, resolver
+        self._sleep, self._clock = sleep, clock
         self._rng = rng or random.Random()
         self._roots = tuple(os.path.realpath(r) for r in config.allowed_roots)
-        adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=max(4, config.concurrency),
-                                                max_retries=0)
+        pool = max(4, config.concurrency)
+        if config.allow_private_addresses:
+            adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool, max_retries=0)
+        else:
+            adapter = _guarded_adapter(resolver, address_policy, pool)
         self._session = requests.Session()
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers["User-Agent"] = config.user_agent
+        # One session serves every host: never store or replay cookies across them.
+        self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._cache = ImageCache(config.cache) if config.cache else None
 
     def close(self) -> None:
@@ -89,7 +141,10 @@ class Fetcher:
     # -- entry point -------------------------------------------------------------------
     def fetch(self, uri: str) -> Fetched:
         start = self._clock()
-        scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+        try:
+            scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
+        except ValueError as exc:
+            raise FetchError(Reason.FORBIDDEN_URI, f"malformed URI {uri[:200]!r}: {exc}") from exc
         if scheme in ("http", "https"):
             data, status, attempts, hit = self._fetch_http(uri)
         elif scheme == "gs" or (scheme and scheme not in ("file",)):
@@ -134,26 +189,23 @@ class Fetcher:
             raise FetchError(Reason.NOT_FOUND, f"cannot read {path}: {exc}") from exc
 
     # -- http ------------------------------------------------------------------------------
-    def _check_host(self, url: str) -> None:
-        parts = urlsplit(url)
+    @staticmethod
+    def _check_url(url: str) -> None:
+        """Scheme and host syntax of the URL (and of every redirect hop); addresses are checked
+        when connecting (see :func:`_guarded_adapter`)."""
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018 - raises ValueError on an out-of-range port
+        except ValueError as exc:
+            raise FetchError(Reason.FORBIDDEN_URI, f"malformed URL {url[:200]!r}: {exc}") from exc
         if parts.scheme.lower() not in ("http", "https"):
             raise FetchError(Reason.FORBIDDEN_URI, f"redirect to forbidden scheme: {url[:200]}")
         if not parts.hostname:
             raise FetchError(Reason.FORBIDDEN_URI, f"URL has no host: {url[:200]}")
-        if self._cfg.allow_private_addresses:
-            return
-        try:
-            infos = self._resolve(parts.hostname, parts.port or (443 if parts.scheme == "https" else 80))
-        except socket.gaierror as exc:
-            raise FetchError(Reason.CONNECTION_ERROR, f"cannot resolve {parts.hostname}: {exc}") from exc
-        for info in infos:
-            if not _is_public(info[4][0]):
-                raise FetchError(Reason.FORBIDDEN_URI,
-                                 f"{parts.hostname} resolves to non-public address {info[4][0]}")
 
     def _fetch_http(self, url: str) -> tuple[bytes, int, int, bool]:
         cfg = self._cfg
-        cached: CacheEntry | None = self._cache.get(url) if self._cache else None
+        cached: CacheEntry | None = self._cache_get(url)
         attempts = 0
         while True:
             attempts += 1
@@ -169,14 +221,30 @@ class Fetcher:
             else:
                 if status == 304 and cached is not None:
                     return cached.data, status, attempts, True
-                if self._cache is not None:
-                    self._cache.put(url, data, etag=headers.get("ETag"), last_modified=headers.get("Last-Modified"))
+                self._cache_put(url, data, headers)
                 return data, status, attempts, False
             backoff = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (attempts - 1))
             delay = backoff * (0.5 + self._rng.random() / 2)  # exponential backoff, jittered
             if wait is not None:
                 delay = min(max(delay, wait), cfg.retry_after_max_s)
             self._sleep(delay)
+
+    def _cache_get(self, url: str) -> CacheEntry | None:
+        if self._cache is None:
+            return None
+        try:
+            return self._cache.get(url)
+        except Exception as exc:  # noqa: BLE001 - a broken cache must not fail the fetch
+            _LOG.warning("image cache read failed for %s: %s", url, exc)
+            return None
+
+    def _cache_put(self, url: str, data: bytes, headers) -> None:
+        if self._cache is None:
+            return
+        try:
+            self._cache.put(url, data, etag=headers.get("ETag"), last_modified=headers.get("Last-Modified"))
+        except Exception as exc:  # noqa: BLE001 - a broken cache must not fail the fetch
+            _LOG.warning("image cache write failed for %s: %s", url, exc)
 
     def _get_following_redirects(self, url: str, cached: CacheEntry | None):
         cfg = self._cfg
@@ -187,10 +255,15 @@ class Fetcher:
             if cached.last_modified:
                 headers["If-Modified-Since"] = cached.last_modified
         for _hop in range(cfg.max_redirects + 1):
-            self._check_host(url)
+            self._check_url(url)
             try:
                 response = self._session.get(url, headers=headers, stream=True, allow_redirects=False,
                                              timeout=(cfg.connect_timeout_s, cfg.read_timeout_s))
+            except ForbiddenAddress as exc:
+                raise FetchError(Reason.FORBIDDEN_URI, str(exc)) from exc
+            except (requests.exceptions.InvalidURL, requests.exceptions.InvalidSchema,
+                    requests.exceptions.MissingSchema) as exc:
+                raise FetchError(Reason.FORBIDDEN_URI, f"invalid URL: {exc}") from exc
             except requests.exceptions.Timeout as exc:
                 raise FetchError(Reason.TIMEOUT, f"timed out: {exc}") from exc
             except requests.exceptions.RequestException as exc:

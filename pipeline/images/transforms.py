@@ -28,7 +28,7 @@ from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
 
 METRICS_NAMESPACE = "fashion_enrich.images"
 DEAD_LETTER = "dead_letter"
-_BUNDLE_MEMO = 64  # decoded images remembered per bundle, by content hash (bounded memory)
+_BUNDLE_MEMO = 256  # distinct images remembered per bundle, by content hash (bounds memory)
 
 
 def image_dead_letter(record: ImageRecord, stage: Stage, reason: Reason, message: str, *,
@@ -75,6 +75,8 @@ class _LoadFn(beam.DoFn):
             return decode_and_preprocess(data, self._decode_cfg)
         except ImageError as exc:
             return exc
+        except Exception as exc:  # noqa: BLE001 - one odd image must not fail the whole job
+            return ImageError(Reason.DECODE_ERROR, f"{type(exc).__name__}: {exc}"[:500])
 
     def _fetch_then_decode(self, record: ImageRecord, inline: bool = False):
         """(fetch result or error, sha256, decoded or a future of it) for one record.
@@ -87,6 +89,8 @@ class _LoadFn(beam.DoFn):
             fetched = self._fetcher.fetch(record.image_uri)
         except FetchError as exc:
             return exc, None, None
+        except Exception as exc:  # noqa: BLE001 - one odd URI must not fail the whole job
+            return FetchError(Reason.FETCH_ERROR, f"{type(exc).__name__}: {exc}"[:500]), None, None
         digest = hashlib.sha256(fetched.data).hexdigest()
         with self._lock:
             known = self._memo.get(digest)

@@ -51,6 +51,15 @@ def dump_folder(path: str) -> str:
 
 
 def resolve_image_uri(raw: str, dump_dir: str, *, schemeless_is_https: bool = False) -> str:
+    try:
+        return _resolve_image_uri(raw, dump_dir, schemeless_is_https=schemeless_is_https)
+    except ValueError as exc:  # urlsplit on "http://[::1/x" and friends
+        if isinstance(exc, ForbiddenUri):
+            raise
+        raise ForbiddenUri(f"malformed URI {str(raw)[:200]!r}: {exc}") from exc
+
+
+def _resolve_image_uri(raw: str, dump_dir: str, *, schemeless_is_https: bool = False) -> str:
     """Absolute image URI, or :class:`ForbiddenUri`.
 
     Allowed: http(s) and gs URIs, and file paths (relative, absolute or ``file://``) that stay
@@ -168,7 +177,7 @@ class _ReadDumpFn(beam.DoFn):
 
     def process(self, readable: fileio.ReadableFile) -> Iterable:
         path = readable.metadata.path
-        stats = dict(units=0, blank=0, products=0, records=0, errors=0)
+        stats = dict(units=0, blank=0, products=0, records=0, errors=0, aborted=False)
         counter = beam.metrics.Metrics.counter
 
         def error(ctx: UnitContext, reason: Reason, message: str):
@@ -197,6 +206,7 @@ class _ReadDumpFn(beam.DoFn):
         stats["units"] += 1
         if isinstance(unit, UnitError):
             stats["errors"] += 1
+            stats["aborted"] |= unit.fatal
             yield beam.pvalue.TaggedOutput(DEAD_LETTER, ctx.dead_letter(unit.reason, unit.message))
             return
         if unit.payload is None:
@@ -206,6 +216,8 @@ class _ReadDumpFn(beam.DoFn):
             items = self._decoder.parse(unit.payload, ctx)
         except RecordError as exc:
             items = [ctx.dead_letter(exc.reason, str(exc))]
+        except Exception as exc:  # noqa: BLE001 - one odd record must not fail the whole job
+            items = [ctx.dead_letter(Reason.INVALID_RECORD, f"{type(exc).__name__}: {exc}"[:500])]
         records = [i for i in items if isinstance(i, ImageRecord)]
         if not items:
             items = [ctx.dead_letter(Reason.NO_IMAGES, "product has no images")]

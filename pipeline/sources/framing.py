@@ -34,21 +34,62 @@ class UnitError:
     reason: Reason
     message: str
     raw: str = ""
+    fatal: bool = False  # the framer stops here: the rest of the file is not read
+
+
+# Bounds on untrusted dumps: one line (JSON Lines, CSV row, XML chunk) and a whole JSON array.
+MAX_LINE_BYTES = 64 * 1024 * 1024
+MAX_JSON_ARRAY_BYTES = 512 * 1024 * 1024
+_BOM = b"\xef\xbb\xbf"
 
 
 Frame = Iterator[RawUnit | UnitError]
 
 
-def _decoded_lines(stream: BinaryIO) -> Iterator[tuple[int, int, str | None, bytes]]:
-    """(line number, byte offset, text or None if not UTF-8, raw bytes) per line."""
-    offset = 0
-    for number, raw in enumerate(stream, start=1):
+class LineTooLong(Exception):
+    pass
+
+
+def _lines(stream, limit: int | None = None) -> Iterator[tuple[int, int, bytes | None]]:
+    """(line number, byte offset, raw bytes) per line; raw is None for a line over ``limit``
+    bytes (default MAX_LINE_BYTES), which is skipped up to its newline without being held in memory."""
+    limit = limit or MAX_LINE_BYTES
+    offset, number = 0, 0
+    while True:
+        raw = stream.readline(limit + 1)
+        if not raw:
+            return
+        number += 1
+        if len(raw) > limit and not raw.endswith(b"\n"):
+            size = len(raw)
+            while raw and not raw.endswith(b"\n"):
+                raw = stream.readline(1024 * 1024)
+                size += len(raw)
+            yield number, offset, None
+            offset += size
+            continue
+        yield number, offset, raw
+        offset += len(raw)
+
+
+def _decoded_lines(stream) -> Iterator[tuple[int, int, str | None, bytes | None]]:
+    """(line number, byte offset, text or None if not UTF-8, raw bytes or None if too long)."""
+    for number, offset, raw in _lines(stream):
+        if raw is None:
+            yield number, offset, None, None
+            continue
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
             text = None
         yield number, offset, text, raw
-        offset += len(raw)
+
+
+def _line_error(number: int, offset: int, raw: bytes | None) -> UnitError:
+    if raw is None:
+        return UnitError(number, offset, Reason.LINE_TOO_LONG, "line is longer than the limit of "
+                         f"{MAX_LINE_BYTES} bytes")
+    return UnitError(number, offset, Reason.INVALID_ENCODING, "line is not valid UTF-8", raw.decode("utf-8", "replace"))
 
 
 class PeekStream:
@@ -57,6 +98,8 @@ class PeekStream:
     def __init__(self, stream: BinaryIO):
         self._stream = stream
         self._head = b""
+        if self.peek(3) == _BOM:  # Excel and some feed exporters start UTF-8 files with a BOM
+            self._head = self._head[3:]
 
     def peek(self, size: int = 65536) -> bytes:
         while len(self._head) < size:
@@ -85,12 +128,19 @@ class PeekStream:
             return head[:size]
         return head + self._stream.read(size - len(head))
 
-    def readline(self) -> bytes:
+    def readline(self, limit: int = -1) -> bytes:
         if b"\n" in self._head:
-            line, _, self._head = self._head.partition(b"\n")
-            return line + b"\n"
+            line, _, rest = self._head.partition(b"\n")
+            line += b"\n"
+            if 0 <= limit < len(line):
+                line, rest = line[:limit], line[limit:] + rest
+            self._head = rest
+            return line
         head, self._head = self._head, b""
-        return head + self._stream.readline()
+        if 0 <= limit <= len(head):
+            self._head = head[limit:]
+            return head[:limit]
+        return head + self._stream.readline(limit - len(head) if limit >= 0 else -1)
 
     def __iter__(self):
         while line := self.readline():
@@ -105,7 +155,13 @@ def frame_json(stream: PeekStream, path: str = "") -> Frame:
     """
     name = path.lower().removesuffix(".gz")
     if not name.endswith((".jsonl", ".ndjson")) and stream.first_char() == b"[":
-        yield from _frame_json_array(stream.read())
+        data = stream.read(MAX_JSON_ARRAY_BYTES + 1)
+        if len(data) > MAX_JSON_ARRAY_BYTES:
+            yield UnitError(None, 0, Reason.FILE_TOO_LARGE,
+                            f"JSON array files are read whole and this one exceeds {MAX_JSON_ARRAY_BYTES} bytes;"
+                            " write JSON Lines instead", fatal=True)
+            return
+        yield from _frame_json_array(data)
     else:
         yield from _frame_json_lines(stream)
 
@@ -113,16 +169,15 @@ def frame_json(stream: PeekStream, path: str = "") -> Frame:
 def _frame_json_lines(stream) -> Frame:
     for number, offset, text, raw in _decoded_lines(stream):
         if text is None:
-            yield UnitError(number, offset, Reason.INVALID_ENCODING, "line is not valid UTF-8",
-                            raw.decode("utf-8", "replace"))
+            yield _line_error(number, offset, raw)
             continue
         if not text.strip():
             yield RawUnit(number, offset, None)
             continue
         try:
             payload = json.loads(text)
-        except json.JSONDecodeError as exc:
-            yield UnitError(number, offset, Reason.MALFORMED_JSON, f"invalid JSON: {exc}", text)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, huge ints, absurd nesting
+            yield UnitError(number, offset, Reason.MALFORMED_JSON, f"invalid JSON: {exc}"[:500], text)
             continue
         if not isinstance(payload, dict):
             yield UnitError(number, offset, Reason.NOT_AN_OBJECT,
@@ -133,78 +188,98 @@ def _frame_json_lines(stream) -> Frame:
 
 def _frame_json_array(data: bytes) -> Frame:
     try:
-        text = data.decode("utf-8")
+        text = data.decode("utf-8").removeprefix("\ufeff")
     except UnicodeDecodeError as exc:
-        yield UnitError(None, exc.start, Reason.INVALID_ENCODING, f"file is not valid UTF-8: {exc}")
+        yield UnitError(None, exc.start, Reason.INVALID_ENCODING, f"file is not valid UTF-8: {exc}", fatal=True)
         return
     decoder = json.JSONDecoder()
     pos = text.index("[") + 1
+    line, offset, seen = 1, 0, 0  # line and byte offset of text[seen], advanced incrementally
+
+    def advance(to: int) -> None:
+        nonlocal line, offset, seen
+        chunk = text[seen:to]
+        line += chunk.count("\n")
+        offset += len(chunk.encode("utf-8"))
+        seen = to
+
     while True:
         while pos < len(text) and (text[pos].isspace() or text[pos] == ","):
             pos += 1
+        advance(pos)
         if pos < len(text) and text[pos] == "]":
             rest = text[pos + 1:]
             if rest.strip():
-                start = pos + 1 + len(rest) - len(rest.lstrip())
-                yield UnitError(text.count("\n", 0, start) + 1, len(text[:start].encode()), Reason.MALFORMED_JSON,
-                                "content after the end of the JSON array (is this JSON Lines?)", rest.strip()[:500])
+                advance(pos + 1 + len(rest) - len(rest.lstrip()))
+                yield UnitError(line, offset, Reason.MALFORMED_JSON,
+                                "content after the end of the JSON array (is this JSON Lines?)", rest.strip()[:500],
+                                fatal=True)
             return
-        line = text.count("\n", 0, pos) + 1
         try:
             payload, end = decoder.raw_decode(text, pos)
-        except json.JSONDecodeError as exc:
-            yield UnitError(exc.lineno, len(text[: exc.pos].encode()), Reason.MALFORMED_JSON,
-                            f"invalid JSON array element: {exc.msg} (the rest of the file is skipped)",
-                            text[pos: pos + 500])
+        except (ValueError, RecursionError) as exc:
+            yield UnitError(line, offset, Reason.MALFORMED_JSON,
+                            f"invalid JSON array element: {str(exc)[:300]} (the rest of the file is skipped)",
+                            text[pos: pos + 500], fatal=True)
             return
         raw = text[pos:end]
         if isinstance(payload, dict):
-            yield RawUnit(line, len(text[:pos].encode()), payload, raw)
+            yield RawUnit(line, offset, payload, raw)
         else:
-            yield UnitError(line, None, Reason.NOT_AN_OBJECT,
+            yield UnitError(line, offset, Reason.NOT_AN_OBJECT,
                             f"expected a JSON object, got {type(payload).__name__}", raw)
         pos = end
 
 
 def frame_delimited(stream: BinaryIO, delimiter: str) -> Frame:
-    """CSV/TSV with a header row; a row whose column count differs from the header is an error."""
+    """CSV/TSV with a header row; a row whose column count differs from the header is an error.
+
+    A row the csv module cannot parse (an over-long field, a stray quote) is dead-lettered and
+    reading goes on with the next row.
+    """
     errors: list[UnitError] = []
     row_lines: list[tuple[int, int]] = []  # (line, offset) of the physical lines of the current row
 
     def lines():
         for number, offset, text, raw in _decoded_lines(stream):
             if text is None:
-                errors.append(UnitError(number, offset, Reason.INVALID_ENCODING, "line is not valid UTF-8",
-                                        raw.decode("utf-8", "replace")))
+                errors.append(_line_error(number, offset, raw))
                 continue
             row_lines.append((number, offset))
             yield text
 
     reader = csv.reader(lines(), delimiter=delimiter)
     header = None
-    try:
-        for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
             yield from errors
             errors.clear()
-            line, offset = row_lines[0]
+            line, offset = row_lines[0] if row_lines else (None, None)
             row_lines.clear()
-            if header is None:
-                header = [h.strip() for h in row]
-                if not any(header):
-                    header = None
-                continue
-            raw = delimiter.join(row)
-            if not row or not any(cell.strip() for cell in row):
-                yield RawUnit(line, offset, None)
-                continue
-            if len(row) != len(header):
-                yield UnitError(line, offset, Reason.MALFORMED_ROW,
-                                f"row has {len(row)} columns, header has {len(header)}", raw)
-                continue
-            yield RawUnit(line, offset, dict(zip(header, row)), raw)
-    except csv.Error as exc:
-        line, offset = row_lines[0] if row_lines else (None, None)
-        yield UnitError(line, offset, Reason.MALFORMED_ROW, f"CSV error: {exc} (rest of file skipped)")
+            yield UnitError(line, offset, Reason.MALFORMED_ROW, f"CSV error: {exc}")
+            continue
+        yield from errors
+        errors.clear()
+        line, offset = row_lines[0]
+        row_lines.clear()
+        if header is None:
+            header = [h.strip() for h in row]
+            if not any(header):
+                header = None
+            continue
+        raw = delimiter.join(row)
+        if not row or not any(cell.strip() for cell in row):
+            yield RawUnit(line, offset, None)
+            continue
+        if len(row) != len(header):
+            yield UnitError(line, offset, Reason.MALFORMED_ROW,
+                            f"row has {len(row)} columns, header has {len(header)}", raw)
+            continue
+        yield RawUnit(line, offset, dict(zip(header, row)), raw)
     yield from errors
 
 
@@ -225,34 +300,40 @@ def _item_payload(elem: ET.Element) -> dict:
 
 
 def frame_xml(stream: BinaryIO, item_tags: tuple[str, ...] = ("item", "entry")) -> Frame:
-    """RSS 2.0 / Atom product feeds: one unit per <item> (or <entry>), namespaces stripped."""
+    """RSS 2.0 / Atom product feeds: one unit per <item> (or <entry>), namespaces stripped.
+
+    The parser is fed at most 1 MiB at a time, so a minified one-line feed is streamed too;
+    items completed before a fault are yielded before the fault's dead letter.
+    """
     parser = ET.XMLPullParser(events=("start", "end"))
     stack: list[ET.Element] = []
-    item_start = 0
-    number = 0
-    for number, _offset, _text, raw in _decoded_lines(stream):
+    item_start, number = 0, 1
+    while True:
+        chunk = stream.readline(1024 * 1024)
         try:
-            parser.feed(raw)
-            events = list(parser.read_events())
+            if chunk:
+                parser.feed(chunk)
+            else:
+                parser.close()
+            for event, elem in parser.read_events():  # lazily: events before a fault still come out
+                if event == "start":
+                    stack.append(elem)
+                    if _local(elem.tag) in item_tags:
+                        item_start = number
+                    continue
+                stack.pop()
+                if _local(elem.tag) in item_tags:
+                    yield RawUnit(item_start, None, _item_payload(elem), ET.tostring(elem, encoding="unicode"))
+                    if stack:
+                        stack[-1].remove(elem)  # keep memory flat on large feeds
         except ET.ParseError as exc:
-            line = exc.position[0] if exc.position else number
+            line = exc.position[0] if getattr(exc, "position", None) else number
+            if not chunk:  # at end of file expat points past the last newline: report the last line
+                line = max(1, min(line, number - 1))
             yield UnitError(line, None, Reason.MALFORMED_XML,
                             f"XML is not well-formed: {exc} (the rest of the file is skipped)",
-                            raw.decode("utf-8", "replace"))
+                            chunk[:500].decode("utf-8", "replace"), fatal=True)
             return
-        for event, elem in events:
-            if event == "start":
-                stack.append(elem)
-                if _local(elem.tag) in item_tags:
-                    item_start = number
-                continue
-            stack.pop()
-            if _local(elem.tag) in item_tags:
-                yield RawUnit(item_start, None, _item_payload(elem), ET.tostring(elem, encoding="unicode"))
-                if stack:
-                    stack[-1].remove(elem)  # keep memory flat on large feeds
-    try:
-        parser.close()
-    except ET.ParseError as exc:
-        yield UnitError(number or None, None, Reason.MALFORMED_XML,
-                        f"XML is not well-formed: {exc} (the rest of the file is skipped)")
+        if not chunk:
+            return
+        number += chunk.endswith(b"\n")

@@ -48,7 +48,7 @@ class ZalandoDecoder(Decoder):
             role = ROLES.get((role_raw or "").upper(), ImageRole.OTHER) if role_raw else None
             out.append(ctx.image(
                 product_id=product_id,
-                position=order if isinstance(order, int) else index,
+                position=order if type(order) is int and 0 < order < 2**31 else index,
                 uri=url,
                 image_role=role.value if role else None,
                 image_role_raw=role_raw,
