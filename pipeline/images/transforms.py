@@ -111,6 +111,10 @@ class _LoadFn(beam.DoFn):
     def _submit(self, record: ImageRecord) -> Future:
         if "://" in record.image_uri and not record.image_uri.startswith("file:"):
             return self._fetch_pool.submit(self._fetch_then_decode, record)
+        if self._decode_threads == 1:  # one decode thread: no hand-off, decode right here
+            done: Future = Future()
+            done.set_result(self._fetch_then_decode(record, True))
+            return done
         return self._decode_pool.submit(self._fetch_then_decode, record, True)
 
     def process(self, batch: list[ImageRecord]):
