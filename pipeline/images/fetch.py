@@ -24,6 +24,8 @@ from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
+from apache_beam.io.filesystem import CompressionTypes
+from apache_beam.io.filesystems import FileSystems
 
 from pipeline.images.cache import CacheEntry, ImageCache
 from pipeline.images.config import FetchConfig
@@ -161,19 +163,16 @@ class Fetcher:
         real = os.path.realpath(path)
         if not any(real == root or real.startswith(root.rstrip("/") + "/") for root in self._roots):
             raise FetchError(Reason.FORBIDDEN_URI, f"local path {path!r} is outside the allowed roots")
-        try:  # plain os calls: FileSystems.match costs more than decoding a small JPEG
+        try:  # os.path.getsize, not FileSystems.match: a glob match costs more than decoding a small JPEG
             size = os.path.getsize(real)
             if size > self._cfg.max_bytes:
                 raise FetchError(Reason.TOO_LARGE, f"file is {size} bytes, limit {self._cfg.max_bytes}")
-            with open(real, "rb") as fh:
-                return fh.read()
+            with FileSystems.open(real, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+                return fh.read(self._cfg.max_bytes + 1)
         except OSError as exc:
             raise FetchError(Reason.NOT_FOUND, f"cannot read {path}: {exc.strerror or exc}") from exc
 
     def _read_file(self, path: str) -> bytes:
-        from apache_beam.io.filesystem import CompressionTypes
-        from apache_beam.io.filesystems import FileSystems
-
         try:
             match = FileSystems.match([path])[0].metadata_list
         except Exception as exc:  # noqa: BLE001 - filesystem errors vary by backend
