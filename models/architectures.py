@@ -1,0 +1,121 @@
+"""Model architectures of the study (Schindler et al.), as Keras 3 models on uint8 input.
+
+* ``custom_cnn``: a compact CNN (4 batch-normalised conv blocks, global average pooling).
+* ``vgg_person``: the study's VGG-like person detector: three batch-normalised conv blocks
+  with 32, 64, 64 3x3 filters, a 256-unit dense layer, dropout 0.5.
+* ``vgg16``, ``vgg19``, ``inception_v3`` from ``keras.applications`` in three modes:
+  ``clean`` (random init, all trainable), ``top`` (pretrained base frozen, new head) and
+  ``finetune`` (pretrained base, all layers trainable, lower learning rate).
+
+Every model takes the pipeline's ``uint8`` arrays as they are: the architecture's own input
+scaling is its first layer, so serving needs nothing but the image stage's output. Pretrained
+weights come from ``weights="imagenet"`` (downloaded by Keras, online machines) or from a local
+weights file of the same base (offline machines, e.g. ``vgg16_notop.weights.h5``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+from keras import layers
+
+ARCHITECTURES = ("custom_cnn", "vgg_person", "vgg16", "vgg19", "inception_v3")
+MODES = ("clean", "top", "finetune")
+PRETRAINABLE = ("vgg16", "vgg19", "inception_v3")
+_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
+
+
+@keras.saving.register_keras_serializable(package="fashion_enrich")
+class CaffePreprocess(layers.Layer):
+    """VGG's input convention: RGB -> BGR, ImageNet channel means subtracted, no scaling."""
+
+    def call(self, inputs):
+        x = keras.ops.cast(inputs, "float32")[..., ::-1]
+        return x - keras.ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype="float32")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    arch: str
+    mode: str = "clean"
+    image_size: int = 128
+    num_outputs: int = 2
+    multilabel: bool = False  # sigmoid outputs (the person task) instead of softmax
+    weights: str | None = None  # "imagenet" or a local weights file, for top / finetune
+    dropout: float = 0.5
+    width: int = 32  # first block's filters for custom_cnn; tests use tiny widths
+
+    def __post_init__(self):
+        if self.arch not in ARCHITECTURES:
+            raise ValueError(f"arch must be one of {ARCHITECTURES}, got {self.arch!r}")
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.mode != "clean" and self.arch not in PRETRAINABLE:
+            raise ValueError(f"{self.arch} has no pretrained weights: use mode 'clean'")
+        if self.mode != "clean" and not self.weights:
+            raise ValueError(f"mode {self.mode!r} needs weights: 'imagenet' or a local weights file")
+        if self.num_outputs < 1:
+            raise ValueError("num_outputs must be >= 1")
+        min_size = 75 if self.arch == "inception_v3" else 32
+        if self.image_size < min_size:
+            raise ValueError(f"{self.arch} needs an image size of at least {min_size}")
+
+
+def _conv_block(x, filters: int, name: str):
+    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = layers.BatchNormalization(name=f"{name}_bn")(x)
+    x = layers.Activation("relu", name=f"{name}_relu")(x)
+    return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
+
+
+def _application(spec: ModelSpec, inputs):
+    apps = {"vgg16": (keras.applications.VGG16, CaffePreprocess()),
+            "vgg19": (keras.applications.VGG19, CaffePreprocess()),
+            "inception_v3": (keras.applications.InceptionV3, layers.Rescaling(1 / 127.5, offset=-1.0))}
+    constructor, preprocess = apps[spec.arch]
+    shape = (spec.image_size, spec.image_size, 3)
+    imagenet = spec.mode != "clean" and spec.weights == "imagenet"
+    base = constructor(include_top=False, weights="imagenet" if imagenet else None, input_shape=shape)
+    if spec.mode != "clean" and not imagenet:
+        base.load_weights(spec.weights)  # local file saved from the same base (include_top=False)
+    base.trainable = spec.mode != "top"
+    x = preprocess(inputs)
+    # In "top" mode the frozen base also keeps its BatchNorm statistics (InceptionV3).
+    x = base(x, training=False if spec.mode == "top" else None)
+    return layers.GlobalAveragePooling2D(name="pool")(x)
+
+
+def build_model(spec: ModelSpec) -> keras.Model:
+    """An uncompiled model: uint8 (size, size, 3) in, class scores out."""
+    inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="uint8", name="image")
+    if spec.arch == "custom_cnn":
+        x = layers.Rescaling(1 / 255.0, name="scale")(inputs)
+        for i, filters in enumerate((spec.width, spec.width * 2, spec.width * 4, spec.width * 4)):
+            x = _conv_block(x, filters, f"block{i + 1}")
+        x = layers.GlobalAveragePooling2D(name="pool")(x)
+    elif spec.arch == "vgg_person":
+        x = layers.Rescaling(1 / 255.0, name="scale")(inputs)
+        for i, filters in enumerate((32, 64, 64)):
+            x = _conv_block(x, filters, f"block{i + 1}")
+        x = layers.Flatten(name="flatten")(x)
+        x = layers.Dense(256, activation="relu", name="fc")(x)
+    else:
+        x = _application(spec, inputs)
+    x = layers.Dropout(spec.dropout, name="dropout")(x)
+    activation = "sigmoid" if spec.multilabel else "softmax"
+    outputs = layers.Dense(spec.num_outputs, activation=activation, name="scores")(x)
+    return keras.Model(inputs, outputs, name=f"{spec.arch}_{spec.mode}")
+
+
+def default_learning_rate(spec: ModelSpec) -> float:
+    """The study fine-tunes with a lower learning rate than it trains heads or clean models."""
+    return 1e-4 if spec.mode == "finetune" else 1e-3
+
+
+def compile_model(model: keras.Model, spec: ModelSpec, learning_rate: float | None = None) -> keras.Model:
+    lr = learning_rate or default_learning_rate(spec)
+    loss = "binary_crossentropy" if spec.multilabel else "sparse_categorical_crossentropy"
+    metric = "binary_accuracy" if spec.multilabel else "sparse_categorical_accuracy"
+    model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[metric])
+    return model
