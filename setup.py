@@ -29,6 +29,7 @@ setup(
         "pillow>=12.1.1,<13",
         "pyyaml>=6.0,<7",
         "numpy>=1.26,<2.5",
+        "matplotlib>=3.8,<4",
     ],
     extras_require={
         "test": ["pytest>=8,<10", "ruff>=0.6"],

@@ -20,6 +20,9 @@ USAGE = """fashion-enrich <command> [options]
 commands:
   run        enrich catalog dumps into partitioned Parquet (default: the shipped samples)
   taxonomy   print the category hierarchy
+  prepare    labelled catalogs -> training data (images, label ids, TFT vocabularies)
+  train      grouped k-fold training of a model on prepared data, and its export
+  evaluate   metrics and plots of an exported model on prepared data
 
 'fashion-enrich run --help' lists the run options; other Beam options pass through."""
 
@@ -109,7 +112,25 @@ def _taxonomy(argv: list[str]) -> int:
     return 0
 
 
-COMMANDS = {"run": _run, "taxonomy": _taxonomy}
+def _prepare(argv: list[str]) -> int:
+    from models.cli import prepare_main
+
+    return prepare_main(argv)
+
+
+def _train(argv: list[str]) -> int:
+    from models.cli import train_main
+
+    return train_main(argv)
+
+
+def _evaluate(argv: list[str]) -> int:
+    from models.cli import evaluate_main
+
+    return evaluate_main(argv)
+
+
+COMMANDS = {"run": _run, "taxonomy": _taxonomy, "prepare": _prepare, "train": _train, "evaluate": _evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

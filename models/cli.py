@@ -1,0 +1,106 @@
+"""``fashion-enrich prepare | train | evaluate``: argument parsing only; the work is in
+:mod:`models.data`, :mod:`models.train` and :mod:`models.report`."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from models.architectures import ARCHITECTURES, MODES, ModelSpec
+from models.train import TASK_CHOICES
+from pipeline.options import ConfigError
+
+
+def prepare_main(argv: list[str]) -> int:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from models.data import PrepareConfig, prepare
+    from pipeline.options import RunConfig
+
+    parser = argparse.ArgumentParser(
+        prog="fashion-enrich prepare",
+        description="Labelled catalogs -> preprocessed images + label ids (TFRecord) + TFT vocabularies. "
+                    "Inputs as for 'run' (--source NAME=PATH[:MAPPING], --zalando ...).")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--person-labels", action="append", default=[], metavar="RETAILER=CSV",
+                        help="weak person labels (CSV with id, person_weak), e.g. myntra=.../person_weak_labels.csv")
+    parser.add_argument("--category-min-count", type=int, default=100, help="drop categories with fewer images")
+    args, rest = parser.parse_known_args(argv)
+    if "--image-size" not in rest and "--image_size" not in rest:
+        rest += ["--image-size", "64"]
+    options = PipelineOptions(rest + ["--output", args.out])
+    cfg = RunConfig.from_options(options)
+    person = []
+    for item in args.person_labels:
+        retailer, _, path = item.partition("=")
+        if not path or not os.path.exists(path):
+            raise ConfigError(f"--person-labels must be RETAILER=CSV with an existing file, got {item!r}")
+        person.append((retailer, path))
+    info = prepare(PrepareConfig(sources=cfg.sources, out=args.out, image_size=cfg.decode.size,
+                                 category_min_count=args.category_min_count, person_labels=tuple(person),
+                                 fetch=cfg.fetch, decode_threads=cfg.decode_threads))
+    print(f"prepared {info['examples']} images of {info['products']} products at {info['image_size']} px "
+          f"-> {args.out}; labelled: {info['labelled']}; dead letters: {info['dead_letter'] or 'none'}")
+    return 0
+
+
+def train_main(argv: list[str]) -> int:
+    from models.train import train
+
+    parser = argparse.ArgumentParser(prog="fashion-enrich train", description="Grouped k-fold training + export.")
+    parser.add_argument("--task", required=True, choices=TASK_CHOICES)
+    parser.add_argument("--arch", default="custom_cnn", choices=ARCHITECTURES)
+    parser.add_argument("--mode", default="clean", choices=MODES)
+    parser.add_argument("--weights", default=None, help="'imagenet' (online) or a local base weights file")
+    parser.add_argument("--data", required=True, help="a folder written by 'fashion-enrich prepare'")
+    parser.add_argument("--folds", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=10)
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--image-size", type=int, default=None, help="must equal the prepared size")
+    parser.add_argument("--learning-rate", type=float, default=None)
+    parser.add_argument("--no-augment", action="store_true", help="switch the study's augmentation off")
+    parser.add_argument("--subsample-fraction", type=float, default=None,
+                        help="stratified product-level sub-sampling to this fraction")
+    parser.add_argument("--subsample-floor", type=int, default=100, help="products kept per class at least")
+    parser.add_argument("--final-fit", action="store_true", help="export a model trained on all the data")
+    parser.add_argument("--width", type=int, default=32, help="custom_cnn: filters of the first block")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default=None)
+    args = parser.parse_args(argv)
+    try:
+        cfg = _train_config(args)
+        ModelSpec(args.arch, mode=args.mode, weights=args.weights)  # arch / mode / weights consistent?
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    train(cfg, log=lambda line: print(line, flush=True),
+          command="fashion-enrich train " + " ".join(shlex.quote(a) for a in argv))
+    return 0
+
+
+def _train_config(args):
+    from models.train import TrainConfig, default_out
+
+    return TrainConfig(task=args.task, data=args.data, out=args.out or default_out(args.task, args.arch, args.mode),
+                      arch=args.arch, mode=args.mode, weights=args.weights, folds=args.folds, epochs=args.epochs,
+                      batch_size=args.batch_size, image_size=args.image_size, augment=not args.no_augment,
+                      learning_rate=args.learning_rate, subsample_fraction=args.subsample_fraction,
+                      subsample_floor=args.subsample_floor, final_fit=args.final_fit, seed=args.seed,
+                      width=args.width)
+
+
+def evaluate_main(argv: list[str]) -> int:
+    from models.report import evaluate
+
+    parser = argparse.ArgumentParser(prog="fashion-enrich evaluate",
+                                     description="Metrics and plots of an exported model on prepared data.")
+    parser.add_argument("--model", required=True, help="an exported model folder")
+    parser.add_argument("--data", required=True, help="a folder written by 'fashion-enrich prepare'")
+    parser.add_argument("--report", default=None, help="report folder (default <model>/report)")
+    args = parser.parse_args(argv)
+    report = args.report or os.path.join(args.model, "report")
+    metrics = evaluate(args.model, args.data, report)
+    print(f"{metrics['model']}: image accuracy {metrics['image_accuracy']:.4f}, product accuracy "
+          f"{metrics['product_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {report}", file=sys.stdout)
+    return 0

@@ -1,0 +1,86 @@
+"""One serving artifact per model: the Keras model, its labels, input size and a model card.
+
+    <out>/model.keras         uint8 (size, size, 3) in, class scores out (input scaling inside)
+    <out>/labels.json         class names in score order
+    <out>/model_card.json     task, architecture, mode, image size, classes, parameters, training
+                              data, metrics, date, code version, the command that trained it
+    <out>/transform_fn/       the TFT transform output of the training data (vocabularies)
+
+The inference stage loads ``model.keras`` and preprocesses images with the same function and
+the card's ``image_size``, so training and serving see identical pixels.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import shutil
+import subprocess
+
+from models.architectures import ModelSpec
+from pipeline.versions import package_version
+
+CARD = "model_card.json"
+
+
+def code_version() -> str:
+    """Package version, plus the git commit when run from a checkout."""
+    version = package_version()
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
+                                cwd=os.path.dirname(os.path.abspath(__file__)))
+        if commit.returncode == 0 and commit.stdout.strip():
+            version += f"+git.{commit.stdout.strip()}"
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return version
+
+
+def export_model(model, *, out: str, spec: ModelSpec, task: str, classes: list[str], data_dir: str,
+                 train_config: dict, metrics: dict, wall_seconds: float, command: str = "") -> dict:
+    os.makedirs(out, exist_ok=True)
+    model.save(os.path.join(out, "model.keras"))
+    with open(os.path.join(out, "labels.json"), "w", encoding="utf-8") as fh:
+        json.dump(classes, fh, indent=1)
+    transform = os.path.join(data_dir, "transform_fn")
+    if os.path.isdir(transform):
+        shutil.copytree(transform, os.path.join(out, "transform_fn"), dirs_exist_ok=True)
+    prepared = {}
+    if os.path.isfile(os.path.join(data_dir, "prepared.json")):
+        with open(os.path.join(data_dir, "prepared.json"), encoding="utf-8") as fh:
+            prepared = {k: v for k, v in json.load(fh).items() if k != "vocabularies"}
+    trained_at = dt.datetime.now(dt.UTC)
+    card = {
+        "model_id": f"{task}-{spec.arch}-{spec.mode}-{trained_at:%Y%m%dT%H%M%S}",
+        "task": task,
+        "architecture": spec.arch,
+        "mode": spec.mode,
+        "pretrained_weights": spec.weights,
+        "image_size": spec.image_size,
+        "input": "uint8 RGB; longer side resized to image_size, white-padded square (pipeline.images.decode)",
+        "output": "sigmoid P(person)" if spec.multilabel else "softmax over classes",
+        "classes": classes,
+        "parameters": int(model.count_params()),
+        "training_data": {"folder": data_dir, **prepared},
+        "train_config": train_config,
+        "metrics": metrics,
+        "trained_at": trained_at.isoformat(timespec="seconds"),
+        "wall_seconds": round(wall_seconds, 1),
+        "code_version": code_version(),
+        "command": command,
+    }
+    with open(os.path.join(out, CARD), "w", encoding="utf-8") as fh:
+        json.dump(card, fh, indent=2, default=str)
+    return card
+
+
+def load_exported(folder: str):
+    """(keras model, model card) of an exported artifact."""
+    import keras
+
+    import models.architectures  # noqa: F401 - registers CaffePreprocess for deserialisation
+
+    with open(os.path.join(folder, CARD), encoding="utf-8") as fh:
+        card = json.load(fh)
+    return keras.models.load_model(os.path.join(folder, "model.keras")), card
