@@ -20,8 +20,9 @@ import numpy as np
 
 from models.architectures import ModelSpec, build_model, compile_model
 from models.data import Prepared, load_prepared
-from models.evaluation import fold_metrics, grouped_folds, subsample_products, table_one
+from models.evaluation import fold_metrics, grouped_folds, hierarchy_accuracy, subsample_products, table_one
 from pipeline.options import ConfigError
+from schemas.taxonomy import load_taxonomy
 
 TASK_CHOICES = ("category", "gender", "person", "age_group")
 
@@ -142,8 +143,11 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
         train_idx, val_idx = index[folds != fold], index[folds == fold]
         log(f"fold {fold + 1}/{cfg.folds}: train {len(train_idx)}, test {len(val_idx)}")
         model = _fit(cfg, spec, data, train_idx, val_idx, labels, log)
-        metrics = fold_metrics(_scores(model, data.images[val_idx], spec.multilabel), labels[val_idx],
-                               list(data.product_keys[val_idx]), classes)
+        scores = _scores(model, data.images[val_idx], spec.multilabel)
+        metrics = fold_metrics(scores, labels[val_idx], list(data.product_keys[val_idx]), classes)
+        if cfg.task == "category":
+            metrics["hierarchy"] = hierarchy_accuracy([classes[i] for i in labels[val_idx]],
+                                                      [classes[i] for i in scores.argmax(axis=1)], load_taxonomy())
         log(f"fold {fold + 1}: image accuracy {metrics['image_accuracy']:.4f}, "
             f"product accuracy {metrics['product_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
         results.append(metrics)
