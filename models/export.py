@@ -39,8 +39,13 @@ def code_version() -> str:
 
 def export_model(model, *, out: str, spec: ModelSpec, task: str, classes: list[str], data_dir: str,
                  train_config: dict, metrics: dict, wall_seconds: float, command: str = "") -> dict:
+    import keras
+
     os.makedirs(out, exist_ok=True)
-    model.save(os.path.join(out, "model.keras"))
+    # Serve an uncompiled copy: no optimizer state in the artifact (a third of the size).
+    serving = keras.models.clone_model(model)
+    serving.set_weights(model.get_weights())
+    serving.save(os.path.join(out, "model.keras"))
     with open(os.path.join(out, "labels.json"), "w", encoding="utf-8") as fh:
         json.dump(classes, fh, indent=1)
     transform = os.path.join(data_dir, "transform_fn")
