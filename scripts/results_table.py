@@ -1,0 +1,37 @@
+"""Print the models/RESULTS.md table rows from exported models' cards.
+
+    python scripts/results_table.py MODEL_DIR [MODEL_DIR ...]
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def row(folder: str) -> str:
+    card = json.loads((Path(folder) / "model_card.json").read_text())
+    cfg, t1 = card["train_config"], card["metrics"]["table_one"]
+    folds = card["metrics"]["folds"]
+    hierarchy = ""
+    if card["task"] == "category" and all("hierarchy" in f for f in folds):
+        near = sum(f["hierarchy"]["parent_or_child"] for f in folds) / len(folds)
+        hierarchy = f"{near:.3f}"
+    sub = f"{cfg['subsample_fraction']:.2f}" if cfg.get("subsample_fraction") else "-"
+    images = sum(f["images"] for f in folds)
+    return (f"| {card['task']} | {card['architecture']} | {card['mode']} | {'yes' if cfg['augment'] else 'no'} "
+            f"| {card['image_size']} | {cfg['epochs']} | {sub} | {images} "
+            f"| {t1['best_fold_image_accuracy']:.3f} | {t1['mean_image_accuracy']:.3f} "
+            f"| {t1['best_fold_product_accuracy']:.3f} | {t1['mean_product_accuracy']:.3f} | {t1['mean_macro_f1']:.3f} "
+            f"| {hierarchy or '-'} | {card['parameters']:,} | {card['wall_seconds'] / 60:.0f} min |")
+
+
+HEADER = ("| task | architecture | mode | augment | px | epochs | subsample | images | best-fold image acc "
+          "| mean image acc | best-fold product acc | mean product acc | mean macro F1 | parent/child share "
+          "| parameters | wall time |\n|" + "---|" * 16)
+
+if __name__ == "__main__":
+    print(HEADER)
+    for folder in sys.argv[1:]:
+        print(row(folder))
