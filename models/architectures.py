@@ -113,8 +113,13 @@ def default_learning_rate(spec: ModelSpec) -> float:
     return 1e-4 if spec.mode == "finetune" else 1e-3
 
 
-def compile_model(model: keras.Model, spec: ModelSpec, learning_rate: float | None = None) -> keras.Model:
+def compile_model(model: keras.Model, spec: ModelSpec, learning_rate: float | None = None, *,
+                  decay_steps: int | None = None) -> keras.Model:
+    """Adam at the mode's learning rate; with ``decay_steps``, cosine-decayed to zero over them
+    (a fixed schedule: no peeking at the held-out fold, as a plateau scheduler would)."""
     lr = learning_rate or default_learning_rate(spec)
+    if decay_steps:
+        lr = keras.optimizers.schedules.CosineDecay(lr, decay_steps=decay_steps)
     loss = "binary_crossentropy" if spec.multilabel else "sparse_categorical_crossentropy"
     metric = "binary_accuracy" if spec.multilabel else "sparse_categorical_accuracy"
     model.compile(optimizer=keras.optimizers.Adam(lr), loss=loss, metrics=[metric])

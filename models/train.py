@@ -106,7 +106,8 @@ def _fit(cfg: TrainConfig, spec: ModelSpec, data: Prepared, train_idx, val_idx, 
     import keras
 
     keras.utils.set_random_seed(cfg.seed)
-    model = compile_model(build_model(spec), spec, cfg.learning_rate)
+    steps = cfg.epochs * -(-len(train_idx) // cfg.batch_size)
+    model = compile_model(build_model(spec), spec, cfg.learning_rate, decay_steps=steps)
     target = labels.astype("float32") if spec.multilabel else labels
     val = None if val_idx is None else _dataset(data.images[val_idx], target[val_idx], cfg, training=False)
 
