@@ -20,7 +20,14 @@ import numpy as np
 
 from models.architectures import ModelSpec, build_model, compile_model
 from models.data import Prepared, load_prepared
-from models.evaluation import fold_metrics, grouped_folds, hierarchy_accuracy, subsample_products, table_one
+from models.evaluation import (
+    confusion_matrix,
+    fold_metrics,
+    grouped_folds,
+    hierarchy_accuracy,
+    subsample_products,
+    table_one,
+)
 from pipeline.options import ConfigError
 from schemas.taxonomy import load_taxonomy
 
@@ -140,6 +147,7 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
     log(f"{cfg.task}: {len(index)} images, {len(set(groups))} products, {len(classes)} classes; "
         f"{cfg.arch}/{cfg.mode} at {data.image_size} px, {cfg.folds} folds x {cfg.epochs} epochs")
     results, models = [], []
+    confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for fold in range(min(cfg.folds, cfg.max_folds_run or cfg.folds)):
         train_idx, val_idx = index[folds != fold], index[folds == fold]
         log(f"fold {fold + 1}/{cfg.folds}: train {len(train_idx)}, test {len(val_idx)}")
@@ -149,6 +157,7 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
         if cfg.task == "category":
             metrics["hierarchy"] = hierarchy_accuracy([classes[i] for i in labels[val_idx]],
                                                       [classes[i] for i in scores.argmax(axis=1)], load_taxonomy())
+        confusion += confusion_matrix(labels[val_idx], scores.argmax(axis=1), len(classes))
         log(f"fold {fold + 1}: image accuracy {metrics['image_accuracy']:.4f}, "
             f"product accuracy {metrics['product_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
         results.append(metrics)
@@ -161,8 +170,25 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
                                                            "exported": "final_fit" if cfg.final_fit
                                                            else f"fold {best + 1}"},
                         wall_seconds=time.time() - started, command=command)
+    _plot_cross_validation(cfg, classes, confusion, card["model_id"])
     log(f"exported {cfg.out}: " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
     return card
+
+
+def _plot_cross_validation(cfg: TrainConfig, classes: list[str], confusion: np.ndarray, model_id: str) -> None:
+    """Per-class accuracy and confusion matrix over all held-out folds, in <out>/cv_report/."""
+    from models.report import plot_confusion, plot_per_class_accuracy
+
+    folder = os.path.join(cfg.out, "cv_report")
+    os.makedirs(folder, exist_ok=True)
+    totals = confusion.sum(axis=1)
+    per_class = {c: (float(confusion[i, i] / totals[i]) if totals[i] else None) for i, c in enumerate(classes)}
+    plot_per_class_accuracy(per_class, os.path.join(folder, "per_class_accuracy.png"),
+                            f"{model_id}: per-class accuracy, held-out folds")
+    plot_confusion(confusion, classes, os.path.join(folder, "confusion_matrix.png"),
+                   f"{model_id}: confusion over held-out folds")
+    with open(os.path.join(folder, "confusion.json"), "w", encoding="utf-8") as fh:
+        json.dump({"classes": classes, "counts": confusion.tolist(), "per_class_accuracy": per_class}, fh, indent=1)
 
 
 def default_out(cfg_task: str, arch: str, mode: str) -> str:

@@ -104,6 +104,9 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
     assert set(metrics["hierarchy"]) == {"exact", "parent_or_child", "same_branch", "miss"}
     assert (tmp_path / "report" / "confusion_matrix.png").stat().st_size > 1000
     assert (tmp_path / "report" / "per_class_accuracy.png").stat().st_size > 1000
+    cv = json.loads((tmp_path / "model" / "cv_report" / "confusion.json").read_text())
+    assert np.array(cv["counts"]).sum() == 64  # every labelled image scored once, in its held-out fold
+    assert (tmp_path / "model" / "cv_report" / "confusion_matrix.png").is_file()
 
 
 def test_person_task_with_augmentation_and_size_mismatch(prepared, tmp_path):
