@@ -17,6 +17,7 @@ class Stage(enum.StrEnum):
     READ = "read"
     FETCH = "fetch"
     DECODE = "decode"
+    INFERENCE = "inference"
 
 
 class Reason(enum.StrEnum):
@@ -51,6 +52,7 @@ class Reason(enum.StrEnum):
     DECOMPRESSION_BOMB = "DECOMPRESSION_BOMB"
     TOO_SMALL = "TOO_SMALL"
     DECODE_ERROR = "DECODE_ERROR"  # an unforeseen failure while decoding (message says which)
+    INFERENCE_ERROR = "INFERENCE_ERROR"  # the model raised on the batch holding this image
 
 
 class ImageRole(enum.StrEnum):
@@ -108,12 +110,53 @@ class ImageRecord:
     fetch_attempts: int | None = None
     fetch_ms: float | None = None
     cache_hit: bool | None = None
+    # Model scores (ScoreImages); the category vocabulary is in the table metadata and manifest.
+    person_score: float | None = None
+    predicted_category: str | None = None
+    category_top3: tuple[str, ...] = ()
+    category_top3_scores: tuple[float, ...] = ()
+    category_scores: tuple[float, ...] = ()
+    predicted_gender: str | None = None
+    gender_scores: tuple[float, ...] = ()
+    person_model: str | None = None
+    category_model: str | None = None
+    gender_model: str | None = None
 
     def dedupe_key(self) -> tuple[str, str, str]:
         return (self.retailer, self.product_id, self.image_uri)
 
     def order_key(self) -> tuple:
         return (self.source_file, self.source_line, self.image_position)
+
+
+@dataclass(frozen=True)
+class ProductRecord:
+    """One product: its images' scores aggregated with the cumulative max (products table)."""
+
+    retailer: str
+    product_id: str
+    image_count: int
+    person_image_count: int
+    title: str | None = None
+    brand: str | None = None
+    category: str | None = None  # null when below the minimum confidence (flagged)
+    category_score: float | None = None
+    category_low_confidence: bool = False
+    category_person_filtered: bool = False  # person images ignored: the product has packshots
+    category_path: str | None = None
+    category_level1: str | None = None
+    category_level2: str | None = None
+    category_scores: tuple[float, ...] = ()
+    gender: str | None = None
+    gender_score: float | None = None
+    gender_low_confidence: bool = False
+    retailer_category: str | None = None  # the retailer's own label, mapped to the taxonomy
+    retailer_gender: str | None = None
+    category_agreement: str | None = None  # AGREE, PARENT_CHILD, DISAGREE, RETAILER_MISSING, MODEL_UNCERTAIN
+    gender_agreement: str | None = None
+    category_model: str | None = None
+    gender_model: str | None = None
+    person_model: str | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline.records import DeadLetter, ImageRecord
+from pipeline.records import DeadLetter, ImageRecord, ProductRecord
 
 SCHEMA_VERSION = "1"
 PARTITION_COLUMNS = ("run_date", "retailer")
@@ -79,5 +79,6 @@ class TableSpec:
 
 
 IMAGES = TableSpec("images", ImageRecord)
+PRODUCTS = TableSpec("products", ProductRecord)
 DEAD_LETTER = TableSpec("dead_letter", DeadLetter)
-TABLES = {t.name: t for t in (IMAGES, DEAD_LETTER)}
+TABLES = {t.name: t for t in (IMAGES, PRODUCTS, DEAD_LETTER)}

@@ -1,0 +1,174 @@
+"""Model inference through Beam's ``RunInference`` with a Keras 3 ``ModelHandler``.
+
+Keras 3 ``.keras`` artifacts are not callable by Beam's TensorFlow handlers, so
+:class:`KerasModelHandler` loads them itself: once per worker process (``RunInference``
+shares it across threads; ``model_copies`` / ``large_model`` are passed through), with GPU
+memory growth on and TF thread pools configurable. Elements are keyed by their
+:class:`~pipeline.records.ImageRecord` (``KeyedModelHandler``), so the record and its
+array travel through each model step together; a failed batch leaves through the
+dead-letter output with reason ``INFERENCE_ERROR``.
+
+One RunInference step per model (person, category, gender): each model keeps its own
+artifact, card and version, and a retailer can run any subset.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
+
+from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
+
+_LOG = logging.getLogger(__name__)
+METRICS_NAMESPACE = "fashion_enrich.inference"
+TOP_K = 3
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What the pipeline needs to know about an exported model (from its model card)."""
+
+    task: str
+    path: str
+    model_id: str
+    classes: tuple[str, ...]
+    image_size: int
+    sigmoid: bool
+
+    @classmethod
+    def read(cls, path: str) -> ModelInfo:
+        with FileSystems.open(FileSystems.join(path, "model_card.json")) as fh:
+            card = json.loads(fh.read())
+        return cls(task=card["task"], path=path, model_id=card["model_id"], classes=tuple(card["classes"]),
+                   image_size=int(card["image_size"]), sigmoid=card["output"].startswith("sigmoid"))
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    min_batch_size: int = 1
+    max_batch_size: int = 64  # bounded: GPUs run out of memory on unbounded batches
+    model_copies: int | None = None
+    large_model: bool = False
+    intra_op_threads: int = 0  # 0: TensorFlow's default
+    inter_op_threads: int = 0
+
+    def __post_init__(self):
+        if not 1 <= self.min_batch_size <= self.max_batch_size <= 4096:
+            raise ValueError("need 1 <= min_batch_size <= max_batch_size <= 4096")
+
+
+def _configure_tensorflow(cfg: InferenceConfig) -> None:
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised in this process: keep what it has
+            pass
+    try:
+        if cfg.intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(cfg.intra_op_threads)
+        if cfg.inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(cfg.inter_op_threads)
+    except RuntimeError:
+        _LOG.info("TensorFlow already initialised: thread settings left as they are")
+
+
+def _local_copy(path: str) -> str:
+    """Keras loads from local disk: copy an artifact on gs:// (or any remote FS) to a temp dir."""
+    if "://" not in path:
+        return path
+    local = tempfile.mkdtemp(prefix="fashion-enrich-model-")
+    for name in ("model.keras", "model_card.json", "labels.json"):
+        with FileSystems.open(FileSystems.join(path, name)) as src, open(os.path.join(local, name), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return local
+
+
+class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, object]):
+    """Scores batches of uint8 (size, size, 3) arrays with an exported ``model.keras``."""
+
+    def __init__(self, info: ModelInfo, cfg: InferenceConfig = InferenceConfig()):
+        super().__init__(min_batch_size=cfg.min_batch_size, max_batch_size=cfg.max_batch_size,
+                         large_model=cfg.large_model, model_copies=cfg.model_copies)
+        self._info, self._cfg = info, cfg
+
+    def load_model(self):
+        _configure_tensorflow(self._cfg)
+        import keras
+
+        import models.architectures  # noqa: F401 - registers the custom preprocessing layer
+
+        return keras.models.load_model(os.path.join(_local_copy(self._info.path), "model.keras"), compile=False)
+
+    def run_inference(self, batch, model, inference_args=None):
+        scores = np.asarray(model(np.stack(batch), training=False))
+        return [PredictionResult(example, score, model_id=self._info.model_id) for example, score in zip(batch, scores)]
+
+    def get_num_bytes(self, batch) -> int:
+        return sum(a.nbytes for a in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return f"{METRICS_NAMESPACE}.{self._info.task}"
+
+
+def apply_scores(record: ImageRecord, info: ModelInfo, scores: np.ndarray) -> ImageRecord:
+    """The record with one model's outputs (pure: tests call it directly)."""
+    if info.task == "person":
+        return dataclasses.replace(record, person_score=float(scores[-1]), person_model=info.model_id)
+    order = np.argsort(-scores, kind="stable")[:TOP_K]
+    top = tuple(info.classes[i] for i in order)
+    top_scores = tuple(round(float(scores[i]), 6) for i in order)
+    vector = tuple(round(float(s), 6) for s in scores)
+    if info.task == "category":
+        return dataclasses.replace(record, predicted_category=top[0], category_top3=top,
+                                   category_top3_scores=top_scores, category_scores=vector,
+                                   category_model=info.model_id)
+    if info.task == "gender":
+        return dataclasses.replace(record, predicted_gender=top[0], gender_scores=vector, gender_model=info.model_id)
+    raise ValueError(f"unsupported task {info.task!r}")
+
+
+def _failed_batch_to_dead_letters(element, info: ModelInfo):
+    batch, error = element
+    for record, _array in batch:
+        yield DeadLetter.make(retailer=record.retailer, stage=Stage.INFERENCE, reason=Reason.INFERENCE_ERROR,
+                              message=f"{info.task} model {info.model_id}: {type(error).__name__}: {error}",
+                              source_file=record.source_file, source_line=record.source_line,
+                              product_id=record.product_id, image_uri=record.image_uri)
+
+
+class ScoreImages(beam.PTransform):
+    """(ImageRecord, array) -> the same with every model's scores; failures to ``dead_letter``.
+
+    Returns ``{"images": PCollection[(ImageRecord, array)], "dead_letter": PCollection[DeadLetter]}``.
+    """
+
+    def __init__(self, models: tuple[ModelInfo, ...], cfg: InferenceConfig = InferenceConfig()):
+        super().__init__()
+        sizes = {m.image_size for m in models}
+        if len(sizes) > 1:
+            raise ValueError(f"models expect different image sizes {sorted(sizes)}: use one size for a run")
+        self._models, self._cfg = models, cfg
+
+    def expand(self, images):
+        dead = []
+        for info in self._models:
+            handler = KeyedModelHandler(KerasModelHandler(info, self._cfg))
+            main, failed = images | f"Infer[{info.task}]" >> RunInference(handler).with_exception_handling()
+            dead.append(failed.failed_inferences
+                        | f"Failed[{info.task}]" >> beam.FlatMap(_failed_batch_to_dead_letters, info))
+            images = main | f"Apply[{info.task}]" >> beam.MapTuple(
+                lambda record, result, info=info: (apply_scores(record, info, result.inference), result.example))
+        dead_letter = dead | "InferenceDeadLetters" >> beam.Flatten() if dead else None
+        return {"images": images, "dead_letter": dead_letter}

@@ -1,0 +1,109 @@
+"""Per-product cumulative max (pipeline/aggregate.py): hand-made vectors, a reference, a pipeline."""
+
+from __future__ import annotations
+
+import random
+
+import apache_beam as beam
+import numpy as np
+import pytest
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.aggregate import AggregateConfig, AggregateProducts, ProductCombineFn
+from pipeline.records import ImageRecord
+
+CATS = ("DRESSES", "JEANS", "SKINNY_JEANS")
+GENDERS = ("FEMALE", "MALE", "UNISEX")
+
+
+def image(product="p", cat=(0.1, 0.2, 0.7), gender=(0.6, 0.3, 0.1), person=0.1, retailer_cat="JEANS",
+          retailer_gender="FEMALE", n=0) -> ImageRecord:
+    return ImageRecord(retailer="shop", product_id=product, image_position=n, image_uri=f"/{product}/{n}.jpg",
+                       source_file="f", source_line=n, category=retailer_cat, gender=retailer_gender,
+                       category_scores=tuple(cat), gender_scores=tuple(gender), person_score=person,
+                       category_model="cat-1", gender_model="gen-1", person_model="per-1")
+
+
+def product(images, cfg=AggregateConfig()):
+    fn = ProductCombineFn(CATS, GENDERS, cfg)
+    fn.setup()
+    acc = fn.create_accumulator()
+    for img in images:
+        acc = fn.add_input(acc, img)
+    return fn.to_product(("shop", images[0].product_id), fn.extract_output(acc))
+
+
+def test_cumulative_max_over_images():
+    p = product([image(cat=(0.6, 0.3, 0.1), n=1), image(cat=(0.1, 0.1, 0.8), n=2)])
+    assert p.category_scores == (0.6, 0.3, 0.8)
+    assert (p.category, p.category_score, p.image_count) == ("SKINNY_JEANS", 0.8, 2)
+    assert p.category_path == "CLOTHING > JEANS > SKINNY_JEANS" and p.category_level2 == "JEANS"
+    assert p.category_agreement == "PARENT_CHILD"  # retailer says JEANS, model SKINNY_JEANS
+    assert (p.gender, p.gender_agreement) == ("FEMALE", "AGREE")
+    assert (p.category_model, p.gender_model, p.person_model) == ("cat-1", "gen-1", "per-1")
+
+
+def test_ties_go_to_the_first_class_and_single_images_are_their_own_product():
+    p = product([image(cat=(0.4, 0.4, 0.2))])
+    assert p.category == "DRESSES" and p.image_count == 1
+    assert p.category_agreement == "DISAGREE"
+
+
+def test_person_filter_ignores_person_shots_when_packshots_exist():
+    person = image(cat=(0.9, 0.05, 0.05), person=0.95, n=1)  # the model shot says DRESSES
+    packshot = image(cat=(0.2, 0.7, 0.1), person=0.05, n=2)
+    filtered = product([person, packshot])
+    assert (filtered.category, filtered.category_person_filtered, filtered.person_image_count) == ("JEANS", True, 1)
+    unfiltered = product([person, packshot], AggregateConfig(person_filter=False))
+    assert (unfiltered.category, unfiltered.category_person_filtered) == ("DRESSES", False)
+    only_people = product([person, image(cat=(0.1, 0.8, 0.1), person=0.9, n=3)])
+    assert (only_people.category, only_people.category_person_filtered) == ("DRESSES", False)  # nothing to filter to
+
+
+def test_minimum_confidence_nulls_and_flags_the_label():
+    p = product([image(cat=(0.4, 0.35, 0.25), gender=(0.5, 0.3, 0.2))],
+                AggregateConfig(min_category_confidence=0.5, min_gender_confidence=0.6))
+    assert (p.category, p.category_score, p.category_low_confidence) == (None, 0.4, True)
+    assert p.category_agreement == "MODEL_UNCERTAIN"
+    assert (p.gender, p.gender_low_confidence, p.gender_agreement) == (None, True, "MODEL_UNCERTAIN")
+
+
+def test_missing_retailer_labels():
+    p = product([image(retailer_cat=None, retailer_gender=None)])
+    assert (p.category_agreement, p.gender_agreement) == ("RETAILER_MISSING", "RETAILER_MISSING")
+
+
+def test_combine_fn_matches_a_plain_python_reference_under_random_merges():
+    rng = random.Random(11)
+    fn = ProductCombineFn(CATS, GENDERS, AggregateConfig(person_filter=True))
+    fn.setup()
+    for _ in range(40):
+        images = [image(cat=[rng.random() for _ in CATS], gender=[rng.random() for _ in GENDERS],
+                        person=rng.random(), n=i) for i in range(rng.randint(1, 15))]
+        packshots = [i for i in images if i.person_score < 0.5]
+        use = packshots if packshots and len(packshots) < len(images) else images
+        expected = [max(i.category_scores[c] for i in use) for c in range(3)]
+        rng.shuffle(images)
+        parts = [images[i::3] for i in range(3)]
+        accs = []
+        for part in parts:
+            acc = fn.create_accumulator()
+            for img in part:
+                acc = fn.add_input(acc, img)
+            accs.append(acc)
+        p = fn.to_product(("shop", "p"), fn.merge_accumulators(accs))
+        np.testing.assert_allclose(p.category_scores, expected, atol=1e-6)
+        assert p.category == CATS[int(np.argmax(expected))]
+        assert p.image_count == len(images) and p.person_image_count == len(images) - len(packshots)
+
+
+@pytest.mark.parametrize("shuffle_seed", [0, 1])
+def test_aggregate_products_on_a_pipeline(shuffle_seed):
+    images = [image("a", cat=(0.7, 0.2, 0.1), n=1), image("a", cat=(0.1, 0.1, 0.8), n=2),
+              image("b", cat=(0.1, 0.8, 0.1), retailer_cat="DRESSES", n=3)]
+    random.Random(shuffle_seed).shuffle(images)
+    with TestPipeline() as p:
+        out = p | beam.Create(images) | AggregateProducts(CATS, GENDERS)
+        assert_that(out | beam.Map(lambda r: (r.product_id, r.category, r.image_count, r.category_agreement)),
+                    equal_to([("a", "SKINNY_JEANS", 2, "PARENT_CHILD"), ("b", "JEANS", 1, "DISAGREE")]))

@@ -1,0 +1,96 @@
+"""RunInference with the Keras model handler: tiny real exported models, scores, failures."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import apache_beam as beam  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from apache_beam.testing.test_pipeline import TestPipeline  # noqa: E402
+from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
+
+from models.architectures import ModelSpec, build_model  # noqa: E402
+from models.export import export_model, load_exported  # noqa: E402
+from pipeline.inference import InferenceConfig, KerasModelHandler, ModelInfo, ScoreImages, apply_scores  # noqa: E402
+from pipeline.records import ImageRecord  # noqa: E402
+
+SIZE = 32
+
+
+def export_tiny(folder, task: str, classes: list[str]) -> ModelInfo:
+    person = task == "person"
+    spec = ModelSpec("custom_cnn", image_size=SIZE, num_outputs=1 if person else len(classes), multilabel=person,
+                     width=4)
+    export_model(build_model(spec), out=str(folder), spec=spec, task=task, classes=classes, data_dir=str(folder),
+                 train_config={}, metrics={}, wall_seconds=0.0)
+    return ModelInfo.read(str(folder))
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    root = tmp_path_factory.mktemp("models")
+    return (export_tiny(root / "person", "person", ["PRODUCT", "PERSON"]),
+            export_tiny(root / "category", "category", ["DRESSES", "JEANS", "HATS", "SHOES"]),
+            export_tiny(root / "gender", "gender", ["FEMALE", "MALE", "UNISEX"]))
+
+
+def record(n: int) -> ImageRecord:
+    return ImageRecord(retailer="shop", product_id=f"p{n}", image_position=1, image_uri=f"/{n}.jpg",
+                       source_file="f", source_line=n)
+
+
+def arrays(n: int, size: int = SIZE):
+    return np.random.default_rng(n).integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+
+
+def test_model_info_from_the_card(models):
+    person, category, gender = models
+    assert person.sigmoid and not category.sigmoid
+    assert category.classes == ("DRESSES", "JEANS", "HATS", "SHOES") and category.image_size == SIZE
+    assert category.model_id.startswith("category-custom_cnn-clean-")
+
+
+def test_handler_scores_a_batch_like_the_model_does(models):
+    _, category, _ = models
+    handler = KerasModelHandler(category, InferenceConfig(max_batch_size=8))
+    assert handler.batch_elements_kwargs() == {"min_batch_size": 1, "max_batch_size": 8}
+    model = handler.load_model()
+    batch = [arrays(i) for i in range(3)]
+    results = handler.run_inference(batch, model)
+    reference, _ = load_exported(category.path)
+    expected = reference.predict(np.stack(batch), verbose=0)
+    np.testing.assert_allclose(np.stack([r.inference for r in results]), expected, rtol=1e-5, atol=1e-6)
+    assert all(r.model_id == category.model_id for r in results)
+
+
+def test_apply_scores_top3_and_vectors(models):
+    person, category, gender = models
+    rec = apply_scores(record(1), category, np.array([0.1, 0.5, 0.3, 0.1]))
+    assert rec.predicted_category == "JEANS" and rec.category_top3 == ("JEANS", "HATS", "DRESSES")
+    assert rec.category_top3_scores == (0.5, 0.3, 0.1) and rec.category_scores == (0.1, 0.5, 0.3, 0.1)
+    assert apply_scores(rec, person, np.array([0.83])).person_score == pytest.approx(0.83)
+    assert apply_scores(rec, gender, np.array([0.2, 0.7, 0.1])).predicted_gender == "MALE"
+
+
+def test_score_images_on_a_pipeline_and_failures_to_dead_letter(models):
+    good = [(record(i), arrays(i)) for i in range(5)]
+    bad = [(record(99), arrays(99, size=SIZE + 8))]  # wrong input size: the model raises
+    with TestPipeline() as p:
+        out = p | beam.Create(good + bad) | ScoreImages(models, InferenceConfig(max_batch_size=1))
+        assert_that(out["images"] | "Scored" >> beam.Map(
+            lambda e: (e[0].product_id, len(e[0].category_scores), len(e[0].gender_scores),
+                       0 <= e[0].person_score <= 1, e[0].predicted_category in ("DRESSES", "JEANS", "HATS", "SHOES"),
+                       e[1].shape)),
+            equal_to([(f"p{i}", 4, 3, True, True, (SIZE, SIZE, 3)) for i in range(5)]), label="scored")
+        assert_that(out["dead_letter"] | "Dead" >> beam.Map(lambda d: (d.product_id, d.stage, d.reason)),
+                    equal_to([("p99", "inference", "INFERENCE_ERROR")]), label="dead")
+
+
+def test_models_must_share_one_image_size(models, tmp_path):
+    other = export_tiny(tmp_path / "big", "gender", ["FEMALE", "MALE"])
+    bigger = ModelInfo(**{**other.__dict__, "image_size": 64})
+    with pytest.raises(ValueError, match="different image sizes"):
+        ScoreImages((models[0], bigger))
