@@ -1,27 +1,38 @@
 """build_pipeline(p, config): chains the labelled stages of one run, nothing else.
 
     sources (one ReadDump per retailer) -> MapTaxonomy -> DeduplicateImages -> LoadImages
-      -> WriteTable(images) / WriteTable(dead_letter) -> CommitRun (partitions + manifest)
+      -> ScoreImages (RunInference per model) -> AggregateProducts (cumulative max)
+      -> WriteTable(images / products / dead_letter) -> CommitRun (partitions + manifest)
 
 The pipeline object comes from outside (the CLI, a runner, or a TestPipeline in tests).
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 import apache_beam as beam
 
 from pipeline import versions
+from pipeline.aggregate import AggregateProducts
 from pipeline.dedupe import DUPLICATES, DeduplicateImages
 from pipeline.images import LoadImages
-from pipeline.manifest import CountEvents, dead_letter_events, duplicate_events, image_events, source_events
+from pipeline.inference import ScoreImages
+from pipeline.manifest import (
+    CountEvents,
+    dead_letter_events,
+    duplicate_events,
+    image_events,
+    product_events,
+    source_events,
+)
 from pipeline.options import RunConfig
 from pipeline.sinks import CommitRun, WriteTable, staging_root
 from pipeline.sources import DEAD_LETTER, FILE_STATS, ReadDump, decoder_for
 from pipeline.taxonomy import MapTaxonomy
 from schemas.tables import DEAD_LETTER as DEAD_LETTER_TABLE
-from schemas.tables import IMAGES
+from schemas.tables import IMAGES, PRODUCTS
 
 
 @dataclass(frozen=True)
@@ -29,6 +40,7 @@ class RunOutputs:
     """Handles on the pipeline's main PCollections (tests assert on them)."""
 
     images: beam.PCollection
+    products: beam.PCollection
     dead_letter: beam.PCollection
     duplicates: beam.PCollection
     manifest: beam.PCollection
@@ -52,15 +64,29 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
     duplicates = deduped[DUPLICATES]
     loaded = deduped.unique | "LoadImages" >> LoadImages(config.fetch, config.decode,
                                                                 decode_threads=config.decode_threads)
-    images = loaded["images"] | "DropArrays" >> beam.Map(lambda pair: pair[0])
-    dead_letter = [read_dead, loaded["dead_letter"]] | "AllDeadLetters" >> beam.Flatten()
+    arrays, dead = loaded["images"], [read_dead, loaded["dead_letter"]]
+    if config.models:
+        scored = arrays | "ScoreImages" >> ScoreImages(config.models, config.inference)
+        arrays = scored["images"]
+        dead.append(scored["dead_letter"])
+    images = arrays | "DropArrays" >> beam.Map(lambda pair: pair[0])
+    dead_letter = dead | "AllDeadLetters" >> beam.Flatten()
+    category, gender = config.model("category"), config.model("gender")
+    products = images | "AggregateProducts" >> AggregateProducts(
+        category.classes if category else (), gender.classes if gender else (), config.aggregate,
+        taxonomy_path=config.taxonomy_path)
 
     staging = staging_root(config.output, config.run_id)
+    vocabulary = {f"fashion_enrich.{m.task}_classes": json.dumps(list(m.classes)) for m in config.models}
+    vocabulary.update({f"fashion_enrich.{m.task}_model": m.model_id for m in config.models})
+
+    def write(pcoll, table, label, metadata=None):
+        return pcoll | label >> WriteTable(table, run_date=config.run_date, staging=staging,
+                                           shards=config.shards_per_partition, metadata=metadata)
+
     written = (
-        (images | "WriteImages" >> WriteTable(IMAGES, run_date=config.run_date, staging=staging,
-                                             shards=config.shards_per_partition),
-         dead_letter | "WriteDeadLetter" >> WriteTable(DEAD_LETTER_TABLE, run_date=config.run_date, staging=staging,
-                                                       shards=config.shards_per_partition))
+        (write(images, IMAGES, "WriteImages", vocabulary), write(products, PRODUCTS, "WriteProducts", vocabulary),
+         write(dead_letter, DEAD_LETTER_TABLE, "WriteDeadLetter"))
         | "AllWritten" >> beam.Flatten()
     )
     counts = p | "CountEvents" >> CountEvents({
@@ -69,7 +95,9 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
         "Images": (images, image_events),
         "DeadLetter": (dead_letter, dead_letter_events),
         "Duplicates": (duplicates, duplicate_events),
+        "Products": (products, product_events),
     })
     manifest = p | "CommitRun" >> CommitRun(config, written=written, counts=counts, file_stats=stats,
                                             versions=versions.versions())
-    return RunOutputs(images=images, dead_letter=dead_letter, duplicates=duplicates, manifest=manifest)
+    return RunOutputs(images=images, products=products, dead_letter=dead_letter, duplicates=duplicates,
+                      manifest=manifest)

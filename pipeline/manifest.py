@@ -36,6 +36,17 @@ def image_events(record: ImageRecord) -> list[tuple]:
     return keys
 
 
+def product_events(product) -> list[tuple]:
+    keys = [("products", product.retailer)]
+    if product.category_agreement:
+        keys.append(("category_agreement", product.retailer, product.category_agreement))
+    if product.gender_agreement:
+        keys.append(("gender_agreement", product.retailer, product.gender_agreement))
+    if product.category_low_confidence:
+        keys.append(("category_low_confidence", product.retailer))
+    return keys
+
+
 def dead_letter_events(item: DeadLetter) -> list[tuple]:
     return [("dead_letter", item.retailer, item.stage, item.reason)]
 
@@ -124,6 +135,8 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
         "started_at": config.started_at,
         "finished_at": finished_at,
         "versions": versions,
+        "models": {m.task: {"model_id": m.model_id, "path": m.path, "image_size": m.image_size,
+                            "classes": list(m.classes)} for m in config.models},
         "output": config.output,
         "sources": [
             {"retailer": s.retailer, "pattern": s.pattern, "mapping": s.mapping.path,
@@ -139,6 +152,10 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
             "dead_letter_by_reason": {r: dict(c.most_common()) for r, c in dead_by_reason.items()},
             "dead_letter_by_stage": {r: dict(c.most_common()) for r, c in dead_by_stage.items()},
             "cache_hits": per_retailer("cache_hits"),
+            "products": per_retailer("products"),
+            "category_agreement": _per_retailer(counter, "category_agreement"),
+            "gender_agreement": _per_retailer(counter, "gender_agreement"),
+            "category_low_confidence": per_retailer("category_low_confidence"),
             "category_rule": _per_retailer(counter, "category_rule"),
         },
         "unmapped": {

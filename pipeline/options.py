@@ -22,7 +22,9 @@ from pathlib import Path
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from pipeline.aggregate import AggregateConfig
 from pipeline.images.config import DecodeConfig, FetchConfig
+from pipeline.inference import InferenceConfig, ModelInfo
 from pipeline.sources.base import dump_folder
 from schemas.mapping import MappingError, RetailerMapping, builtin_mapping_file, builtin_retailers, load_mapping
 from schemas.taxonomy import TaxonomyError, load_taxonomy
@@ -68,8 +70,8 @@ class FashionEnrichOptions(PipelineOptions):
         parser.add_argument("--taxonomy", default=None, help="taxonomy YAML (default: the shipped one)")
         images = FetchConfig()
         decode = DecodeConfig()
-        parser.add_argument("--image_size", "--image-size", dest="image_size", type=int, default=decode.size,
-                            help="side of the square model input, pixels")
+        parser.add_argument("--image_size", "--image-size", dest="image_size", type=int, default=None,
+                            help=f"model input side in pixels (default: the models' size, else {decode.size})")
         parser.add_argument("--max_image_pixels", "--max-image-pixels", dest="max_image_pixels", type=int,
                             default=decode.max_pixels, help="decompression-bomb guard (width x height)")
         parser.add_argument("--min_image_side", "--min-image-side", dest="min_image_side", type=int,
@@ -88,6 +90,26 @@ class FashionEnrichOptions(PipelineOptions):
                             help="folder or gs:// prefix caching downloads (ETag/Last-Modified revalidated)")
         parser.add_argument("--allowed_root", "--allowed-root", dest="allowed_root", action="append", default=None,
                             help="extra local folder images may be read from (default: the dumps' folders)")
+        for task in ("category", "gender", "person"):
+            parser.add_argument(f"--{task}_model", f"--{task}-model", dest=f"{task}_model", default="default",
+                                help=f"exported {task} model folder, 'default' (shipped) or 'none'")
+        parser.add_argument("--max_batch_size", "--max-batch-size", dest="max_batch_size", type=int, default=64,
+                            help="RunInference batch cap (GPUs run out of memory on unbounded batches)")
+        parser.add_argument("--min_batch_size", "--min-batch-size", dest="min_batch_size", type=int, default=1)
+        parser.add_argument("--model_copies", "--model-copies", dest="model_copies", type=int, default=None,
+                            help="model copies per worker machine, shared across its processes")
+        parser.add_argument("--large_model", "--large-model", dest="large_model", action="store_true",
+                            help="load one model per machine, shared across processes")
+        parser.add_argument("--tf_threads", "--tf-threads", dest="tf_threads", type=int, default=0,
+                            help="TensorFlow intra-op threads (0: TensorFlow's default)")
+        parser.add_argument("--no_person_filter", "--no-person-filter", dest="no_person_filter", action="store_true",
+                            help="use person images for the product category even when it has packshots")
+        parser.add_argument("--person_threshold", "--person-threshold", dest="person_threshold", type=float,
+                            default=0.5, help="person score from which an image counts as a person shot")
+        parser.add_argument("--min_category_confidence", "--min-category-confidence", dest="min_category_confidence",
+                            type=float, default=0.0, help="below it the product category is null and flagged")
+        parser.add_argument("--min_gender_confidence", "--min-gender-confidence", dest="min_gender_confidence",
+                            type=float, default=0.0, help="below it the product gender is null and flagged")
         parser.add_argument("--allow_private_addresses", "--allow-private-addresses",
                             dest="allow_private_addresses", action="store_true",
                             help="let image URLs resolve to private/loopback addresses (off: SSRF guard)")
@@ -112,6 +134,9 @@ class RunConfig:
     fetch: FetchConfig = FetchConfig()
     decode: DecodeConfig = DecodeConfig()
     decode_threads: int = 2
+    models: tuple[ModelInfo, ...] = ()
+    inference: InferenceConfig = InferenceConfig()
+    aggregate: AggregateConfig = AggregateConfig()
 
     def __post_init__(self):
         if not self.sources:
@@ -137,6 +162,9 @@ class RunConfig:
     def retailers(self) -> tuple[str, ...]:
         return tuple(s.retailer for s in self.sources)
 
+    def model(self, task: str) -> ModelInfo | None:
+        return next((m for m in self.models if m.task == task), None)
+
     def to_json(self) -> str:
         data = dataclasses.asdict(self)
         data["sources"] = [{"retailer": s.retailer, "pattern": s.pattern, "mapping": s.mapping.path}
@@ -152,7 +180,10 @@ class RunConfig:
         fetch["allowed_roots"] = tuple(fetch["allowed_roots"])
         decode = data.pop("decode")
         decode["formats"] = tuple(decode["formats"])
-        return cls(sources=sources, fetch=FetchConfig(**fetch), decode=DecodeConfig(**decode), **data)
+        models = tuple(ModelInfo.read(m["path"]) for m in data.pop("models"))
+        return cls(sources=sources, fetch=FetchConfig(**fetch), decode=DecodeConfig(**decode), models=models,
+                   inference=InferenceConfig(**data.pop("inference")),
+                   aggregate=AggregateConfig(**data.pop("aggregate")), **data)
 
     @classmethod
     def from_options(cls, options: PipelineOptions, *, now: dt.datetime | None = None) -> RunConfig:
@@ -192,14 +223,28 @@ class RunConfig:
             roots.update(dump_folder(f) for f in files if "://" not in f)
             sources.append(SourceConfig(name, pattern, mapping))
         run_date = opts.run_date or now.date().isoformat()
+        models = _models(opts)
+        sizes = {m.image_size for m in models}
+        if len(sizes) > 1:
+            raise ConfigError(f"the models expect different image sizes {sorted(sizes)}; use models of one size")
+        size = sizes.pop() if sizes else (opts.image_size or DecodeConfig().size)
+        if opts.image_size and opts.image_size != size:
+            raise ConfigError(f"--image-size {opts.image_size} differs from the models' input size {size}")
         try:
             fetch = FetchConfig(
                 read_timeout_s=opts.fetch_timeout, max_retries=opts.fetch_retries, max_bytes=opts.max_image_bytes,
                 concurrency=opts.fetch_concurrency, cache=opts.image_cache,
                 allow_private_addresses=opts.allow_private_addresses,
                 allowed_roots=tuple(sorted(roots | {os.path.abspath(r) for r in opts.allowed_root or ()})))
-            decode = DecodeConfig(size=opts.image_size, max_pixels=opts.max_image_pixels,
+            decode = DecodeConfig(size=size, max_pixels=opts.max_image_pixels,
                                   min_side=opts.min_image_side)
+            inference = InferenceConfig(min_batch_size=opts.min_batch_size, max_batch_size=opts.max_batch_size,
+                                        model_copies=opts.model_copies, large_model=opts.large_model,
+                                        intra_op_threads=opts.tf_threads)
+            aggregate = AggregateConfig(person_filter=not opts.no_person_filter,
+                                        person_threshold=opts.person_threshold,
+                                        min_category_confidence=opts.min_category_confidence,
+                                        min_gender_confidence=opts.min_gender_confidence)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         return cls(
@@ -213,7 +258,34 @@ class RunConfig:
             fetch=fetch,
             decode=decode,
             decode_threads=opts.decode_threads,
+            models=models,
+            inference=inference,
+            aggregate=aggregate,
         )
+
+
+def _models(opts) -> tuple[ModelInfo, ...]:
+    """The models named on the command line; 'default' is the shipped one, when there is one."""
+    from models.defaults import default_model_dir
+
+    found = []
+    for task in ("person", "category", "gender"):
+        choice = getattr(opts, f"{task}_model")
+        if choice == "none":
+            continue
+        if choice == "default":
+            try:
+                choice = str(default_model_dir(task))
+            except FileNotFoundError:
+                continue  # no default shipped for this task: run without it
+        try:
+            info = ModelInfo.read(choice)
+        except (OSError, KeyError, ValueError) as exc:
+            raise ConfigError(f"--{task}-model {choice}: not an exported model folder ({exc})") from exc
+        if info.task != task:
+            raise ConfigError(f"--{task}-model {choice} is a {info.task} model")
+        found.append(info)
+    return tuple(found)
 
 
 def _matches(pattern: str) -> list[str]:

@@ -46,24 +46,26 @@ def _shard(product_id: str, shards: int) -> int:
 
 
 class _WriteParquetFn(beam.DoFn):
-    def __init__(self, table: TableSpec, staging: str):
-        self._table, self._staging = table, staging
+    def __init__(self, table: TableSpec, staging: str, metadata: dict[str, str] | None = None):
+        self._table, self._staging, self._metadata = table, staging, metadata or {}
 
     def process(self, element):
         (partition, shard), records = element
         path = FileSystems.join(self._staging, self._table.name, partition, f"part-{shard:05d}.parquet")
         rows = 0
         batch: list[dict] = []
+        schema = self._table.schema.with_metadata({**(self._table.schema.metadata or {}), **{
+            k.encode(): v.encode() for k, v in self._metadata.items()}})
         with FileSystems.create(path) as fh:
-            writer = pq.ParquetWriter(fh, self._table.schema, compression="snappy")
+            writer = pq.ParquetWriter(fh, schema, compression="snappy")
             for record in records:
                 batch.append(self._table.to_row(record))
                 if len(batch) >= ROW_GROUP_ROWS:
-                    writer.write_table(pa.Table.from_pylist(batch, schema=self._table.schema))
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
                     rows += len(batch)
                     batch = []
             if batch or rows == 0:
-                writer.write_table(pa.Table.from_pylist(batch, schema=self._table.schema))
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
                 rows += len(batch)
             writer.close()
         beam.metrics.Metrics.counter("fashion_enrich.sinks", f"{self._table.name}_rows").inc(rows)
@@ -73,9 +75,11 @@ class _WriteParquetFn(beam.DoFn):
 class WriteTable(beam.PTransform):
     """Records of one table -> staged Parquet files; returns a PCollection of WrittenFile."""
 
-    def __init__(self, table: TableSpec, *, run_date: str, staging: str, shards: int = 1):
+    def __init__(self, table: TableSpec, *, run_date: str, staging: str, shards: int = 1,
+                 metadata: dict[str, str] | None = None):
         super().__init__()
         self._table, self._run_date, self._staging, self._shards = table, run_date, staging, shards
+        self._metadata = metadata
 
     def expand(self, records):
         run_date, shards = self._run_date, self._shards
@@ -84,7 +88,7 @@ class WriteTable(beam.PTransform):
             | "KeyByPartition" >> beam.Map(
                 lambda r: ((TableSpec.partition(run_date, r.retailer), _shard(r.product_id or "", shards)), r))
             | "GroupByFile" >> beam.GroupByKey()
-            | "WriteParquet" >> beam.ParDo(_WriteParquetFn(self._table, self._staging))
+            | "WriteParquet" >> beam.ParDo(_WriteParquetFn(self._table, self._staging, self._metadata))
         )
 
 
