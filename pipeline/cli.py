@@ -78,12 +78,18 @@ def _print_summary(manifest: dict, seconds: float) -> None:
     stages = counts["dead_letter_by_stage"]
     print(f"run {manifest['run_id']} -> {manifest['output']}  ({seconds:.1f} s)")
     print(f"{'retailer':<12}{'records in':>11}{'read err':>9}{'dupes':>7}{'fetch err':>10}{'decode err':>11}"
-          f"{'images':>8}  reconciled")
+          f"{'infer err':>10}{'images':>8}{'products':>9}  reconciled")
     for retailer, rec in manifest["reconciliation"].items():
         by_stage = stages.get(retailer, {})
         print(f"{retailer:<12}{rec['records_in']:>11}{by_stage.get('read', 0):>9}{rec['duplicates']:>7}"
-              f"{by_stage.get('fetch', 0):>10}{by_stage.get('decode', 0):>11}{rec['images']:>8}"
-              f"  {'yes' if rec['ok'] else 'NO'}")
+              f"{by_stage.get('fetch', 0):>10}{by_stage.get('decode', 0):>11}{by_stage.get('inference', 0):>10}"
+              f"{rec['images']:>8}{counts['products'].get(retailer, 0):>9}  {'yes' if rec['ok'] else 'NO'}")
+    models = manifest.get("models") or {}
+    print("models: " + (", ".join(f"{t} {m['model_id']}" for t, m in models.items()) or "none (retailer labels only)"))
+    agreement = {r: c for r, c in counts.get("category_agreement", {}).items() if c}
+    if agreement:
+        print("model vs retailer category: " + "; ".join(
+            f"{r}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for r, c in agreement.items()))
     reasons = {r: c for r, c in counts["dead_letter_by_reason"].items() if c}
     if reasons:
         print("dead-letter reasons: " + "; ".join(
