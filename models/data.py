@@ -47,6 +47,7 @@ class PrepareConfig:
     image_size: int = 64
     category_min_count: int = 100
     person_labels: tuple[tuple[str, str], ...] = ()  # (retailer, CSV with id + person_weak)
+    extra_roots: tuple[str, ...] = ()
     fetch: FetchConfig = FetchConfig()
     decode_threads: int = 2
 
@@ -113,7 +114,8 @@ def build_prepare_pipeline(p: beam.Pipeline, cfg: PrepareConfig, *, temp_dir: st
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
     records = [p | f"Read[{s.retailer}]" >> ReadDump(retailer=s.retailer, pattern=s.pattern,
-                                                       decoder=decoder_for(s.mapping.source))
+                                                       decoder=decoder_for(s.mapping.source),
+                                                       extra_roots=cfg.extra_roots)
                for s in cfg.sources]
     mapped = ([r.records for r in records] | "AllRecords" >> beam.Flatten()
               | "MapTaxonomy" >> MapTaxonomy({s.retailer: s.mapping for s in cfg.sources}))

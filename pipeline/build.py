@@ -50,7 +50,8 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
     records, read_errors, file_stats = [], [], []
     for source in config.sources:
         out = p | f"Read[{source.retailer}]" >> ReadDump(
-            retailer=source.retailer, pattern=source.pattern, decoder=decoder_for(source.mapping.source))
+            retailer=source.retailer, pattern=source.pattern, decoder=decoder_for(source.mapping.source),
+            extra_roots=config.extra_roots)
         records.append(out.records)
         read_errors.append(out[DEAD_LETTER])
         file_stats.append(out[FILE_STATS])

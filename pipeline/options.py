@@ -134,6 +134,7 @@ class RunConfig:
     fetch: FetchConfig = FetchConfig()
     decode: DecodeConfig = DecodeConfig()
     decode_threads: int = 2
+    extra_roots: tuple[str, ...] = ()  # --allowed-root folders: local images outside the dumps' folders
     models: tuple[ModelInfo, ...] = ()
     inference: InferenceConfig = InferenceConfig()
     aggregate: AggregateConfig = AggregateConfig()
@@ -176,6 +177,7 @@ class RunConfig:
         data = json.loads(text)
         sources = tuple(SourceConfig(s["retailer"], s["pattern"], load_mapping(s["mapping"]))
                         for s in data.pop("sources"))
+        data["extra_roots"] = tuple(data["extra_roots"])
         fetch = data.pop("fetch")
         fetch["allowed_roots"] = tuple(fetch["allowed_roots"])
         decode = data.pop("decode")
@@ -230,12 +232,13 @@ class RunConfig:
         size = sizes.pop() if sizes else (opts.image_size or DecodeConfig().size)
         if opts.image_size and opts.image_size != size:
             raise ConfigError(f"--image-size {opts.image_size} differs from the models' input size {size}")
+        extra_roots = tuple(sorted(os.path.abspath(r) for r in opts.allowed_root or ()))
         try:
             fetch = FetchConfig(
                 read_timeout_s=opts.fetch_timeout, max_retries=opts.fetch_retries, max_bytes=opts.max_image_bytes,
                 concurrency=opts.fetch_concurrency, cache=opts.image_cache,
                 allow_private_addresses=opts.allow_private_addresses,
-                allowed_roots=tuple(sorted(roots | {os.path.abspath(r) for r in opts.allowed_root or ()})))
+                allowed_roots=tuple(sorted(roots | set(extra_roots))))
             decode = DecodeConfig(size=size, max_pixels=opts.max_image_pixels,
                                   min_side=opts.min_image_side)
             inference = InferenceConfig(min_batch_size=opts.min_batch_size, max_batch_size=opts.max_batch_size,
@@ -258,6 +261,7 @@ class RunConfig:
             fetch=fetch,
             decode=decode,
             decode_threads=opts.decode_threads,
+            extra_roots=extra_roots,
             models=models,
             inference=inference,
             aggregate=aggregate,

@@ -727,3 +727,12 @@ def test_resolve_image_uri_gs_dump_at_bucket_root():
     assert resolve_image_uri("images/a.jpg", "gs://bucket") == "gs://bucket/images/a.jpg"
     with pytest.raises(ForbiddenUri):
         resolve_image_uri("../a.jpg", "gs://bucket")
+
+
+def test_resolve_image_uri_accepts_absolute_paths_under_extra_roots():
+    roots = ("/mnt/images",)
+    assert resolve_image_uri("/mnt/images/a/b.jpg", "/data/dump", extra_roots=roots) == "/mnt/images/a/b.jpg"
+    with pytest.raises(ForbiddenUri):
+        resolve_image_uri("/mnt/imagesX/b.jpg", "/data/dump", extra_roots=roots)
+    with pytest.raises(ForbiddenUri):
+        resolve_image_uri("/mnt/images/../secret.jpg", "/data/dump", extra_roots=roots)

@@ -50,20 +50,28 @@ def dump_folder(path: str) -> str:
     return posixpath.dirname(path) if "://" in path else FileSystems.split(path)[0]
 
 
-def resolve_image_uri(raw: str, dump_dir: str, *, schemeless_is_https: bool = False) -> str:
+def resolve_image_uri(raw: str, dump_dir: str, *, schemeless_is_https: bool = False,
+                      extra_roots: tuple[str, ...] = ()) -> str:
     try:
-        return _resolve_image_uri(raw, dump_dir, schemeless_is_https=schemeless_is_https)
+        return _resolve_image_uri(raw, dump_dir, schemeless_is_https=schemeless_is_https, extra_roots=extra_roots)
     except ValueError as exc:  # urlsplit on "http://[::1/x" and friends
         if isinstance(exc, ForbiddenUri):
             raise
         raise ForbiddenUri(f"malformed URI {str(raw)[:200]!r}: {exc}") from exc
 
 
-def _resolve_image_uri(raw: str, dump_dir: str, *, schemeless_is_https: bool = False) -> str:
+def _within(path: str, root: str) -> bool:
+    root = posixpath.normpath(root)
+    return path == root or path.startswith(root.rstrip("/") + "/")
+
+
+def _resolve_image_uri(raw: str, dump_dir: str, *, schemeless_is_https: bool = False,
+                       extra_roots: tuple[str, ...] = ()) -> str:
     """Absolute image URI, or :class:`ForbiddenUri`.
 
     Allowed: http(s) and gs URIs, and file paths (relative, absolute or ``file://``) that stay
-    inside the dump's own folder. ``schemeless_is_https`` treats ``host.tld/path`` as https
+    inside the dump's own folder or, for absolute paths, one of ``extra_roots`` (the run's
+    ``--allowed-root`` folders). ``schemeless_is_https`` treats ``host.tld/path`` as https
     (ASOS writes image URLs without a scheme).
     """
     uri = (raw or "").strip()
@@ -96,8 +104,8 @@ def _resolve_image_uri(raw: str, dump_dir: str, *, schemeless_is_https: bool = F
         return f"{parts.scheme}://{parts.netloc}{resolved}"
     base = posixpath.normpath(posixpath.abspath(dump_dir))
     resolved = posixpath.normpath(path if posixpath.isabs(path) else posixpath.join(base, path))
-    if resolved != base and not resolved.startswith(base.rstrip("/") + "/"):
-        raise ForbiddenUri(f"path {path!r} is outside the dump's folder {base}")
+    if not any(_within(resolved, root) for root in (base, *extra_roots)):
+        raise ForbiddenUri(f"path {path!r} is outside the dump's folder {base} and the allowed roots")
     return resolved
 
 
@@ -111,6 +119,7 @@ class UnitContext:
     line: int
     offset: int | None
     raw: str = ""
+    extra_roots: tuple[str, ...] = ()
 
     def dead_letter(self, reason: Reason, message: str, **kw) -> DeadLetter:
         return DeadLetter.make(retailer=self.retailer, stage=Stage.READ, reason=reason, message=message,
@@ -120,7 +129,8 @@ class UnitContext:
     def image(self, *, product_id: str, position: int, uri: str, schemeless_is_https: bool = False,
               **fields) -> ImageRecord | DeadLetter:
         try:
-            resolved = resolve_image_uri(uri, self.dump_dir, schemeless_is_https=schemeless_is_https)
+            resolved = resolve_image_uri(uri, self.dump_dir, schemeless_is_https=schemeless_is_https,
+                                         extra_roots=self.extra_roots)
         except ForbiddenUri as exc:
             return self.dead_letter(Reason.FORBIDDEN_URI, str(exc), product_id=product_id, image_uri=uri)
         return ImageRecord(retailer=self.retailer, product_id=product_id, image_position=position,
@@ -171,9 +181,10 @@ def _open_decompressed(readable: fileio.ReadableFile):
 
 
 class _ReadDumpFn(beam.DoFn):
-    def __init__(self, retailer: str, decoder: Decoder):
+    def __init__(self, retailer: str, decoder: Decoder, extra_roots: tuple[str, ...]):
         self._retailer = retailer
         self._decoder = decoder
+        self._roots = extra_roots
 
     def process(self, readable: fileio.ReadableFile) -> Iterable:
         path = readable.metadata.path
@@ -185,7 +196,7 @@ class _ReadDumpFn(beam.DoFn):
             counter(METRICS_NAMESPACE, f"dead_letter_{reason.value}").inc()
             return beam.pvalue.TaggedOutput(DEAD_LETTER, ctx.dead_letter(reason, message))
 
-        file_ctx = UnitContext(self._retailer, path, dump_folder(path), line=0, offset=None)
+        file_ctx = UnitContext(self._retailer, path, dump_folder(path), line=0, offset=None, extra_roots=self._roots)
         try:
             stream = PeekStream(_open_decompressed(readable))
             if not stream.first_char():
@@ -202,7 +213,8 @@ class _ReadDumpFn(beam.DoFn):
         yield beam.pvalue.TaggedOutput(FILE_STATS, FileStats(retailer=self._retailer, source_file=path, **stats))
 
     def _unit(self, unit: RawUnit | UnitError, path: str, stats: dict) -> Iterable:
-        ctx = UnitContext(self._retailer, path, dump_folder(path), unit.line or 0, unit.offset, unit.raw)
+        ctx = UnitContext(self._retailer, path, dump_folder(path), unit.line or 0, unit.offset, unit.raw,
+                          self._roots)
         stats["units"] += 1
         if isinstance(unit, UnitError):
             stats["errors"] += 1
@@ -238,15 +250,16 @@ class ReadDump(beam.PTransform):
     Returns a tagged tuple: main output ``ImageRecord``; ``dead_letter``; ``file_stats``.
     """
 
-    def __init__(self, *, retailer: str, pattern: str, decoder: Decoder):
+    def __init__(self, *, retailer: str, pattern: str, decoder: Decoder, extra_roots: tuple[str, ...] = ()):
         super().__init__()
         self._retailer, self._pattern, self._decoder = retailer, pattern, decoder
+        self._roots = tuple(extra_roots)
 
     def expand(self, pbegin):
         return (
             pbegin
             | "Match" >> fileio.MatchFiles(self._pattern)
             | "Open" >> fileio.ReadMatches()
-            | "Decode" >> beam.ParDo(_ReadDumpFn(self._retailer, self._decoder)).with_outputs(
+            | "Decode" >> beam.ParDo(_ReadDumpFn(self._retailer, self._decoder, self._roots)).with_outputs(
                 DEAD_LETTER, FILE_STATS, main="records")
         )

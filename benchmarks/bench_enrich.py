@@ -1,0 +1,188 @@
+"""End-to-end enrichment benchmarks: prints figures and ratios (not a test; nothing asserted).
+
+1. Throughput: ``fashion-enrich run`` (multi-processing DirectRunner, 2 workers) over a
+   catalog of Myntra images, with the given models, against the limit measured in the same
+   run: the bare decode loop plus bare ``model.predict`` on pre-decoded batches.
+2. Scale (``--scale 10000,30000,100000``): synthetic catalogs of N image records (repeated
+   Myntra files, generic JSONL source), peak RSS summed over the whole process tree and wall
+   time for each N.
+
+    python benchmarks/bench_enrich.py --models default --images 2000
+    python benchmarks/bench_enrich.py --models inception --images 300      # InceptionV3 299 px, random weights
+    python benchmarks/bench_enrich.py --scale 10000,30000,100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+MAPPING = """retailer: bench
+source: {format: jsonl, product_id: id, image_uri: uri, category: [category]}
+category: {exact: {shirts: SHIRTS}}
+"""
+
+
+def write_catalog(folder: Path, images: list[Path], records: int) -> Path:
+    """A generic JSONL dump of ``records`` image records (files repeat), 3 images per product."""
+    folder.mkdir(parents=True, exist_ok=True)
+    dump = folder / "catalog.jsonl"
+    with open(dump, "w", encoding="utf-8") as fh:
+        for i in range(records):
+            fh.write(json.dumps({"id": f"P{i // 3}", "uri": str(images[i % len(images)]), "category": "Shirts"})
+                     + "\n")
+    (folder / "bench.yaml").write_text(MAPPING)
+    return dump
+
+
+def tree_rss(root_pid: int) -> int:
+    """Resident memory of a process and all its descendants, in bytes (from /proc)."""
+    parents: dict[int, int] = {}
+    rss: dict[int, int] = {}
+    page = os.sysconf("SC_PAGE_SIZE")
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2:].split()
+            parents[int(entry)] = int(fields[1])
+            rss[int(entry)] = int(fields[21]) * page
+        except (OSError, ValueError, IndexError):
+            continue
+    family, frontier = {root_pid}, [root_pid]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in family:
+                family.add(child)
+                frontier.append(child)
+    return sum(rss.get(p, 0) for p in family)
+
+
+def run_pipeline(args: list[str]) -> tuple[float, int, dict]:
+    """(wall seconds, peak tree RSS, manifest) of one `fashion-enrich run`."""
+    out = args[args.index("--output") + 1]
+    start = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", *args], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = 0
+    done = threading.Event()
+
+    def watch():
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, tree_rss(proc.pid))
+            time.sleep(0.5)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    output = proc.communicate()[0]
+    done.set()
+    watcher.join()
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise SystemExit(f"fashion-enrich run failed:\n{output[-3000:]}")
+    return seconds, peak, json.loads(Path(out, "manifest.json").read_text())
+
+
+def model_args(kind: str, workdir: Path) -> tuple[list[str], list[str]]:
+    """(run arguments, model folders) for 'default', 'inception' or 'none'."""
+    if kind == "none":
+        return ["--category-model", "none", "--gender-model", "none", "--person-model", "none"], []
+    if kind == "default":
+        from models.defaults import DEFAULT_TASKS, default_model_dir
+
+        folders = []
+        for task in DEFAULT_TASKS:
+            try:
+                folders.append(str(default_model_dir(task)))
+            except FileNotFoundError:
+                pass
+        return [], folders
+    from models.architectures import ModelSpec, build_model
+    from models.export import export_model
+
+    folder = workdir / "inception"
+    spec = ModelSpec("inception_v3", image_size=299, num_outputs=27)
+    export_model(build_model(spec), out=str(folder), spec=spec, task="category",
+                 classes=[f"C{i}" for i in range(27)], data_dir=str(workdir), train_config={}, metrics={},
+                 wall_seconds=0.0)
+    return ["--category-model", str(folder), "--gender-model", "none", "--person-model", "none"], [str(folder)]
+
+
+def bare_limit(images: list[Path], folders: list[str], size: int) -> tuple[float, float]:
+    """Seconds for the bare decode loop and for bare model.predict over the same images."""
+    import numpy as np
+
+    from models.export import load_exported
+    from pipeline.images import DecodeConfig, decode_and_preprocess
+
+    cfg = DecodeConfig(size=size)
+    start = time.perf_counter()
+    arrays = [decode_and_preprocess(p.read_bytes(), cfg).array for p in images]
+    decode_s = time.perf_counter() - start
+    batch = np.stack(arrays)
+    predict_s = 0.0
+    for folder in folders:
+        model, _ = load_exported(folder)
+        model.predict(batch[:64], batch_size=32, verbose=0)  # warm-up
+        start = time.perf_counter()
+        model.predict(batch, batch_size=32, verbose=0)
+        predict_s += time.perf_counter() - start
+    return decode_s, predict_s
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
+    parser.add_argument("--models", choices=("default", "inception", "none"), default="default")
+    parser.add_argument("--images", type=int, default=2000)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--scale", default=None, help="comma-separated record counts for the memory benchmark")
+    args = parser.parse_args()
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
+    images = sorted((Path(args.data) / "myntra" / "images").glob("*.jpg"))
+    work = Path(tempfile.mkdtemp(prefix="fashion-enrich-bench-"))
+    runner = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(args.workers),
+              "--allowed-root", str(Path(args.data) / "myntra" / "images")]
+    run_models, folders = model_args(args.models, work)
+    if args.scale:
+        print(f"\n== scale: synthetic catalogs, models '{args.models}', {args.workers} workers ==")
+        for n in (int(x) for x in args.scale.split(",")):
+            dump = write_catalog(work / f"scale{n}", images, n)
+            seconds, peak, manifest = run_pipeline(
+                ["--source", f"bench={dump}:{dump.parent / 'bench.yaml'}", "--output", str(work / f"out{n}"),
+                 *runner, *run_models])
+            print(f"{n:>7} records: {seconds:7.1f} s, {n / seconds:6.1f} records/s, peak RSS "
+                  f"{peak / 2**30:5.2f} GiB, images {sum(manifest['counts']['images'].values())}, "
+                  f"reconciled {manifest['reconciled']}")
+        return
+    subset = images[: args.images]
+    dump = write_catalog(work / "catalog", subset, len(subset))
+    seconds, peak, manifest = run_pipeline(
+        ["--source", f"bench={dump}:{dump.parent / 'bench.yaml'}", "--output", str(work / "out"), *runner,
+         *run_models])
+    size = manifest["models"][next(iter(manifest["models"]))]["image_size"] if manifest["models"] else 224
+    decode_s, predict_s = bare_limit(subset, folders, size)
+    n = len(subset)
+    limit = n / (decode_s + predict_s)
+    print(f"\n== end to end: {n} Myntra images, models '{args.models}' at {size} px, {args.workers} workers ==")
+    print(f"fashion-enrich run: {seconds:.1f} s wall (incl. start-up) = {n / seconds:.1f} img/s, peak RSS "
+          f"{peak / 2**30:.2f} GiB")
+    print(f"bare decode loop {n / decode_s:.1f} img/s + bare model.predict {n / predict_s if predict_s else 0:.1f} "
+          f"img/s -> limit {limit:.1f} img/s (one process, run in sequence)")
+    print(f"ratio pipeline / limit: {n / seconds / limit:.2f}")
+
+
+if __name__ == "__main__":
+    main()
