@@ -3,11 +3,14 @@ evaluate. A few steps on a few images: shapes, files, identical predictions afte
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import zipfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
@@ -93,6 +96,9 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
     assert len(card["metrics"]["folds"]) == 2
     # Red dresses vs blue jeans is learnable in a few epochs: far above the 0.5 of chance.
     assert card["metrics"]["table_one"]["mean_product_accuracy"] >= 0.8, card["metrics"]["table_one"]
+    with zipfile.ZipFile(tmp_path / "model" / "model.keras") as archive, h5py.File(
+            io.BytesIO(archive.read("model.weights.h5"))) as weights:
+        assert "optimizer" not in weights  # the serving artifact carries no training state
     model, loaded_card = load_exported(str(tmp_path / "model"))
     assert loaded_card["model_id"] == card["model_id"]
     assert json.loads((tmp_path / "model" / "labels.json").read_text()) == card["classes"]
