@@ -7,6 +7,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import ConfigError, RunConfig, samples_dir
 
+NO_MODELS = ("--category-model", "none", "--gender-model", "none", "--person-model", "none")
+
 
 def config(*argv: str) -> RunConfig:
     return RunConfig.from_options(PipelineOptions(list(argv)))
@@ -17,18 +19,33 @@ def test_defaults_use_the_shipped_samples_and_their_folder_as_the_allowed_root(t
     assert cfg.retailers == ("zalando", "asos", "farfetch")
     assert cfg.fetch.allowed_roots == (str(samples_dir()),)
     assert not cfg.fetch.allow_private_addresses  # the SSRF guard is on by default
-    assert cfg.decode.size == 224 and cfg.output == str(tmp_path)
+    sizes = {m.image_size for m in cfg.models}
+    assert cfg.decode.size == (sizes.pop() if sizes else 224)  # the shipped models set the size
+    assert cfg.output == str(tmp_path)
+
+
+
 
 
 def test_json_round_trip(tmp_path):
-    cfg = config("--output", str(tmp_path), "--run-date", "2026-04-05", "--image-size", "128",
+    cfg = config("--output", str(tmp_path), "--run-date", "2026-04-05", "--image-size", "128", *NO_MODELS,
                  "--fetch-retries", "1", "--allowed-root", str(tmp_path), "--decode-threads", "3")
-    again = RunConfig.from_json(cfg.to_json())
-    assert again == cfg
+    assert cfg.decode.size == 128 and cfg.models == ()
+    assert RunConfig.from_json(cfg.to_json()) == cfg
+    with_models = config("--output", str(tmp_path), "--min-category-confidence", "0.3", "--max-batch-size", "16")
+    assert RunConfig.from_json(with_models.to_json()) == with_models
+
+
+def test_image_size_must_match_the_models(tmp_path):
+    cfg = config("--output", str(tmp_path))
+    if not cfg.models:
+        pytest.skip("no default models shipped")
+    with pytest.raises(ConfigError, match="differs from the models"):
+        config("--output", str(tmp_path), "--image-size", str(cfg.decode.size + 8))
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--image-size", "4"], "size"),
+    (["--image-size", "4", *NO_MODELS], "size"),
     (["--fetch-concurrency", "0"], "concurrency"),
     (["--decode-threads", "0"], "decode-threads"),
     (["--shards-per-partition", "0"], "shards"),
