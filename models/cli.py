@@ -30,7 +30,9 @@ def prepare_main(argv: list[str]) -> int:
     args, rest = parser.parse_known_args(argv)
     if "--image-size" not in rest and "--image_size" not in rest:
         rest += ["--image-size", "64"]
-    options = PipelineOptions(rest + ["--output", args.out])
+    # Preparing data never runs the serving models: their input size must not constrain it.
+    no_models = [arg for task in ("category", "gender", "person") for arg in (f"--{task}-model", "none")]
+    options = PipelineOptions(rest + ["--output", args.out] + no_models)
     cfg = RunConfig.from_options(options)
     person = []
     for item in args.person_labels:
@@ -71,12 +73,22 @@ def train_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = _train_config(args)
-        ModelSpec(args.arch, mode=args.mode, weights=args.weights)  # arch / mode / weights consistent?
-    except ValueError as exc:
+        if args.weights and args.mode == "clean":
+            raise ValueError("--weights is for --mode top or finetune; clean mode starts from random weights")
+        size = _prepared_size(args.data)
+        ModelSpec(args.arch, mode=args.mode, weights=args.weights, image_size=size)  # consistent with the data?
+    except (ValueError, OSError) as exc:
         raise ConfigError(str(exc)) from exc
     train(cfg, log=lambda line: print(line, flush=True),
           command="fashion-enrich train " + " ".join(shlex.quote(a) for a in argv))
     return 0
+
+
+def _prepared_size(folder: str) -> int:
+    import json
+
+    with open(os.path.join(folder, "prepared.json"), encoding="utf-8") as fh:
+        return int(json.load(fh)["image_size"])
 
 
 def _train_config(args):

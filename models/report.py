@@ -15,7 +15,7 @@ import os
 import numpy as np
 
 from models.data import load_prepared
-from models.evaluation import confusion_matrix, fold_metrics, hierarchy_accuracy
+from models.evaluation import class_scores, confusion_matrix, fold_metrics, hierarchy_accuracy
 from models.export import load_exported
 from pipeline.options import ConfigError
 from schemas.taxonomy import load_taxonomy
@@ -77,8 +77,8 @@ def evaluate(model_dir: str, data_dir: str, report_dir: str) -> dict:
     index, truth = index[truth >= 0], truth[truth >= 0]
     if len(index) == 0:
         raise ConfigError(f"no examples in {data_dir} carry one of the model's {task} classes")
-    raw = model.predict(data.images[index], batch_size=256, verbose=0)
-    scores = np.concatenate([1 - raw, raw], axis=1) if card["output"].startswith("sigmoid") else raw
+    scores = class_scores(model.predict(data.images[index], batch_size=256, verbose=0),
+                          card["output"].startswith("sigmoid"))
     metrics = fold_metrics(scores, truth, list(data.product_keys[index]), classes)
     predicted = scores.argmax(axis=1)
     matrix = confusion_matrix(truth, predicted, len(classes))

@@ -21,6 +21,7 @@ import numpy as np
 from models.architectures import ModelSpec, build_model, compile_model
 from models.data import Prepared, load_prepared
 from models.evaluation import (
+    class_scores,
     confusion_matrix,
     fold_metrics,
     grouped_folds,
@@ -105,8 +106,7 @@ def _spec(cfg: TrainConfig, classes: list[str], size: int) -> ModelSpec:
 
 
 def _scores(model, images: np.ndarray, binary: bool) -> np.ndarray:
-    raw = model.predict(images, batch_size=256, verbose=0)
-    return np.concatenate([1 - raw, raw], axis=1) if binary else raw
+    return class_scores(model.predict(images, batch_size=256, verbose=0), binary)
 
 
 def _fit(cfg: TrainConfig, spec: ModelSpec, data: Prepared, train_idx, val_idx, labels, log):

@@ -5,8 +5,8 @@ blow memory) keeps, per product, the element-wise maximum of its images' categor
 score vectors (the study's cumulative max), counts, and the retailer's own mapped labels.
 The study's person filter (on by default) ignores person images for the category when the
 product also has packshots. Below ``min_confidence`` the label is null and flagged. The
-product's label is compared with the retailer's mapped one (AGREE, PARENT_CHILD, DISAGREE,
-RETAILER_MISSING, MODEL_UNCERTAIN), so the output points at metadata that looks wrong.
+product's label is compared with the retailer's mapped one (see :func:`compare`), so the
+output points at metadata that looks wrong.
 """
 
 from __future__ import annotations
@@ -62,15 +62,25 @@ def cumulative_max_label(scores: np.ndarray | None, classes: tuple[str, ...], mi
     return classes[best], score, False
 
 
-def compare(taxonomy: Taxonomy, retailer: str | None, model: str | None, low_confidence: bool) -> str:
+def compare(taxonomy: Taxonomy, retailer: str | None, model: str | None, classes: tuple[str, ...]) -> str:
+    """The retailer's label against the model's: AGREE; PARENT_CHILD (one is the other's parent);
+    SAME_BRANCH (further up or down one branch); OUT_OF_VOCABULARY (the retailer's label is not a
+    class the model can predict: no verdict on the retailer); DISAGREE; RETAILER_MISSING;
+    MODEL_UNCERTAIN (the model's label is null: below the minimum confidence)."""
     if retailer is None:
         return "RETAILER_MISSING"
     if model is None:
-        return "MODEL_UNCERTAIN" if low_confidence else "MODEL_MISSING"
+        return "MODEL_UNCERTAIN"
     if retailer == model:
         return "AGREE"
-    if retailer in taxonomy and model in taxonomy and taxonomy.relation(retailer, model) is not Relation.UNRELATED:
-        return "PARENT_CHILD"
+    if retailer in taxonomy and model in taxonomy:
+        relation = taxonomy.relation(retailer, model)
+        if relation in (Relation.PARENT, Relation.CHILD):
+            return "PARENT_CHILD"
+        if relation in (Relation.ANCESTOR, Relation.DESCENDANT):
+            return "SAME_BRANCH"
+    if retailer not in classes:
+        return "OUT_OF_VOCABULARY"
     return "DISAGREE"
 
 
@@ -149,9 +159,10 @@ class ProductCombineFn(beam.CombineFn):
             category_scores=tuple(round(float(s), 6) for s in scores) if scores is not None else (),
             gender=gender, gender_score=gender_score, gender_low_confidence=gender_low,
             retailer_category=retailer_category, retailer_gender=retailer_gender,
-            category_agreement=compare(taxonomy, retailer_category, category, category_low)
+            category_agreement=compare(taxonomy, retailer_category, category, self._category_classes)
             if scores is not None else None,
-            gender_agreement=compare(taxonomy, retailer_gender, gender, gender_low) if acc.gender is not None else None,
+            gender_agreement=compare(taxonomy, retailer_gender, gender, self._gender_classes)
+            if acc.gender is not None else None,
             category_model=acc.models[0], gender_model=acc.models[1], person_model=acc.models[2],
         )
 

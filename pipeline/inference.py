@@ -15,11 +15,13 @@ artifact, card and version, and a retailer can run any subset.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import logging
 import os
 import shutil
 import tempfile
+import zipfile
 from dataclasses import dataclass
 
 import apache_beam as beam
@@ -34,12 +36,33 @@ METRICS_NAMESPACE = "fashion_enrich.inference"
 TOP_K = 3
 
 
+DEFAULT_PREFIX = "default:"  # a shipped model, resolved where it is loaded (launcher or worker)
+
+
+def resolve_model_path(path: str) -> str:
+    """``default:<task>`` -> the shipped folder inside this installation; other paths unchanged."""
+    if path.startswith(DEFAULT_PREFIX):
+        from models.defaults import default_model_dir
+
+        return str(default_model_dir(path[len(DEFAULT_PREFIX):]))
+    return path
+
+
+def _output_units(model_dir: str) -> int | None:
+    """Units of the model's last Dense layer, read from the .keras archive (no TensorFlow)."""
+    with FileSystems.open(FileSystems.join(model_dir, "model.keras"), compression_type="uncompressed") as fh:
+        with zipfile.ZipFile(io.BytesIO(fh.read())) as archive:
+            config = json.loads(archive.read("config.json"))
+    dense = [layer for layer in config.get("config", {}).get("layers", []) if layer.get("class_name") == "Dense"]
+    return dense[-1]["config"]["units"] if dense else None
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What the pipeline needs to know about an exported model (from its model card)."""
 
     task: str
-    path: str
+    path: str  # a folder (local or gs://), or default:<task> for a shipped model
     model_id: str
     classes: tuple[str, ...]
     image_size: int
@@ -47,10 +70,16 @@ class ModelInfo:
 
     @classmethod
     def read(cls, path: str) -> ModelInfo:
-        with FileSystems.open(FileSystems.join(path, "model_card.json")) as fh:
+        folder = resolve_model_path(path)
+        with FileSystems.open(FileSystems.join(folder, "model_card.json")) as fh:
             card = json.loads(fh.read())
-        return cls(task=card["task"], path=path, model_id=card["model_id"], classes=tuple(card["classes"]),
+        info = cls(task=card["task"], path=path, model_id=card["model_id"], classes=tuple(card["classes"]),
                    image_size=int(card["image_size"]), sigmoid=card["output"].startswith("sigmoid"))
+        expected = 1 if info.sigmoid else len(info.classes)
+        units = _output_units(folder)
+        if units is not None and units != expected:
+            raise ValueError(f"{path}: the model has {units} outputs but its card lists {expected}")
+        return info
 
 
 @dataclass(frozen=True)
@@ -109,7 +138,8 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, object]):
 
         import models.architectures  # noqa: F401 - registers the custom preprocessing layer
 
-        return keras.models.load_model(os.path.join(_local_copy(self._info.path), "model.keras"), compile=False)
+        folder = _local_copy(resolve_model_path(self._info.path))
+        return keras.models.load_model(os.path.join(folder, "model.keras"), compile=False)
 
     def run_inference(self, batch, model, inference_args=None):
         scores = np.asarray(model(np.stack(batch), training=False))

@@ -4,7 +4,7 @@ Every stage's output is turned into small count keys (``("images", retailer)``,
 ``("dead_letter", retailer, stage, reason)``...) and counted with Beam, so the manifest is
 derived from what was actually written, not from what code meant to write. The central
 check: records read from the sources (image records + read errors) equal images written +
-later dead letters + duplicates.
+later dead letters + duplicates, and the products' image counts add up to the images.
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ def image_events(record: ImageRecord) -> list[tuple]:
 
 
 def product_events(product) -> list[tuple]:
-    keys = [("products", product.retailer)]
+    # One key per image the product was built from: their count must equal the images written.
+    keys = [("products", product.retailer)] + [("product_images", product.retailer)] * product.image_count
     if product.category_agreement:
         keys.append(("category_agreement", product.retailer, product.category_agreement))
     if product.gender_agreement:
@@ -98,6 +99,7 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
         return {r: counter.get((kind, r), 0) for r in config.retailers}
 
     records_in, images, duplicates = per_retailer("records_in"), per_retailer("images"), per_retailer("duplicates")
+    product_images = per_retailer("product_images")
     dead = Counter()
     dead_by_reason: dict[str, Counter] = {r: Counter() for r in config.retailers}
     dead_by_stage: dict[str, Counter] = {r: Counter() for r in config.retailers}
@@ -116,7 +118,8 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
             "images": images[r],
             "dead_letter": dead[r],
             "duplicates": duplicates[r],
-            "ok": records_in[r] == images[r] + dead[r] + duplicates[r],
+            "product_images": product_images[r],
+            "ok": records_in[r] == images[r] + dead[r] + duplicates[r] and product_images[r] == images[r],
         }
         for r in config.retailers
     }

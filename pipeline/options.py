@@ -102,6 +102,8 @@ class FashionEnrichOptions(PipelineOptions):
                             help="load one model per machine, shared across processes")
         parser.add_argument("--tf_threads", "--tf-threads", dest="tf_threads", type=int, default=0,
                             help="TensorFlow intra-op threads (0: TensorFlow's default)")
+        parser.add_argument("--tf_inter_op_threads", "--tf-inter-op-threads", dest="tf_inter_op_threads", type=int,
+                            default=0, help="TensorFlow inter-op threads (0: TensorFlow's default)")
         parser.add_argument("--no_person_filter", "--no-person-filter", dest="no_person_filter", action="store_true",
                             help="use person images for the product category even when it has packshots")
         parser.add_argument("--person_threshold", "--person-threshold", dest="person_threshold", type=float,
@@ -243,7 +245,8 @@ class RunConfig:
                                   min_side=opts.min_image_side)
             inference = InferenceConfig(min_batch_size=opts.min_batch_size, max_batch_size=opts.max_batch_size,
                                         model_copies=opts.model_copies, large_model=opts.large_model,
-                                        intra_op_threads=opts.tf_threads)
+                                        intra_op_threads=opts.tf_threads,
+                                        inter_op_threads=opts.tf_inter_op_threads)
             aggregate = AggregateConfig(person_filter=not opts.no_person_filter,
                                         person_threshold=opts.person_threshold,
                                         min_category_confidence=opts.min_category_confidence,
@@ -271,6 +274,7 @@ class RunConfig:
 def _models(opts) -> tuple[ModelInfo, ...]:
     """The models named on the command line; 'default' is the shipped one, when there is one."""
     from models.defaults import default_model_dir
+    from pipeline.inference import DEFAULT_PREFIX
 
     found = []
     for task in ("person", "category", "gender"):
@@ -279,9 +283,10 @@ def _models(opts) -> tuple[ModelInfo, ...]:
             continue
         if choice == "default":
             try:
-                choice = str(default_model_dir(task))
+                default_model_dir(task)
             except FileNotFoundError:
                 continue  # no default shipped for this task: run without it
+            choice = DEFAULT_PREFIX + task  # resolved on each worker, inside its own installation
         try:
             info = ModelInfo.read(choice)
         except (OSError, KeyError, ValueError) as exc:

@@ -152,7 +152,7 @@ class ProductRecord:
     gender_low_confidence: bool = False
     retailer_category: str | None = None  # the retailer's own label, mapped to the taxonomy
     retailer_gender: str | None = None
-    category_agreement: str | None = None  # AGREE, PARENT_CHILD, DISAGREE, RETAILER_MISSING, MODEL_UNCERTAIN
+    category_agreement: str | None = None  # see pipeline.aggregate.compare
     gender_agreement: str | None = None
     category_model: str | None = None
     gender_model: str | None = None

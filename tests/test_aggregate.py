@@ -74,6 +74,16 @@ def test_missing_retailer_labels():
     assert (p.category_agreement, p.gender_agreement) == ("RETAILER_MISSING", "RETAILER_MISSING")
 
 
+@pytest.mark.parametrize("retailer, scores, expected", [
+    ("SKINNY_JEANS", (0.1, 0.8, 0.1), "PARENT_CHILD"),  # model JEANS, retailer its child
+    ("CLOTHING", (0.1, 0.1, 0.8), "SAME_BRANCH"),  # model SKINNY_JEANS, retailer two levels up
+    ("HATS", (0.8, 0.1, 0.1), "OUT_OF_VOCABULARY"),  # the model cannot say HATS: no verdict
+    ("DRESSES", (0.1, 0.8, 0.1), "DISAGREE"),
+])
+def test_agreement_relations(retailer, scores, expected):
+    assert product([image(cat=scores, retailer_cat=retailer)]).category_agreement == expected
+
+
 def test_combine_fn_matches_a_plain_python_reference_under_random_merges():
     rng = random.Random(11)
     fn = ProductCombineFn(CATS, GENDERS, AggregateConfig(person_filter=True))

@@ -60,7 +60,8 @@ def test_products_aggregate_every_product_once_and_compare_with_the_retailer(enr
     products = pd.read_parquet(out / "products")
     assert len(products) == images.groupby(["retailer", "product_id"], observed=True).ngroups
     assert products["image_count"].sum() == len(images)
-    allowed = {"AGREE", "PARENT_CHILD", "DISAGREE", "RETAILER_MISSING", "MODEL_UNCERTAIN"}
+    allowed = {"AGREE", "PARENT_CHILD", "SAME_BRANCH", "OUT_OF_VOCABULARY", "DISAGREE", "RETAILER_MISSING",
+               "MODEL_UNCERTAIN"}
     assert set(products["category_agreement"]) <= allowed and set(products["gender_agreement"]) <= allowed
     # Cumulative max: a product's vector is the element-wise max of its images' vectors.
     merged = images.groupby(["retailer", "product_id"], observed=True)["category_scores"].apply(

@@ -94,3 +94,15 @@ def test_models_must_share_one_image_size(models, tmp_path):
     bigger = ModelInfo(**{**other.__dict__, "image_size": 64})
     with pytest.raises(ValueError, match="different image sizes"):
         ScoreImages((models[0], bigger))
+
+
+def test_a_card_that_does_not_match_the_model_is_refused(tmp_path):
+    import json
+
+    info = export_tiny(tmp_path / "m", "category", ["A", "B", "C"])
+    card_path = tmp_path / "m" / "model_card.json"
+    card = json.loads(card_path.read_text())
+    card["classes"] = ["A", "B", "C", "D"]
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="3 outputs but its card lists 4"):
+        ModelInfo.read(info.path)
