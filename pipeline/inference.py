@@ -6,7 +6,8 @@ shares it across threads; ``model_copies`` / ``large_model`` are passed through)
 memory growth on and TF thread pools configurable. Elements are keyed by their
 :class:`~pipeline.records.ImageRecord` (``KeyedModelHandler``), so the record and its
 array travel through each model step together; a failed batch leaves through the
-dead-letter output with reason ``INFERENCE_ERROR``.
+dead-letter output with reason ``INFERENCE_ERROR``; when a batch raises, its elements are
+scored one by one so that only the culprit is dead-lettered.
 
 One RunInference step per model (person, category, gender): each model keeps its own
 artifact, card and version, and a retailer can run any subset.
@@ -33,6 +34,7 @@ from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
 
 _LOG = logging.getLogger(__name__)
 METRICS_NAMESPACE = "fashion_enrich.inference"
+DEAD_LETTER = "dead_letter"
 TOP_K = 3
 
 
@@ -124,6 +126,13 @@ def _local_copy(path: str) -> str:
     return local
 
 
+@dataclass(frozen=True)
+class InferenceFailure:
+    """Stands in for the scores of an element that made the model raise."""
+
+    message: str
+
+
 class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, object]):
     """Scores batches of uint8 (size, size, 3) arrays with an exported ``model.keras``."""
 
@@ -142,8 +151,20 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, object]):
         return keras.models.load_model(os.path.join(folder, "model.keras"), compile=False)
 
     def run_inference(self, batch, model, inference_args=None):
-        scores = np.asarray(model(np.stack(batch), training=False))
+        try:
+            scores = list(np.asarray(model(np.stack(batch), training=False)))
+        except Exception:  # noqa: BLE001 - isolate the culprit instead of failing the whole batch
+            if len(batch) == 1:
+                raise
+            scores = [self._score_one(model, example) for example in batch]
         return [PredictionResult(example, score, model_id=self._info.model_id) for example, score in zip(batch, scores)]
+
+    @staticmethod
+    def _score_one(model, example):
+        try:
+            return np.asarray(model(example[None], training=False))[0]
+        except Exception as exc:  # noqa: BLE001 - this element alone goes to the dead-letter table
+            return InferenceFailure(f"{type(exc).__name__}: {exc}"[:500])
 
     def get_num_bytes(self, batch) -> int:
         return sum(a.nbytes for a in batch)
@@ -169,13 +190,31 @@ def apply_scores(record: ImageRecord, info: ModelInfo, scores: np.ndarray) -> Im
     raise ValueError(f"unsupported task {info.task!r}")
 
 
+def _inference_dead_letter(record: ImageRecord, info: ModelInfo, message: str) -> DeadLetter:
+    beam.metrics.Metrics.counter(METRICS_NAMESPACE, f"dead_letter_{info.task}").inc()
+    return DeadLetter.make(retailer=record.retailer, stage=Stage.INFERENCE, reason=Reason.INFERENCE_ERROR,
+                           message=f"{info.task} model {info.model_id}: {message}",
+                           source_file=record.source_file, source_line=record.source_line,
+                           product_id=record.product_id, image_uri=record.image_uri)
+
+
 def _failed_batch_to_dead_letters(element, info: ModelInfo):
     batch, error = element
     for record, _array in batch:
-        yield DeadLetter.make(retailer=record.retailer, stage=Stage.INFERENCE, reason=Reason.INFERENCE_ERROR,
-                              message=f"{info.task} model {info.model_id}: {type(error).__name__}: {error}",
-                              source_file=record.source_file, source_line=record.source_line,
-                              product_id=record.product_id, image_uri=record.image_uri)
+        yield _inference_dead_letter(record, info, f"{type(error).__name__}: {error}")
+
+
+class _ApplyScores(beam.DoFn):
+    def __init__(self, info: ModelInfo):
+        self._info = info
+
+    def process(self, element):
+        record, result = element
+        if isinstance(result.inference, InferenceFailure):
+            yield beam.pvalue.TaggedOutput(DEAD_LETTER, _inference_dead_letter(record, self._info,
+                                                                              result.inference.message))
+            return
+        yield apply_scores(record, self._info, result.inference), result.example
 
 
 class ScoreImages(beam.PTransform):
@@ -198,7 +237,9 @@ class ScoreImages(beam.PTransform):
             main, failed = images | f"Infer[{info.task}]" >> RunInference(handler).with_exception_handling()
             dead.append(failed.failed_inferences
                         | f"Failed[{info.task}]" >> beam.FlatMap(_failed_batch_to_dead_letters, info))
-            images = main | f"Apply[{info.task}]" >> beam.MapTuple(
-                lambda record, result, info=info: (apply_scores(record, info, result.inference), result.example))
+            applied = main | f"Apply[{info.task}]" >> beam.ParDo(_ApplyScores(info)).with_outputs(
+                DEAD_LETTER, main="images")
+            dead.append(applied[DEAD_LETTER])
+            images = applied.images
         dead_letter = dead | "InferenceDeadLetters" >> beam.Flatten() if dead else None
         return {"images": images, "dead_letter": dead_letter}

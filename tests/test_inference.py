@@ -79,7 +79,8 @@ def test_score_images_on_a_pipeline_and_failures_to_dead_letter(models):
     good = [(record(i), arrays(i)) for i in range(5)]
     bad = [(record(99), arrays(99, size=SIZE + 8))]  # wrong input size: the model raises
     with TestPipeline() as p:
-        out = p | beam.Create(good + bad) | ScoreImages(models, InferenceConfig(max_batch_size=1))
+        # One batch holds good and bad elements: only the bad one may end in the dead-letter table.
+        out = p | beam.Create(good + bad) | ScoreImages(models, InferenceConfig(min_batch_size=6, max_batch_size=6))
         assert_that(out["images"] | "Scored" >> beam.Map(
             lambda e: (e[0].product_id, len(e[0].category_scores), len(e[0].gender_scores),
                        0 <= e[0].person_score <= 1, e[0].predicted_category in ("DRESSES", "JEANS", "HATS", "SHOES"),
@@ -106,3 +107,14 @@ def test_a_card_that_does_not_match_the_model_is_refused(tmp_path):
     card_path.write_text(json.dumps(card))
     with pytest.raises(ValueError, match="3 outputs but its card lists 4"):
         ModelInfo.read(info.path)
+
+
+def test_a_failing_element_is_isolated_within_its_batch(models):
+    from pipeline.inference import InferenceFailure
+
+    _, category, _ = models
+    handler = KerasModelHandler(category)
+    model = handler.load_model()
+    results = handler.run_inference([arrays(1), arrays(2, size=SIZE + 8), arrays(3)], model)
+    assert [isinstance(r.inference, InferenceFailure) for r in results] == [False, True, False]
+    assert results[0].inference.shape == (4,)
