@@ -75,6 +75,8 @@ def to_instance(element, person: dict) -> dict:
         "age_group": record.age_group or "",
         "person": label,
         "product_key": f"{record.retailer}/{record.product_id}",
+        "group": f"{record.retailer}/{record.group_id or record.product_id}",
+        "sha256": record.image_sha256 or "",
         "retailer": record.retailer,
     }
 
@@ -82,7 +84,8 @@ def to_instance(element, person: dict) -> dict:
 def raw_feature_spec() -> dict:
     import tensorflow as tf
 
-    spec = {name: tf.io.FixedLenFeature([], tf.string) for name in LABEL_TASKS + ("image", "product_key", "retailer")}
+    spec = {name: tf.io.FixedLenFeature([], tf.string)
+            for name in LABEL_TASKS + ("image", "product_key", "group", "sha256", "retailer")}
     spec["person"] = tf.io.FixedLenFeature([], tf.int64)
     return spec
 
@@ -95,7 +98,7 @@ def make_preprocessing_fn(min_counts: dict[str, int]):
         import tensorflow as tf
         import tensorflow_transform as tft
 
-        outputs = {name: inputs[name] for name in ("image", "product_key", "retailer", "person")}
+        outputs = {name: inputs[name] for name in ("image", "product_key", "group", "sha256", "retailer", "person")}
         for task in LABEL_TASKS:
             labels = inputs[task]
             present = tf.not_equal(labels, "")
@@ -176,6 +179,8 @@ class Prepared:
     labels: dict[str, np.ndarray]  # task -> int64 ids, -1 unknown
     product_keys: np.ndarray  # (n,) str
     retailers: np.ndarray  # (n,) str
+    groups: np.ndarray  # (n,) str: cross-validation groups (product, or the mapping's group column)
+    sha256: np.ndarray  # (n,) str: content hash of the source image bytes
     vocabularies: dict[str, list[str]]
     image_size: int
 
@@ -197,12 +202,15 @@ def load_prepared_arrays(folder: str, size: int) -> Prepared:
     output = tft.TFTransformOutput(os.path.join(folder, "transform_fn"))
     spec = output.transformed_feature_spec()
     files = sorted(tf.io.gfile.glob(os.path.join(folder, "data", "part-*")))
-    images, keys, retailers, labels = [], [], [], {t: [] for t in TASKS}
+    images, keys, retailers, groups, hashes, labels = [], [], [], [], [], {t: [] for t in TASKS}
     for raw in tf.data.TFRecordDataset(files, compression_type="GZIP").batch(1024):
         batch = tf.io.parse_example(raw, spec)
         images.append(np.frombuffer(b"".join(batch["image"].numpy()), dtype=np.uint8).reshape(-1, size, size, 3))
         keys.extend(k.decode() for k in batch["product_key"].numpy())
         retailers.extend(r.decode() for r in batch["retailer"].numpy())
+        if "group" in batch:  # folders prepared before groups were recorded fall back to products
+            groups.extend(g.decode() for g in batch["group"].numpy())
+            hashes.extend(h.decode() for h in batch["sha256"].numpy())
         labels["person"].append(batch["person"].numpy())
         for task in LABEL_TASKS:
             labels[task].append(batch[f"{task}_id"].numpy())
@@ -211,4 +219,5 @@ def load_prepared_arrays(folder: str, size: int) -> Prepared:
     return Prepared(
         images=np.concatenate(images) if images else empty,
         labels={t: np.concatenate(v).astype(np.int64) if v else np.zeros(0, np.int64) for t, v in labels.items()},
-        product_keys=np.array(keys), retailers=np.array(retailers), vocabularies=vocabularies, image_size=size)
+        product_keys=np.array(keys), retailers=np.array(retailers), groups=np.array(groups or keys),
+        sha256=np.array(hashes or [""] * len(keys)), vocabularies=vocabularies, image_size=size)

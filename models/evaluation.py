@@ -20,6 +20,25 @@ from schemas.taxonomy import Relation, Taxonomy
 
 
 # -- splits and sampling -------------------------------------------------------------------
+def leakage_groups(groups: Sequence[str], hashes: Sequence[str]) -> list[str]:
+    """Merge groups that share an image (same content hash under different products or ids), so
+    that byte-identical images never sit on both sides of a fold. Returns one label per sample."""
+    parent: dict[str, str] = {}
+
+    def find(x: str) -> str:
+        while parent.setdefault(x, x) != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    for group, digest in zip(groups, hashes):
+        if digest:
+            a, b = find("g:" + group), find("h:" + digest)
+            if a != b:
+                parent[b] = a
+    return [find("g:" + g) for g in groups]
+
+
 def grouped_folds(groups: Sequence[str], k: int = 3, *, seed: int = 0) -> np.ndarray:
     """Fold index (0..k-1) per sample; every sample of a group lands in the same fold.
 

@@ -2,7 +2,8 @@
 
 ``train(cfg)`` loads a prepared folder (:mod:`models.data`), keeps the examples labelled for
 the task, optionally sub-samples products as the study did, and for each of k folds grouped
-by product trains a fresh model and scores the held-out fold (per image, and per product with
+by product (and by the mapping's ``group`` column, e.g. the Clothing contributor, and by
+identical image bytes) trains a fresh model and scores the held-out fold (per image, and per product with
 the cumulative max). The model of the fold with the best per-product accuracy is exported
 (``--final-fit`` trains one more on all the data instead). Augmentation follows the study:
 horizontal flip, 25 % width/height shift, 25 % zoom, applied in the input pipeline only.
@@ -26,6 +27,7 @@ from models.evaluation import (
     fold_metrics,
     grouped_folds,
     hierarchy_accuracy,
+    leakage_groups,
     subsample_products,
     table_one,
 )
@@ -141,10 +143,11 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
     if len(index) == 0:
         raise ConfigError(f"no examples are labelled for task {cfg.task!r} in {cfg.data}")
     labels = data.labels[cfg.task]
-    groups = data.product_keys[index]
+    groups = np.array(leakage_groups(list(data.groups[index]), list(data.sha256[index])))
     folds = grouped_folds(list(groups), cfg.folds, seed=cfg.seed)
     spec = _spec(cfg, classes, data.image_size)
-    log(f"{cfg.task}: {len(index)} images, {len(set(groups))} products, {len(classes)} classes; "
+    log(f"{cfg.task}: {len(index)} images, {len(set(data.product_keys[index]))} products in {len(set(groups))} "
+        f"groups, {len(classes)} classes; "
         f"{cfg.arch}/{cfg.mode} at {data.image_size} px, {cfg.folds} folds x {cfg.epochs} epochs")
     results, models = [], []
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)

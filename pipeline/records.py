@@ -82,6 +82,7 @@ class ImageRecord:
     source_file: str
     source_line: int
     variant_id: str | None = None
+    group_id: str | None = None  # a retailer-side grouping kept together in cross-validation (e.g. contributor)
     image_role: str | None = None
     image_role_raw: str | None = None
     is_primary: bool | None = None

@@ -34,7 +34,7 @@ from schemas.taxonomy import Taxonomy, load_taxonomy
 
 BUILTIN_FORMATS = ("zalando", "asos", "farfetch")
 GENERIC_FORMATS = ("csv", "tsv", "jsonl")
-GENERIC_FIELDS = ("product_id", "variant_id", "image_uri", "image_separator", "image_role",
+GENERIC_FIELDS = ("product_id", "variant_id", "group", "image_uri", "image_separator", "image_role",
                   "title", "brand", "category", "gender", "age_group", "delimiter")
 _TOP_KEYS = {"retailer", "source", "category", "gender", "age_group", "description"}
 

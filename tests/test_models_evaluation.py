@@ -87,3 +87,15 @@ def test_fold_metrics_and_table_one():
     # The best fold is chosen by product accuracy; its image accuracy is reported beside it.
     assert t["best_fold_image_accuracy"] == 0.5 and t["best_fold_product_accuracy"] == 1.0
     assert t["mean_product_accuracy"] == 0.75
+
+
+def test_leakage_groups_merge_products_that_share_image_bytes():
+    from models.evaluation import leakage_groups
+
+    groups = ["p1", "p2", "p3", "p4", "p5"]
+    hashes = ["h1", "h2", "h1", "", "h2"]  # p1 and p3 share bytes, so do p2 and p5; p4's hash unknown
+    merged = leakage_groups(groups, hashes)
+    assert merged[0] == merged[2] and merged[1] == merged[4]
+    assert len({merged[0], merged[1], merged[3]}) == 3
+    folds = grouped_folds(merged, 2, seed=0)
+    assert folds[0] == folds[2] and folds[1] == folds[4]

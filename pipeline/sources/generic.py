@@ -5,6 +5,7 @@ A new retailer whose dump is a flat table needs a mapping file, not code::
     source:
       format: csv                         # csv | tsv | jsonl
       product_id: id                      # column (JSON: key, dotted for nesting)
+      group: sender_id                    # optional: kept together in cross-validation folds
       image_uri: "images/{id}.jpg"        # a column, or a template over columns
       image_separator: "|"                # optional: the column holds several URIs
       category: [masterCategory, subCategory, articleType]   # joined into a " > " path
@@ -82,6 +83,7 @@ class GenericDecoder(Decoder):
         path = [p for p in (text(_lookup(payload, c)) for c in _columns(self._columns.get("category"))) if p]
         common = dict(
             variant_id=self._get(payload, "variant_id"),
+            group_id=self._get(payload, "group"),
             image_role_raw=self._get(payload, "image_role"),
             title=self._get(payload, "title"),
             brand=self._get(payload, "brand"),
