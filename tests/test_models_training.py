@@ -73,6 +73,8 @@ def test_prepare_writes_examples_vocabularies_and_transform_output(prepared):
     data = load_prepared(out)
     assert data.images.shape == (72, 32, 32, 3) and data.images.dtype == np.uint8
     assert set(data.labels["person"]) == {0, 1}
+    assert (data.groups == data.product_keys).all()  # no group column in this mapping: products
+    assert all(len(h) == 64 for h in data.sha256)
     assert os.path.isdir(os.path.join(out, "transform_fn", "transform_fn"))
     # Pixels are the shared preprocessing's: a red dress photo is red in the middle.
     dress = data.images[data.labels["category"] == data.vocabularies["category"].index("DRESSES")][0]
@@ -80,8 +82,6 @@ def test_prepare_writes_examples_vocabularies_and_transform_output(prepared):
 
 
 def test_train_export_reload_and_evaluate(prepared, tmp_path):
-    import keras
-
     from models.export import load_exported
     from models.report import evaluate
     from models.train import TrainConfig, train
@@ -102,9 +102,18 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
     model, loaded_card = load_exported(str(tmp_path / "model"))
     assert loaded_card["model_id"] == card["model_id"]
     assert json.loads((tmp_path / "model" / "labels.json").read_text()) == card["classes"]
+    # The reloaded artifact scores its held-out fold exactly as the in-memory model did in training.
+    from models.evaluation import fold_metrics, grouped_folds, leakage_groups
+
     data = load_prepared(out)
-    direct = keras.models.load_model(tmp_path / "model" / "model.keras")
-    np.testing.assert_allclose(model.predict(data.images[:8], verbose=0), direct.predict(data.images[:8], verbose=0))
+    index = np.flatnonzero(data.labels["category"] >= 0)
+    folds = grouped_folds(leakage_groups(list(data.groups[index]), list(data.sha256[index])), 2, seed=0)
+    best = int(card["metrics"]["exported"].split()[-1]) - 1
+    held = index[folds == best]
+    again = fold_metrics(model.predict(data.images[held], verbose=0), data.labels["category"][held],
+                         list(data.product_keys[held]), card["classes"])
+    assert again["image_accuracy"] == card["metrics"]["folds"][best]["image_accuracy"]
+    assert again["macro_f1"] == pytest.approx(card["metrics"]["folds"][best]["macro_f1"])
     metrics = evaluate(str(tmp_path / "model"), out, str(tmp_path / "report"))
     assert metrics["images"] == 64 and 0 <= metrics["image_accuracy"] <= 1
     assert set(metrics["hierarchy"]) == {"exact", "parent_or_child", "same_branch", "miss"}
