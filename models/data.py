@@ -8,7 +8,8 @@ label vocabularies (category classes under ``min_count`` images dropped, the stu
 and maps labels to ids. It writes::
 
     <out>/data/part-*.tfrecord.gz   image (uint8 bytes), label ids, product key, retailer
-    <out>/transform_fn/             the TFT transform output (vocabularies), used at serving
+    <out>/transform_fn/             the TFT transform output: the label vocabularies that define a
+                                    model's classes (its labels.json and card) and the id mapping
     <out>/prepared.json             image size, counts, sources
 
 ``load_prepared`` reads it back as numpy arrays for training.
