@@ -12,6 +12,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.aggregate import AggregateConfig, AggregateProducts, ProductCombineFn
 from pipeline.records import ImageRecord
+from tests.combine import combine_in_parts
 
 CATS = ("DRESSES", "JEANS", "SKINNY_JEANS")
 GENDERS = ("FEMALE", "MALE", "UNISEX")
@@ -95,14 +96,7 @@ def test_combine_fn_matches_a_plain_python_reference_under_random_merges():
         use = packshots if packshots and len(packshots) < len(images) else images
         expected = [max(i.category_scores[c] for i in use) for c in range(3)]
         rng.shuffle(images)
-        parts = [images[i::3] for i in range(3)]
-        accs = []
-        for part in parts:
-            acc = fn.create_accumulator()
-            for img in part:
-                acc = fn.add_input(acc, img)
-            accs.append(acc)
-        p = fn.to_product(("shop", "p"), fn.merge_accumulators(accs))
+        p = fn.to_product(("shop", "p"), combine_in_parts(fn, [images[i::3] for i in range(3)]))
         np.testing.assert_allclose(p.category_scores, expected, atol=1e-6)
         assert p.category == CATS[int(np.argmax(expected))]
         assert p.image_count == len(images) and p.person_image_count == len(images) - len(packshots)

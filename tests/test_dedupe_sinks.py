@@ -13,6 +13,7 @@ from pipeline.dedupe import DUPLICATES, DeduplicateImages, _FirstAndCount
 from pipeline.records import ImageRecord
 from pipeline.sinks import WriteTable
 from schemas.tables import IMAGES
+from tests.combine import combine_in_parts
 
 
 def rec(product: str, uri: str, line: int, retailer: str = "shop", source: str = "a.jsonl") -> ImageRecord:
@@ -40,14 +41,7 @@ def test_combine_fn_matches_a_plain_python_reference_under_any_merge_order():
         expected = min(records, key=lambda r: r.order_key())
         rng.shuffle(records)
         cut = rng.randint(0, len(records))
-        parts = [records[:cut], records[cut:]]
-        accs = []
-        for part in parts:
-            acc = fn.create_accumulator()
-            for r in part:
-                acc = fn.add_input(acc, r)
-            accs.append(acc)
-        kept, dropped = fn.extract_output(fn.merge_accumulators(accs))
+        kept, dropped = fn.extract_output(combine_in_parts(fn, [records[:cut], records[cut:]]))
         assert kept.order_key() == expected.order_key()
         assert len(dropped) == len(records) - 1
 
