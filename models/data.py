@@ -29,12 +29,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline.dedupe import DeduplicateImages
-from pipeline.images import LoadImages
+from pipeline.build import load_catalog
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.options import SourceConfig
-from pipeline.sources import ReadDump, decoder_for
-from pipeline.taxonomy import MapTaxonomy
 
 LABEL_TASKS = ("category", "gender", "age_group")  # string labels: vocabularies computed by TFT
 TASKS = LABEL_TASKS + ("person",)  # person: 0 / 1 from weak labels, -1 unknown
@@ -117,16 +114,10 @@ def build_prepare_pipeline(p: beam.Pipeline, cfg: PrepareConfig, *, temp_dir: st
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-    records = [p | f"Read[{s.retailer}]" >> ReadDump(retailer=s.retailer, pattern=s.pattern,
-                                                       decoder=decoder_for(s.mapping.source),
-                                                       extra_roots=cfg.extra_roots)
-               for s in cfg.sources]
-    mapped = ([r.records for r in records] | "AllRecords" >> beam.Flatten()
-              | "MapTaxonomy" >> MapTaxonomy({s.retailer: s.mapping for s in cfg.sources}))
-    loaded = (mapped | "Deduplicate" >> DeduplicateImages()).unique | "LoadImages" >> LoadImages(
-        cfg.fetch, cfg.decode, decode_threads=cfg.decode_threads)
+    catalog = load_catalog(p, cfg.sources, extra_roots=cfg.extra_roots, taxonomy_path=None, fetch=cfg.fetch,
+                           decode=cfg.decode, decode_threads=cfg.decode_threads)
     person = {retailer: read_person_labels(path) for retailer, path in cfg.person_labels}
-    raw = loaded["images"] | "ToInstances" >> beam.Map(to_instance, person)
+    raw = catalog.images | "ToInstances" >> beam.Map(to_instance, person)
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
     with tft_beam.Context(temp_dir=temp_dir or tempfile.mkdtemp(prefix="tft-")):
         (transformed, transformed_metadata), transform_fn = (
@@ -138,7 +129,7 @@ def build_prepare_pipeline(p: beam.Pipeline, cfg: PrepareConfig, *, temp_dir: st
          | "Encode" >> beam.Map(coder.encode)
          | "WriteExamples" >> beam.io.WriteToTFRecord(FileSystems.join(cfg.out, "data", "part"),
                                                       file_name_suffix=".tfrecord.gz"))
-    dead = ([r.dead_letter for r in records] + [loaded["dead_letter"]]) | "AllDeadLetters" >> beam.Flatten()
+    dead = (catalog.read_dead_letter, catalog.image_dead_letter) | "AllDeadLetters" >> beam.Flatten()
     _ = (dead | "DeadLetterJson" >> beam.Map(lambda d: json.dumps(dataclasses.asdict(d)))
          | "WriteDeadLetters" >> beam.io.WriteToText(FileSystems.join(cfg.out, "dead_letter"),
                                                      file_name_suffix=".jsonl"))

@@ -46,26 +46,47 @@ class RunOutputs:
     manifest: beam.PCollection
 
 
-def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
+@dataclass(frozen=True)
+class LoadedCatalog:
+    """The shared front of every graph: dumps read, mapped, de-duplicated, images loaded."""
+
+    records: beam.PCollection  # every ImageRecord the sources emitted
+    read_dead_letter: beam.PCollection
+    file_stats: beam.PCollection
+    duplicates: beam.PCollection
+    images: beam.PCollection  # (ImageRecord, uint8 array)
+    image_dead_letter: beam.PCollection
+
+
+def load_catalog(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...], taxonomy_path: str | None,
+                 fetch, decode, decode_threads: int) -> LoadedCatalog:
+    """ReadDump per retailer -> MapTaxonomy -> DeduplicateImages -> LoadImages (also used by
+    ``fashion-enrich prepare``, so training data goes through exactly these stages)."""
     records, read_errors, file_stats = [], [], []
-    for source in config.sources:
+    for source in sources:
         out = p | f"Read[{source.retailer}]" >> ReadDump(
             retailer=source.retailer, pattern=source.pattern, decoder=decoder_for(source.mapping.source),
-            extra_roots=config.extra_roots)
+            extra_roots=extra_roots)
         records.append(out.records)
         read_errors.append(out[DEAD_LETTER])
         file_stats.append(out[FILE_STATS])
-
     all_records = records | "AllRecords" >> beam.Flatten()
-    read_dead = read_errors | "AllReadErrors" >> beam.Flatten()
-    stats = file_stats | "AllFileStats" >> beam.Flatten()
-
-    mapped = all_records | "MapTaxonomy" >> MapTaxonomy(config.mappings, taxonomy_path=config.taxonomy_path)
+    mapped = all_records | "MapTaxonomy" >> MapTaxonomy({s.retailer: s.mapping for s in sources},
+                                                         taxonomy_path=taxonomy_path)
     deduped = mapped | "Deduplicate" >> DeduplicateImages()
-    duplicates = deduped[DUPLICATES]
-    loaded = deduped.unique | "LoadImages" >> LoadImages(config.fetch, config.decode,
-                                                                decode_threads=config.decode_threads)
-    arrays, dead = loaded["images"], [read_dead, loaded["dead_letter"]]
+    loaded = deduped.unique | "LoadImages" >> LoadImages(fetch, decode, decode_threads=decode_threads)
+    return LoadedCatalog(
+        records=all_records, read_dead_letter=read_errors | "AllReadErrors" >> beam.Flatten(),
+        file_stats=file_stats | "AllFileStats" >> beam.Flatten(), duplicates=deduped[DUPLICATES],
+        images=loaded["images"], image_dead_letter=loaded["dead_letter"])
+
+
+def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
+    catalog = load_catalog(p, config.sources, extra_roots=config.extra_roots, taxonomy_path=config.taxonomy_path,
+                           fetch=config.fetch, decode=config.decode, decode_threads=config.decode_threads)
+    all_records, read_dead, stats = catalog.records, catalog.read_dead_letter, catalog.file_stats
+    duplicates = catalog.duplicates
+    arrays, dead = catalog.images, [read_dead, catalog.image_dead_letter]
     if config.models:
         scored = arrays | "ScoreImages" >> ScoreImages(config.models, config.inference)
         arrays = scored["images"]
