@@ -62,10 +62,14 @@ class ModelSpec:
             raise ValueError(f"{self.arch} needs an image size of at least {min_size}")
 
 
-def _conv_block(x, filters: int, name: str):
-    x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = layers.BatchNormalization(name=f"{name}_bn")(x)
-    x = layers.Activation("relu", name=f"{name}_relu")(x)
+def _conv_block(x, filters: int, name: str, convs: int = 1):
+    for i in range(convs):
+        tag = name if i == 0 else f"{name}_{i + 1}"
+        x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{tag}_conv")(x)
+        # Momentum 0.9 rather than 0.99: the moving statistics used at inference settle within
+        # tens of steps, not hundreds (small catalogs train for few steps per epoch).
+        x = layers.BatchNormalization(momentum=0.9, name=f"{tag}_bn")(x)
+        x = layers.Activation("relu", name=f"{tag}_relu")(x)
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 
@@ -91,8 +95,9 @@ def build_model(spec: ModelSpec) -> keras.Model:
     inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="uint8", name="image")
     if spec.arch == "custom_cnn":
         x = layers.Rescaling(1 / 255.0, name="scale")(inputs)
-        for i, filters in enumerate((spec.width, spec.width * 2, spec.width * 4, spec.width * 4)):
-            x = _conv_block(x, filters, f"block{i + 1}")
+        # VGG-style: one conv at full resolution (where convs are dearest), then two per block.
+        for i, (filters, convs) in enumerate(zip((1, 2, 4, 8), (1, 2, 2, 2))):
+            x = _conv_block(x, spec.width * filters, f"block{i + 1}", convs=convs)
         x = layers.GlobalAveragePooling2D(name="pool")(x)
     elif spec.arch == "vgg_person":
         x = layers.Rescaling(1 / 255.0, name="scale")(inputs)

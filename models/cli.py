@@ -63,6 +63,8 @@ def train_main(argv: list[str]) -> int:
     parser.add_argument("--image-size", type=int, default=None, help="must equal the prepared size")
     parser.add_argument("--learning-rate", type=float, default=None)
     parser.add_argument("--no-augment", action="store_true", help="switch the study's augmentation off")
+    parser.add_argument("--augment-range", type=float, default=0.25,
+                        help="shift and zoom range of the augmentation (the study's 0.25; 0 = horizontal flip only)")
     parser.add_argument("--subsample-fraction", type=float, default=None,
                         help="stratified product-level sub-sampling to this fraction")
     parser.add_argument("--subsample-floor", type=int, default=100, help="products kept per class at least")
@@ -97,9 +99,9 @@ def _train_config(args):
     return TrainConfig(task=args.task, data=args.data, out=args.out or default_out(args.task, args.arch, args.mode),
                       arch=args.arch, mode=args.mode, weights=args.weights, folds=args.folds, epochs=args.epochs,
                       batch_size=args.batch_size, image_size=args.image_size, augment=not args.no_augment,
-                      learning_rate=args.learning_rate, subsample_fraction=args.subsample_fraction,
-                      subsample_floor=args.subsample_floor, final_fit=args.final_fit, seed=args.seed,
-                      width=args.width)
+                      augment_range=args.augment_range, learning_rate=args.learning_rate,
+                      subsample_fraction=args.subsample_fraction, subsample_floor=args.subsample_floor,
+                      final_fit=args.final_fit, seed=args.seed, width=args.width)
 
 
 def evaluate_main(argv: list[str]) -> int:

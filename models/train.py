@@ -50,6 +50,7 @@ class TrainConfig:
     batch_size: int = 64
     image_size: int | None = None  # must equal the prepared size (checked)
     augment: bool = True
+    augment_range: float = 0.25  # the study's shift and zoom; 0 keeps the flip only
     learning_rate: float | None = None
     subsample_fraction: float | None = None
     subsample_floor: int = 100
@@ -63,6 +64,8 @@ class TrainConfig:
             raise ValueError(f"task must be one of {TASK_CHOICES}")
         if self.folds < 2 or self.epochs < 1 or self.batch_size < 1:
             raise ValueError("folds >= 2, epochs >= 1 and batch_size >= 1 are required")
+        if not 0 <= self.augment_range < 1:
+            raise ValueError("augment_range must be in [0, 1)")
 
 
 def select(data: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, list[str]]:
@@ -76,14 +79,14 @@ def select(data: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, list[str]]:
     return index, data.classes(cfg.task)
 
 
-def _augmenter(seed: int):
+def _augmenter(seed: int, extent: float = 0.25):
     import keras
 
-    return keras.Sequential([
-        keras.layers.RandomFlip("horizontal", seed=seed),
-        keras.layers.RandomTranslation(0.25, 0.25, fill_mode="constant", fill_value=255.0, seed=seed),
-        keras.layers.RandomZoom(0.25, fill_mode="constant", fill_value=255.0, seed=seed),
-    ], name="augment")
+    steps = [keras.layers.RandomFlip("horizontal", seed=seed)]
+    if extent > 0:
+        steps += [keras.layers.RandomTranslation(extent, extent, fill_mode="constant", fill_value=255.0, seed=seed),
+                  keras.layers.RandomZoom(extent, fill_mode="constant", fill_value=255.0, seed=seed)]
+    return keras.Sequential(steps, name="augment")
 
 
 def _dataset(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, *, training: bool):
@@ -94,7 +97,7 @@ def _dataset(images: np.ndarray, labels: np.ndarray, cfg: TrainConfig, *, traini
         ds = ds.shuffle(min(len(labels), 10_000), seed=cfg.seed, reshuffle_each_iteration=True)
     ds = ds.batch(cfg.batch_size)
     if training and cfg.augment:
-        augment = _augmenter(cfg.seed)
+        augment = _augmenter(cfg.seed, cfg.augment_range)
         # The white fill matches the padding of the shared preprocessing; back to uint8 after.
         ds = ds.map(lambda x, y: (tf.cast(tf.clip_by_value(augment(tf.cast(x, tf.float32), training=True), 0, 255),
                                           tf.uint8), y), num_parallel_calls=tf.data.AUTOTUNE)
@@ -121,9 +124,12 @@ def _fit(cfg: TrainConfig, spec: ModelSpec, data: Prepared, train_idx, val_idx, 
     val = None if val_idx is None else _dataset(data.images[val_idx], target[val_idx], cfg, training=False)
 
     class EpochLog(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started = time.time()
+
         def on_epoch_end(self, epoch, logs=None):
             shown = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())
-            log(f"  epoch {epoch + 1}/{cfg.epochs}: {shown}")
+            log(f"  epoch {epoch + 1}/{cfg.epochs}: {shown} ({time.time() - self.started:.0f} s)")
 
     model.fit(_dataset(data.images[train_idx], target[train_idx], cfg, training=True), validation_data=val,
               epochs=cfg.epochs, verbose=0, shuffle=False, callbacks=[EpochLog()])  # shuffled by tf.data
