@@ -28,6 +28,7 @@ from pipeline.manifest import (
     source_events,
 )
 from pipeline.options import RunConfig
+from pipeline.progress import LogProgress
 from pipeline.sinks import CommitRun, WriteTable, staging_root
 from pipeline.sources import DEAD_LETTER, FILE_STATS, ReadDump, decoder_for
 from pipeline.taxonomy import MapTaxonomy
@@ -87,11 +88,18 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
     all_records, read_dead, stats = catalog.records, catalog.read_dead_letter, catalog.file_stats
     duplicates = catalog.duplicates
     arrays, dead = catalog.images, [read_dead, catalog.image_dead_letter]
+    if config.progress_interval_s:
+        _ = arrays | "ProgressLoaded" >> LogProgress("images loaded", config.progress_interval_s)
     if config.models:
-        scored = arrays | "ScoreImages" >> ScoreImages(config.models, config.inference)
+        score = ScoreImages(config.models, config.inference)
+        if config.inference_hints:  # e.g. a GPU for this step only (Dataflow right fitting)
+            score = score.with_resource_hints(**dict(config.inference_hints))
+        scored = arrays | "ScoreImages" >> score
         arrays = scored["images"]
         dead.append(scored["dead_letter"])
     images = arrays | "DropArrays" >> beam.Map(lambda pair: pair[0])
+    if config.progress_interval_s and config.models:
+        _ = images | "ProgressScored" >> LogProgress("images scored", config.progress_interval_s)
     dead_letter = dead | "AllDeadLetters" >> beam.Flatten()
     category, gender = config.model("category"), config.model("gender")
     products = images | "AggregateProducts" >> AggregateProducts(

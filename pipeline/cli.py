@@ -9,16 +9,15 @@ printed as one line on stderr with exit code 2, never as a traceback.
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import os
 import sys
-import time
 
 USAGE = """fashion-enrich <command> [options]
 
 commands:
   run        enrich catalog dumps into partitioned Parquet (default: the shipped samples)
+  nightly    'run' with one-machine defaults, a summary, and exit 3 above a dead-letter share
+  dataflow   'run' on Dataflow with GPU workers (see README "Running on Dataflow with GPUs")
   taxonomy   print the category hierarchy
   prepare    labelled catalogs -> training data (images, label ids, TFT vocabularies)
   train      grouped k-fold training of a model on prepared data, and its export
@@ -28,77 +27,30 @@ commands:
 
 
 def _run(argv: list[str]) -> int:
-    import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-
-    from pipeline.build import build_pipeline
-    from pipeline.options import FashionEnrichOptions, RunConfig
-    from pipeline.sinks import manifest_paths
+    from pipeline.job import run_job
+    from pipeline.options import FashionEnrichOptions
+    from pipeline.summary import format_summary
 
     if "-h" in argv or "--help" in argv:
         parser = argparse.ArgumentParser(prog="fashion-enrich run")
         FashionEnrichOptions._add_argparse_args(parser)
         parser.print_help()
         return 0
-    options = PipelineOptions(argv)
-    config = RunConfig.from_options(options)
-    _check_writable(config.output)
-    started = time.monotonic()
-    with beam.Pipeline(options=options) as p:
-        build_pipeline(p, config)
-    seconds = time.monotonic() - started
-    from apache_beam.io.filesystems import FileSystems
-
-    with FileSystems.open(manifest_paths(config.output, config.run_date, config.run_id)[1]) as fh:
-        manifest = json.loads(fh.read())
-    _print_summary(manifest, seconds)
-    return 0 if manifest["reconciled"] else 1
+    result = run_job(argv)
+    print(format_summary(result.manifest, result.seconds))
+    return 0 if result.manifest["reconciled"] else 1
 
 
-def _check_writable(output: str) -> None:
-    """Fail early, in one line, when the output folder cannot be written."""
-    from apache_beam.io.filesystems import FileSystems
+def _nightly(argv: list[str]) -> int:
+    from runners.nightly import main as nightly_main
 
-    from pipeline.options import ConfigError
-
-    if "://" in output:
-        return  # object stores: permissions show at write time, in the runner's logs
-    probe = FileSystems.join(output, f".write-test-{os.getpid()}")
-    try:
-        os.makedirs(output, exist_ok=True)
-        with open(probe, "wb"):
-            pass
-        os.remove(probe)
-    except OSError as exc:
-        raise ConfigError(f"cannot write to output folder {output}: {exc.strerror or exc}") from exc
+    return nightly_main(argv)
 
 
-def _print_summary(manifest: dict, seconds: float) -> None:
-    counts = manifest["counts"]
-    stages = counts["dead_letter_by_stage"]
-    print(f"run {manifest['run_id']} -> {manifest['output']}  ({seconds:.1f} s)")
-    print(f"{'retailer':<12}{'records in':>11}{'read err':>9}{'dupes':>7}{'fetch err':>10}{'decode err':>11}"
-          f"{'infer err':>10}{'images':>8}{'products':>9}  reconciled")
-    for retailer, rec in manifest["reconciliation"].items():
-        by_stage = stages.get(retailer, {})
-        print(f"{retailer:<12}{rec['records_in']:>11}{by_stage.get('read', 0):>9}{rec['duplicates']:>7}"
-              f"{by_stage.get('fetch', 0):>10}{by_stage.get('decode', 0):>11}{by_stage.get('inference', 0):>10}"
-              f"{rec['images']:>8}{counts['products'].get(retailer, 0):>9}  {'yes' if rec['ok'] else 'NO'}")
-    models = manifest.get("models") or {}
-    print("models: " + (", ".join(f"{t} {m['model_id']}" for t, m in models.items()) or "none (retailer labels only)"))
-    agreement = {r: c for r, c in counts.get("category_agreement", {}).items() if c}
-    if agreement:
-        print("model vs retailer category: " + "; ".join(
-            f"{r}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for r, c in agreement.items()))
-    reasons = {r: c for r, c in counts["dead_letter_by_reason"].items() if c}
-    if reasons:
-        print("dead-letter reasons: " + "; ".join(
-            f"{r}: " + ", ".join(f"{k} {v}" for k, v in c.items()) for r, c in reasons.items()))
-    unmapped = {r: v for r, v in manifest["unmapped"]["category"].items() if v}
-    if unmapped:
-        print("unmapped categories: " + "; ".join(
-            f"{r}: " + ", ".join(f"{k!r} {v}" for k, v in list(c.items())[:5]) for r, c in unmapped.items()))
-    print(f"manifest: {manifest['output']}/manifest.json")
+def _dataflow(argv: list[str]) -> int:
+    from runners.dataflow import main as dataflow_main
+
+    return dataflow_main(argv)
 
 
 def _taxonomy(argv: list[str]) -> int:
@@ -136,7 +88,8 @@ def _evaluate(argv: list[str]) -> int:
     return evaluate_main(argv)
 
 
-COMMANDS = {"run": _run, "taxonomy": _taxonomy, "prepare": _prepare, "train": _train, "evaluate": _evaluate}
+COMMANDS = {"run": _run, "nightly": _nightly, "dataflow": _dataflow, "taxonomy": _taxonomy, "prepare": _prepare,
+            "train": _train, "evaluate": _evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -153,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fashion-enrich: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    from pipeline.progress import show_progress
+
+    show_progress()
     try:
         return COMMANDS[command](rest)
     except (ConfigError, MappingError, TaxonomyError) as exc:

@@ -112,6 +112,14 @@ class FashionEnrichOptions(PipelineOptions):
                             type=float, default=0.0, help="below it the product category is null and flagged")
         parser.add_argument("--min_gender_confidence", "--min-gender-confidence", dest="min_gender_confidence",
                             type=float, default=0.0, help="below it the product gender is null and flagged")
+        parser.add_argument("--progress_interval", "--progress-interval", dest="progress_interval", type=float,
+                            default=60.0, help="seconds between progress log lines per worker (0: none)")
+        parser.add_argument("--inference_accelerator", "--inference-accelerator", dest="inference_accelerator",
+                            default=None, metavar="HINT",
+                            help="resource hint for the inference step only, e.g. "
+                                 "'type:nvidia-tesla-t4;count:1;install-nvidia-driver' (Dataflow right fitting)")
+        parser.add_argument("--inference_min_ram", "--inference-min-ram", dest="inference_min_ram", default=None,
+                            metavar="SIZE", help="min_ram resource hint for the inference step, e.g. 16GB")
         parser.add_argument("--allow_private_addresses", "--allow-private-addresses",
                             dest="allow_private_addresses", action="store_true",
                             help="let image URLs resolve to private/loopback addresses (off: SSRF guard)")
@@ -140,6 +148,8 @@ class RunConfig:
     models: tuple[ModelInfo, ...] = ()
     inference: InferenceConfig = InferenceConfig()
     aggregate: AggregateConfig = AggregateConfig()
+    progress_interval_s: float = 60.0  # 0: no progress lines
+    inference_hints: tuple[tuple[str, str], ...] = ()  # Beam resource hints on the inference step only
 
     def __post_init__(self):
         if not self.sources:
@@ -156,6 +166,8 @@ class RunConfig:
             raise ConfigError("--shards-per-partition must be between 1 and 1024")
         if not 1 <= self.decode_threads <= 64:
             raise ConfigError("--decode-threads must be between 1 and 64")
+        if self.progress_interval_s < 0:
+            raise ConfigError("--progress-interval must be >= 0")
 
     @property
     def mappings(self) -> dict[str, RetailerMapping]:
@@ -180,6 +192,7 @@ class RunConfig:
         sources = tuple(SourceConfig(s["retailer"], s["pattern"], load_mapping(s["mapping"]))
                         for s in data.pop("sources"))
         data["extra_roots"] = tuple(data["extra_roots"])
+        data["inference_hints"] = tuple(tuple(h) for h in data["inference_hints"])
         fetch = data.pop("fetch")
         fetch["allowed_roots"] = tuple(fetch["allowed_roots"])
         decode = data.pop("decode")
@@ -268,6 +281,8 @@ class RunConfig:
             models=models,
             inference=inference,
             aggregate=aggregate,
+            progress_interval_s=opts.progress_interval,
+            inference_hints=_inference_hints(opts, bool(models)),
         )
 
 
@@ -295,6 +310,21 @@ def _models(opts) -> tuple[ModelInfo, ...]:
             raise ConfigError(f"--{task}-model {choice} is a {info.task} model")
         found.append(info)
     return tuple(found)
+
+
+def _inference_hints(opts, has_models: bool) -> tuple[tuple[str, str], ...]:
+    """Beam resource hints for the inference step (validated by Beam's own parsers)."""
+    from apache_beam.transforms.resources import parse_resource_hints
+
+    hints = tuple((name, value) for name, value in (("accelerator", opts.inference_accelerator),
+                                                    ("min_ram", opts.inference_min_ram)) if value)
+    if hints and not has_models:
+        raise ConfigError("--inference-accelerator / --inference-min-ram given but no model runs")
+    try:
+        parse_resource_hints(dict(hints))
+    except ValueError as exc:
+        raise ConfigError(f"bad inference resource hint: {exc}") from exc
+    return hints
 
 
 def _matches(pattern: str) -> list[str]:

@@ -1,0 +1,59 @@
+"""Run one enrichment job from a command line: options -> config -> graph -> run -> manifest.
+
+Shared by ``fashion-enrich run`` and the runners in ``runners/`` (which only add their
+environment's defaults and their own exit policy).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class JobResult:
+    config: object  # pipeline.options.RunConfig
+    manifest: dict
+    seconds: float
+
+
+def run_job(argv: list[str]) -> JobResult:
+    """Validate ``argv``, build the graph on a Beam pipeline, run it to the end, read the manifest."""
+    import apache_beam as beam
+    from apache_beam.io.filesystems import FileSystems
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.build import build_pipeline
+    from pipeline.options import RunConfig
+    from pipeline.sinks import manifest_paths
+
+    options = PipelineOptions(argv)
+    config = RunConfig.from_options(options)
+    check_writable(config.output)
+    started = time.monotonic()
+    with beam.Pipeline(options=options) as p:
+        build_pipeline(p, config)
+    seconds = time.monotonic() - started
+    with FileSystems.open(manifest_paths(config.output, config.run_date, config.run_id)[1]) as fh:
+        manifest = json.loads(fh.read())
+    return JobResult(config=config, manifest=manifest, seconds=seconds)
+
+
+def check_writable(output: str) -> None:
+    """Fail early, in one line, when a local output folder cannot be written."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipeline.options import ConfigError
+
+    if "://" in output:
+        return  # object stores: permissions show at write time, in the runner's logs
+    probe = FileSystems.join(output, f".write-test-{os.getpid()}")
+    try:
+        os.makedirs(output, exist_ok=True)
+        with open(probe, "wb"):
+            pass
+        os.remove(probe)
+    except OSError as exc:
+        raise ConfigError(f"cannot write to output folder {output}: {exc.strerror or exc}") from exc

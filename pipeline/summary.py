@@ -1,0 +1,57 @@
+"""The one-screen summary printed at the end of a run, computed from its manifest alone."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+STAGES = ("read", "fetch", "decode", "inference")
+
+
+def dead_letter_share(manifest: dict) -> float:
+    """Dead-lettered records over records in (duplicates are not failures)."""
+    counts = manifest["counts"]
+    records = sum(counts["records_in"].values())
+    return sum(counts["dead_letter"].values()) / records if records else 0.0
+
+
+def top_reasons(manifest: dict, n: int = 5) -> list[tuple[str, int]]:
+    """The most frequent dead-letter reasons over all retailers."""
+    total: Counter[str] = Counter()
+    for by_reason in manifest["counts"]["dead_letter_by_reason"].values():
+        total.update(by_reason)
+    return total.most_common(n)
+
+
+def format_summary(manifest: dict, seconds: float) -> str:
+    counts = manifest["counts"]
+    stages = counts["dead_letter_by_stage"]
+    lines = [f"run {manifest['run_id']} -> {manifest['output']}  ({seconds:.1f} s)",
+             f"{'retailer':<12}{'records in':>11}{'read err':>9}{'dupes':>7}{'fetch err':>10}{'decode err':>11}"
+             f"{'infer err':>10}{'images':>8}{'products':>9}  reconciled"]
+    for retailer, rec in manifest["reconciliation"].items():
+        by_stage = stages.get(retailer, {})
+        lines.append(f"{retailer:<12}{rec['records_in']:>11}{by_stage.get('read', 0):>9}{rec['duplicates']:>7}"
+                     f"{by_stage.get('fetch', 0):>10}{by_stage.get('decode', 0):>11}"
+                     f"{by_stage.get('inference', 0):>10}{rec['images']:>8}{counts['products'].get(retailer, 0):>9}"
+                     f"  {'yes' if rec['ok'] else 'NO'}")
+    images = sum(counts["images"].values())
+    records = sum(counts["records_in"].values())
+    lines.append(f"throughput: {images / seconds if seconds else 0:.1f} images/s, "
+                 f"{records / seconds if seconds else 0:.1f} records/s; "
+                 f"dead-letter share {dead_letter_share(manifest):.1%}")
+    models = manifest.get("models") or {}
+    lines.append("models: " + (", ".join(f"{t} {m['model_id']}" for t, m in models.items())
+                               or "none (retailer labels only)"))
+    agreement = {r: c for r, c in counts.get("category_agreement", {}).items() if c}
+    if agreement:
+        lines.append("model vs retailer category: " + "; ".join(
+            f"{r}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for r, c in agreement.items()))
+    reasons = top_reasons(manifest)
+    if reasons:
+        lines.append("top dead-letter reasons: " + ", ".join(f"{reason} {n}" for reason, n in reasons))
+    unmapped = {r: v for r, v in manifest["unmapped"]["category"].items() if v}
+    if unmapped:
+        lines.append("unmapped categories: " + "; ".join(
+            f"{r}: " + ", ".join(f"{k!r} {v}" for k, v in list(c.items())[:5]) for r, c in unmapped.items()))
+    lines.append(f"manifest: {manifest['output']}/manifest.json")
+    return "\n".join(lines)

@@ -1,0 +1,195 @@
+"""Dataflow with GPU workers: the pipeline options of a GPU job, built in one place.
+
+    fashion-enrich dataflow --project P --region R --temp-location gs://B/tmp \\
+        --container-image REGION-docker.pkg.dev/P/REPO/fashion-enrich:0.1.0 \\
+        [--gpu-type nvidia-tesla-t4] [--gpu-placement job|inference|none] [--mps] [--dry-run] \\
+        --zalando gs://B/dumps/zalando-*.jsonl.gz --output gs://B/enriched [any 'run' option]
+
+GPU placement:
+* ``job`` (default): every worker gets the GPU (``dataflow_service_options=worker_accelerator``).
+  Simple, and right when inference dominates the cost (large models such as InceptionV3).
+  One SDK process per worker (``no_use_multiple_sdk_containers``) so one process owns the
+  GPU, or ``--mps`` to let several processes share it through NVIDIA MPS instead.
+* ``inference``: a Beam resource hint (``accelerator``, ``min_ram``) on the inference step
+  only ("right fitting"): Dataflow runs reading, fetching and decoding on CPU workers and
+  inference on GPU workers. Right when decoding dominates (large retailer JPEGs, small
+  models): the GPU is not left idle while CPUs decode. Do not combine with worker_accelerator.
+* ``none``: CPU only.
+
+Nothing here contacts Google Cloud until the job is submitted; ``--dry-run`` builds the graph
+with the same options and prints them instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+PLACEMENTS = ("job", "inference", "none")
+
+
+@dataclass(frozen=True)
+class DataflowSettings:
+    project: str
+    region: str
+    temp_location: str
+    container_image: str
+    gpu_type: str = "nvidia-tesla-t4"
+    gpu_count: int = 1
+    gpu_placement: str = "job"
+    mps: bool = False
+    machine_type: str = "n1-standard-8"
+    max_workers: int = 10
+    inference_min_ram: str | None = None
+    job_name: str | None = None
+    setup_file: str | None = None  # ship this checkout's code on top of the container's
+
+    def __post_init__(self):
+        from pipeline.options import ConfigError
+
+        if self.gpu_placement not in PLACEMENTS:
+            raise ConfigError(f"--gpu-placement must be one of {PLACEMENTS}")
+        if not self.temp_location.startswith("gs://"):
+            raise ConfigError("--temp-location must be a gs:// path")
+        if self.mps and (self.gpu_placement != "job" or self.gpu_count != 1):
+            raise ConfigError("--mps needs --gpu-placement job and one GPU per worker")
+        if self.gpu_count < 1 or self.max_workers < 1:
+            raise ConfigError("--gpu-count and --max-workers must be >= 1")
+
+    def accelerator(self) -> str:
+        value = f"type:{self.gpu_type};count:{self.gpu_count};install-nvidia-driver"
+        return value + (";use_nvidia_mps" if self.mps else "")
+
+
+def dataflow_args(settings: DataflowSettings) -> list[str]:
+    """Beam / Dataflow pipeline options for ``settings`` (fashion-enrich's own options excluded)."""
+    args = [
+        "--runner=DataflowRunner",
+        f"--project={settings.project}",
+        f"--region={settings.region}",
+        f"--temp_location={settings.temp_location}",
+        f"--staging_location={settings.temp_location.rstrip('/')}/staging",
+        f"--sdk_container_image={settings.container_image}",
+        "--sdk_location=container",  # Beam comes from the container, not a staged tarball
+        f"--machine_type={settings.machine_type}",
+        f"--max_num_workers={settings.max_workers}",
+        "--experiments=use_runner_v2",
+    ]
+    if settings.job_name:
+        args.append(f"--job_name={settings.job_name}")
+    if settings.setup_file:
+        args.append(f"--setup_file={settings.setup_file}")
+    if settings.gpu_placement == "job":
+        args.append(f"--dataflow_service_options=worker_accelerator={settings.accelerator()}")
+        if not settings.mps:
+            args.append("--experiments=no_use_multiple_sdk_containers")  # one process owns the GPU
+    elif settings.gpu_placement == "inference":
+        args.append(f"--inference_accelerator={settings.accelerator()}")
+        if settings.inference_min_ram:
+            args.append(f"--inference_min_ram={settings.inference_min_ram}")
+    return args
+
+
+def check_remote_paths(config) -> None:
+    """Workers cannot read the launcher's disk: inputs, output and cache must be object-store paths."""
+    from pipeline.inference import DEFAULT_PREFIX
+    from pipeline.options import ConfigError
+
+    local = [f"{s.retailer} input {s.pattern}" for s in config.sources if "://" not in s.pattern]
+    if "://" not in config.output:
+        local.append(f"--output {config.output}")
+    if config.fetch.cache and "://" not in config.fetch.cache:
+        local.append(f"--image-cache {config.fetch.cache}")
+    local += [f"--{m.task}-model {m.path}" for m in config.models
+              if "://" not in m.path and not m.path.startswith(DEFAULT_PREFIX)]  # shipped: inside the image
+    if local:
+        raise ConfigError("on Dataflow these must be gs:// paths: " + "; ".join(local))
+
+
+def build(argv: list[str], *, offline: bool = True):
+    """The Beam pipeline (not run) and RunConfig for a Dataflow command line.
+
+    ``offline``: Beam's own ``--dry_run``, so that validating the options does not look up
+    credentials or bucket policies (Pipeline() validates Dataflow options on construction)."""
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.build import build_pipeline
+    from pipeline.options import ConfigError, RunConfig
+
+    options = PipelineOptions(argv + (["--dry_run=True"] if offline else []))
+    config = RunConfig.from_options(options)
+    try:
+        p = beam.Pipeline(options=options)
+    except ValueError as exc:  # Beam's validation of the Dataflow options (project id, paths...)
+        raise ConfigError(" ".join(str(exc).split())) from exc
+    build_pipeline(p, config)
+    return p, config
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="fashion-enrich dataflow", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--project", required=True)
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--temp-location", "--temp_location", dest="temp_location", required=True)
+    parser.add_argument("--container-image", "--sdk_container_image", dest="container_image", required=True,
+                        help="the worker image built from this repository's Dockerfile")
+    parser.add_argument("--gpu-type", default="nvidia-tesla-t4")
+    parser.add_argument("--gpu-count", type=int, default=1)
+    parser.add_argument("--gpu-placement", default="job", choices=PLACEMENTS)
+    parser.add_argument("--mps", action="store_true", help="share the GPU between SDK processes (NVIDIA MPS)")
+    parser.add_argument("--machine-type", default="n1-standard-8")
+    parser.add_argument("--max-workers", type=int, default=10)
+    parser.add_argument("--inference-min-ram", default=None, help="e.g. 16GB (with --gpu-placement inference)")
+    parser.add_argument("--job-name", default=None)
+    parser.add_argument("--setup-file", action="store_true",
+                        help="also ship this checkout's code with --setup_file (code changed since the image)")
+    parser.add_argument("--dry-run", action="store_true", help="build the graph and print the options; submit nothing")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    from pipeline.job import run_job
+    from pipeline.summary import format_summary
+
+    args, rest = _parser().parse_known_args(argv)
+    setup_file = Path(__file__).resolve().parents[1] / "setup.py"
+    settings = DataflowSettings(
+        project=args.project, region=args.region, temp_location=args.temp_location,
+        container_image=args.container_image, gpu_type=args.gpu_type, gpu_count=args.gpu_count,
+        gpu_placement=args.gpu_placement, mps=args.mps, machine_type=args.machine_type,
+        max_workers=args.max_workers, inference_min_ram=args.inference_min_ram, job_name=args.job_name,
+        setup_file=str(setup_file) if args.setup_file else None)
+    full = dataflow_args(settings) + rest
+    p, config = build(full)  # offline: validate the graph and paths before anything is submitted
+    check_remote_paths(config)
+    if args.dry_run:
+        print("fashion-enrich run " + " ".join(shlex.quote(a) for a in full))
+        hints = {t.full_label: t.resource_hints for t in _applied(p) if t.resource_hints}
+        print(f"graph: {len(_applied(p))} transforms; resource hints: {hints or 'none'}")
+        return 0
+    result = run_job(full)
+    print(format_summary(result.manifest, result.seconds))
+    return 0 if result.manifest["reconciled"] else 1
+
+
+def _applied(p) -> list:
+    found = []
+
+    class Visitor:
+        def enter_composite_transform(self, node):
+            found.append(node)
+
+        def leave_composite_transform(self, node):
+            pass
+
+        def visit_transform(self, node):
+            found.append(node)
+
+        def visit_value(self, value, producer):
+            pass
+
+    p.visit(Visitor())
+    return found
