@@ -104,6 +104,9 @@ class FashionEnrichOptions(PipelineOptions):
                             help="TensorFlow intra-op threads (0: TensorFlow's default)")
         parser.add_argument("--tf_inter_op_threads", "--tf-inter-op-threads", dest="tf_inter_op_threads", type=int,
                             default=0, help="TensorFlow inter-op threads (0: TensorFlow's default)")
+        parser.add_argument("--inference_steps", "--inference-steps", dest="inference_steps", default="combined",
+                            choices=("combined", "per-model"),
+                            help="one RunInference step for all models (default) or one per model")
         parser.add_argument("--no_person_filter", "--no-person-filter", dest="no_person_filter", action="store_true",
                             help="use person images for the product category even when it has packshots")
         parser.add_argument("--person_threshold", "--person-threshold", dest="person_threshold", type=float,
@@ -259,7 +262,7 @@ class RunConfig:
             inference = InferenceConfig(min_batch_size=opts.min_batch_size, max_batch_size=opts.max_batch_size,
                                         model_copies=opts.model_copies, large_model=opts.large_model,
                                         intra_op_threads=opts.tf_threads,
-                                        inter_op_threads=opts.tf_inter_op_threads)
+                                        inter_op_threads=opts.tf_inter_op_threads, steps=opts.inference_steps)
             aggregate = AggregateConfig(person_filter=not opts.no_person_filter,
                                         person_threshold=opts.person_threshold,
                                         min_category_confidence=opts.min_category_confidence,

@@ -62,7 +62,7 @@ def test_handler_scores_a_batch_like_the_model_does(models):
     results = handler.run_inference(batch, model)
     reference, _ = load_exported(category.path)
     expected = reference.predict(np.stack(batch), verbose=0)
-    np.testing.assert_allclose(np.stack([r.inference for r in results]), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(np.stack([r.inference[0] for r in results]), expected, rtol=1e-5, atol=1e-6)
     assert all(r.model_id == category.model_id for r in results)
 
 
@@ -75,12 +75,14 @@ def test_apply_scores_top3_and_vectors(models):
     assert apply_scores(rec, gender, np.array([0.2, 0.7, 0.1])).predicted_gender == "MALE"
 
 
-def test_score_images_on_a_pipeline_and_failures_to_dead_letter(models):
+@pytest.mark.parametrize("steps", ["combined", "per-model"])
+def test_score_images_on_a_pipeline_and_failures_to_dead_letter(models, steps):
     good = [(record(i), arrays(i)) for i in range(5)]
     bad = [(record(99), arrays(99, size=SIZE + 8))]  # wrong input size: the model raises
     with TestPipeline() as p:
         # One batch holds good and bad elements: only the bad one may end in the dead-letter table.
-        out = p | beam.Create(good + bad) | ScoreImages(models, InferenceConfig(min_batch_size=6, max_batch_size=6))
+        out = p | beam.Create(good + bad) | ScoreImages(
+            models, InferenceConfig(min_batch_size=6, max_batch_size=6, steps=steps))
         assert_that(out["images"] | "Scored" >> beam.Map(
             lambda e: (e[0].product_id, len(e[0].category_scores), len(e[0].gender_scores),
                        0 <= e[0].person_score <= 1, e[0].predicted_category in ("DRESSES", "JEANS", "HATS", "SHOES"),
@@ -88,6 +90,21 @@ def test_score_images_on_a_pipeline_and_failures_to_dead_letter(models):
             equal_to([(f"p{i}", 4, 3, True, True, (SIZE, SIZE, 3)) for i in range(5)]), label="scored")
         assert_that(out["dead_letter"] | "Dead" >> beam.Map(lambda d: (d.product_id, d.stage, d.reason)),
                     equal_to([("p99", "inference", "INFERENCE_ERROR")]), label="dead")
+
+
+def test_combined_and_per_model_steps_give_the_same_scores(models):
+    from apache_beam.ml.inference.base import PredictionResult
+
+    batch = [arrays(i) for i in range(4)]
+    combined = KerasModelHandler(models)
+    together = combined.run_inference(batch, combined.load_model())
+    for position, info in enumerate(models):
+        alone = KerasModelHandler(info)
+        separate = alone.run_inference(batch, alone.load_model())
+        for a, b in zip(together, separate):
+            assert isinstance(a, PredictionResult)
+            np.testing.assert_allclose(a.inference[position], b.inference[0], rtol=1e-5, atol=1e-6)
+    assert together[0].model_id == ",".join(m.model_id for m in models)
 
 
 def test_models_must_share_one_image_size(models, tmp_path):
@@ -117,4 +134,4 @@ def test_a_failing_element_is_isolated_within_its_batch(models):
     model = handler.load_model()
     results = handler.run_inference([arrays(1), arrays(2, size=SIZE + 8), arrays(3)], model)
     assert [isinstance(r.inference, InferenceFailure) for r in results] == [False, True, False]
-    assert results[0].inference.shape == (4,)
+    assert results[0].inference[0].shape == (4,)
