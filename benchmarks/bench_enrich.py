@@ -7,7 +7,13 @@
    Myntra files, generic JSONL source), peak RSS summed over the whole process tree and wall
    time for each N.
 
-    python benchmarks/bench_enrich.py --models default --images 2000
+   The "steady state" figure subtracts the wall time of the same command on a 64-image
+   catalog (process start-up, TensorFlow import, model loading, pipeline construction) from
+   both the time and the image count.
+3. ``--inference-steps combined,per-model`` compares one RunInference for all models with one
+   step per model.
+
+    python benchmarks/bench_enrich.py --models default --images 2000 --inference-steps combined,per-model
     python benchmarks/bench_enrich.py --models inception --images 300      # InceptionV3 299 px, random weights
     python benchmarks/bench_enrich.py --scale 10000,30000,100000
 """
@@ -149,6 +155,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--scale", default=None, help="comma-separated record counts for the memory benchmark")
+    parser.add_argument("--inference-steps", default="combined", help="comma-separated: combined, per-model")
+    parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (best kept)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     images = sorted((Path(args.data) / "myntra" / "images").glob("*.jpg"))
@@ -169,20 +177,33 @@ def main() -> None:
         return
     subset = images[: args.images]
     dump = write_catalog(work / "catalog", subset, len(subset))
-    seconds, peak, manifest = run_pipeline(
-        ["--source", f"bench={dump}:{dump.parent / 'bench.yaml'}", "--output", str(work / "out"), *runner,
-         *run_models])
+    small = write_catalog(work / "small", subset[:64], 64)
+    n = len(subset)
+    results = {}
+    for steps in args.inference_steps.split(","):
+        common = [*runner, *run_models, "--inference-steps", steps, "--progress-interval", "0"]
+        best = best_small = None
+        for r in range(args.repeat):
+            run = run_pipeline(["--source", f"bench={dump}:{dump.parent / 'bench.yaml'}",
+                                "--output", str(work / f"out-{steps}-{r}"), *common])
+            base = run_pipeline(["--source", f"bench={small}:{small.parent / 'bench.yaml'}",
+                                 "--output", str(work / f"small-{steps}-{r}"), *common])
+            best = run if best is None or run[0] < best[0] else best
+            best_small = base if best_small is None or base[0] < best_small[0] else best_small
+        results[steps] = (best, best_small)
+    manifest = next(iter(results.values()))[0][2]
     size = manifest["models"][next(iter(manifest["models"]))]["image_size"] if manifest["models"] else 224
     decode_s, predict_s = bare_limit(subset, folders, size)
-    n = len(subset)
     limit = n / (decode_s + predict_s)
-    print(f"\n== end to end: {n} Myntra images, models '{args.models}' at {size} px, {args.workers} workers ==")
-    print(f"fashion-enrich run: {seconds:.1f} s wall (incl. start-up) = {n / seconds:.1f} img/s, peak RSS "
-          f"{peak / 2**30:.2f} GiB")
+    print(f"\n== end to end: {n} Myntra images, models '{args.models}' at {size} px, {args.workers} workers, "
+          f"best of {args.repeat} ==")
     print(f"bare decode loop {n / decode_s:.1f} img/s + bare model.predict {n / predict_s if predict_s else 0:.1f} "
           f"img/s -> limit {limit:.1f} img/s (one process, run in sequence)")
-    print(f"ratio pipeline / limit: {n / seconds / limit:.2f}")
-
+    for steps, ((seconds, peak, _), (small_s, _, _)) in results.items():
+        steady = (n - 64) / (seconds - small_s) if seconds > small_s else float("nan")
+        print(f"inference steps {steps:<9}: {seconds:6.1f} s wall = {n / seconds:6.1f} img/s (ratio "
+              f"{n / seconds / limit:.2f}); 64-image run {small_s:.1f} s; steady state {steady:6.1f} img/s "
+              f"(ratio {steady / limit:.2f}); peak RSS {peak / 2**30:.2f} GiB")
 
 if __name__ == "__main__":
     main()

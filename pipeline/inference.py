@@ -173,6 +173,9 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, Scorer]):
         self._model_id = ",".join(i.model_id for i in self._infos)
 
     def load_model(self) -> Scorer:
+        from pipeline.memory import tune_malloc
+
+        tune_malloc()
         _configure_tensorflow(self._cfg)
         import keras
 

@@ -26,9 +26,12 @@ def run_job(argv: list[str]) -> JobResult:
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.build import build_pipeline
+    from pipeline.memory import tune_child_processes, tune_malloc
     from pipeline.options import RunConfig
     from pipeline.sinks import manifest_paths
 
+    tune_malloc()  # this process holds the DirectRunner's shuffled data
+    tune_child_processes()
     options = PipelineOptions(argv)
     config = RunConfig.from_options(options)
     check_writable(config.output)

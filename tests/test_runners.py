@@ -218,3 +218,17 @@ def test_progress_lines_in_process_and_from_workers(caplog, samples):
     assert not _WorkerLogFilter().filter(relogged(logging.WARNING, "Resource module is not available for x"))
     real = relogged(logging.WARNING, "Could not load \\'model\\'")
     assert _WorkerLogFilter().filter(real) and real.getMessage() == "worker: Could not load 'model'"
+
+
+def test_malloc_tuning_applies_here_and_to_spawned_workers(monkeypatch):
+    import os
+    import platform
+
+    from pipeline.memory import tune_child_processes, tune_malloc
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert tune_malloc() is True
+    monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")  # a user's own setting wins
+    tune_child_processes()
+    assert os.environ["MALLOC_ARENA_MAX"] == "2" and os.environ["MALLOC_MMAP_THRESHOLD_"] == "131072"

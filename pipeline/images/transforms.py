@@ -24,6 +24,7 @@ import apache_beam as beam
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.images.decode import Decoded, ImageError, decode_and_preprocess
 from pipeline.images.fetch import Fetcher, FetchError
+from pipeline.memory import tune_malloc
 from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
 
 METRICS_NAMESPACE = "fashion_enrich.images"
@@ -55,6 +56,7 @@ class _LoadFn(beam.DoFn):
         self._reused = 0
 
     def setup(self):
+        tune_malloc()  # decoded images are large short-lived buffers: keep RSS flat (pipeline/memory.py)
         self._lock = threading.Lock()
         self._fetcher = Fetcher(self._fetch_cfg)
         self._fetch_pool = ThreadPoolExecutor(self._fetch_cfg.concurrency, thread_name_prefix="fetch")
