@@ -17,49 +17,17 @@ import numpy as np
 from models.data import load_prepared
 from models.evaluation import class_scores, confusion_matrix, fold_metrics, hierarchy_accuracy
 from models.export import load_exported
+from pipeline import plots
 from pipeline.options import ConfigError
 from schemas.taxonomy import load_taxonomy
 
 
 def plot_per_class_accuracy(per_class: dict[str, float | None], path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    names = [n for n, v in per_class.items() if v is not None]
-    values = [per_class[n] for n in names]
-    fig, ax = plt.subplots(figsize=(max(6, 0.35 * len(names) + 2), 4))
-    ax.bar(range(len(names)), values, color="#4c72b0")
-    ax.set_xticks(range(len(names)), names, rotation=70, ha="right", fontsize=8)
-    ax.set_ylim(0, 1)
-    ax.set_ylabel("accuracy (recall)")
-    ax.set_title(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.save(plots.bars(per_class, title, "accuracy (recall)", ylim=(0, 1)), path)
 
 
 def plot_confusion(matrix: np.ndarray, classes: list[str], path: str, title: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = matrix.sum(axis=1, keepdims=True)
-    share = np.divide(matrix, rows, out=np.zeros_like(matrix, dtype=float), where=rows > 0)
-    side = max(5, 0.32 * len(classes) + 2)
-    fig, ax = plt.subplots(figsize=(side, side))
-    image = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
-    ax.set_xticks(range(len(classes)), classes, rotation=80, fontsize=7)
-    ax.set_yticks(range(len(classes)), classes, fontsize=7)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title)
-    fig.colorbar(image, ax=ax, fraction=0.046, label="share of the true class")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    plots.save(plots.confusion(matrix, classes, None, title), path)
 
 
 def evaluate(model_dir: str, data_dir: str, report_dir: str) -> dict:

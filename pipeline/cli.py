@@ -18,6 +18,8 @@ commands:
   run        enrich catalog dumps into partitioned Parquet (default: the shipped samples)
   nightly    'run' with one-machine defaults, a summary, and exit 3 above a dead-letter share
   dataflow   'run' on Dataflow with GPU workers (see README "Running on Dataflow with GPUs")
+  inspect    terminal summary of a run's output (counts, distributions, disagreements, dead letters)
+  report     self-contained HTML report of a run's output, with plots and thumbnails
   taxonomy   print the category hierarchy
   prepare    labelled catalogs -> training data (images, label ids, TFT vocabularies)
   train      grouped k-fold training of a model on prepared data, and its export
@@ -51,6 +53,43 @@ def _dataflow(argv: list[str]) -> int:
     from runners.dataflow import main as dataflow_main
 
     return dataflow_main(argv)
+
+
+def _inspect(argv: list[str]) -> int:
+    from pipeline.inspect_output import format_summary, summarize
+
+    parser = argparse.ArgumentParser(prog="fashion-enrich inspect")
+    parser.add_argument("output", help="a fashion-enrich output folder (local or gs://)")
+    parser.add_argument("--run-date", "--run_date", dest="run_date", default=None,
+                        help="YYYY-MM-DD (default: the latest run)")
+    parser.add_argument("--json", action="store_true", help="print the summary as JSON")
+    args = parser.parse_args(argv)
+    summary = summarize(args.output, args.run_date)
+    if args.json:
+        import json
+
+        print(json.dumps(summary, indent=2, default=str))
+    else:
+        print(format_summary(summary))
+    return 0
+
+
+def _report(argv: list[str]) -> int:
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipeline.report import build_report
+
+    parser = argparse.ArgumentParser(prog="fashion-enrich report")
+    parser.add_argument("output", help="a fashion-enrich output folder (local or gs://)")
+    parser.add_argument("--html", required=True, help="the HTML file to write (local or gs://)")
+    parser.add_argument("--run-date", "--run_date", dest="run_date", default=None)
+    parser.add_argument("--disagreements", type=int, default=20, help="rows in the disagreement table")
+    args = parser.parse_args(argv)
+    page = build_report(args.output, args.run_date, limit=args.disagreements)
+    with FileSystems.create(args.html) as fh:
+        fh.write(page.encode("utf-8"))
+    print(f"report: {args.html} ({len(page) / 1024:.0f} KB)")
+    return 0
 
 
 def _taxonomy(argv: list[str]) -> int:
@@ -88,8 +127,8 @@ def _evaluate(argv: list[str]) -> int:
     return evaluate_main(argv)
 
 
-COMMANDS = {"run": _run, "nightly": _nightly, "dataflow": _dataflow, "taxonomy": _taxonomy, "prepare": _prepare,
-            "train": _train, "evaluate": _evaluate}
+COMMANDS = {"run": _run, "nightly": _nightly, "dataflow": _dataflow, "inspect": _inspect, "report": _report,
+            "taxonomy": _taxonomy, "prepare": _prepare, "train": _train, "evaluate": _evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,110 @@
+"""inspect and report on a real output written by the pipeline in this module; the summary's
+numbers are checked against pandas computations over the same Parquet files."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import pandas as pd
+import pytest
+
+from pipeline.cli import main
+from pipeline.inspect_output import summarize
+
+
+@pytest.fixture(scope="module")
+def output(tmp_path_factory):
+    out = tmp_path_factory.mktemp("enriched")
+    assert main(["run", "--output", str(out), "--run-date", "2026-11-20", "--progress-interval", "0"]) == 0
+    return str(out)
+
+
+def frame(output: str, table: str) -> pd.DataFrame:
+    df = pd.read_parquet(f"{output}/{table}")
+    return df.assign(retailer=df["retailer"].astype(str), run_date=df["run_date"].astype(str))
+
+
+def test_summary_numbers_match_pandas(output):
+    s = summarize(output)
+    assert s["run_date"] == "2026-11-20" and s["reconciled"]
+    images, products, dead = frame(output, "images"), frame(output, "products"), frame(output, "dead_letter")
+    assert s["rows"]["images"] == images.groupby("retailer").size().to_dict()
+    assert s["rows"]["products"] == products.groupby("retailer").size().to_dict()
+    assert s["rows"]["dead_letter"] == dead.groupby("retailer").size().to_dict()
+    for retailer, group in products.groupby("retailer"):
+        assert s["category_distribution"][retailer] == group["category"].fillna("(none)").value_counts().to_dict()
+        assert s["gender_distribution"][retailer] == group["gender"].fillna("(none)").value_counts().to_dict()
+        compared = group[group["category_agreement"].isin(["AGREE", "PARENT_CHILD", "SAME_BRANCH", "DISAGREE"])]
+        expected = (compared["category_agreement"] == "DISAGREE").mean() if len(compared) else None
+        assert s["disagreement"][retailer]["category"] == pytest.approx(expected)
+        assert s["low_confidence_share"][retailer] == pytest.approx(group["category_low_confidence"].mean())
+    reasons = {(r["retailer"], r["reason"]): r["count"] for r in s["dead_letter_reasons"]}
+    assert reasons == dead.groupby(["retailer", "reason"]).size().to_dict()
+    assert all(r["examples"] and r["examples"][0]["source_file"] for r in s["dead_letter_reasons"])
+    assert s["images_per_second"] > 0
+
+
+def test_inspect_command_and_json(output, capsys):
+    assert main(["inspect", output]) == 0
+    text = capsys.readouterr().out
+    assert "cat. disagree" in text and "dead letters:" in text and "MALFORMED_JSON" in text
+    assert main(["inspect", output, "--json", "--run-date", "2026-11-20"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["rows"]["images"]["zalando"] == 33
+    assert main(["inspect", output, "--run-date", "2001-01-01"]) == 2
+    assert "no run for 2001-01-01" in capsys.readouterr().err
+
+
+def test_inspect_refuses_a_folder_that_is_not_an_output(tmp_path, capsys):
+    assert main(["inspect", str(tmp_path)]) == 2
+    assert "does not look like a fashion-enrich output" in capsys.readouterr().err
+
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.images, self.headings, self._in_h2 = [], [], False
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if tag == "img":
+            self.images.append((attrs.get("class"), attrs.get("src", "")))
+        self._in_h2 = tag == "h2"
+
+    def handle_data(self, data):
+        if self._in_h2:
+            self.headings.append(data)
+            self._in_h2 = False
+
+
+def test_report_is_self_contained_with_plots_and_thumbnails(output, tmp_path, capsys):
+    page_path = tmp_path / "report.html"
+    assert main(["report", output, "--html", str(page_path)]) == 0
+    page = _Page()
+    page.feed(page_path.read_text())
+    assert page.headings == ["Counts", "Model categories per retailer", "Retailer category vs model category",
+                             "Confidence per predicted class", "Dead-letter reasons", "Most confident disagreements"]
+    plots = [src for cls, src in page.images if cls == "plot"]
+    thumbs = [src for cls, src in page.images if cls == "thumb"]
+    assert len(plots) == 4 and all(src.startswith("data:image/png;base64,") for src in plots)
+    assert thumbs and all(src.startswith("data:image/jpeg;base64,") for src in thumbs)  # sample images are local
+    assert all(src.startswith("data:") for _, src in page.images)  # nothing fetched from elsewhere
+    products = frame(output, "products")
+    assert len(thumbs) == min(20, int((products["category_agreement"] == "DISAGREE").sum()))
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
+                    reason="headless Chromium not installed (Debian package 'chromium')")
+def test_report_renders_in_headless_chromium(output, tmp_path):
+    from PIL import Image
+
+    page_path, shot = tmp_path / "report.html", tmp_path / "shot.png"
+    assert main(["report", output, "--html", str(page_path)]) == 0
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
+                    "--window-size=1200,3000", page_path.as_uri()], check=True, timeout=120, capture_output=True)
+    pixels = Image.open(shot).convert("L")
+    assert pixels.getextrema()[0] < 100  # something dark (text, plots) was drawn on the white page
