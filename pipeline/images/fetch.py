@@ -31,6 +31,8 @@ from pipeline.images.cache import CacheEntry, ImageCache
 from pipeline.images.config import FetchConfig
 from pipeline.records import Reason
 
+OBJECT_STORES = ("gs",)  # read through Beam FileSystems (tests add a fake store)
+
 _LOG = logging.getLogger(__name__)
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 
@@ -149,8 +151,8 @@ class Fetcher:
             raise FetchError(Reason.FORBIDDEN_URI, f"malformed URI {uri[:200]!r}: {exc}") from exc
         if scheme in ("http", "https"):
             data, status, attempts, hit = self._fetch_http(uri)
-        elif scheme == "gs" or (scheme and scheme not in ("file",)):
-            if scheme != "gs":
+        elif scheme and scheme != "file":
+            if scheme not in OBJECT_STORES:
                 raise FetchError(Reason.FORBIDDEN_URI, f"scheme {scheme!r} is not allowed")
             data, status, attempts, hit = self._read_file(uri), None, 1, False
         else:
