@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -98,7 +99,8 @@ def synthesize(root: Path, n_images: int, seed: int = 0) -> None:
             folder = root / spec.name / f"run_date={RUN_DATE}" / f"retailer={retailer}"
             folder.mkdir(parents=True, exist_ok=True)
             pq.write_table(table, folder / "part-00000.parquet", compression="snappy")
-    counts = {"records_in": {r: per for r in RETAILERS}, "images": {r: per for r in RETAILERS}}
+    written = per // 3 * 3
+    counts = {"records_in": {r: written for r in RETAILERS}, "images": {r: written for r in RETAILERS}}
     (root / "manifest.json").write_text(json.dumps({
         "run_id": f"{RUN_DATE}T000000-bench", "run_date": RUN_DATE, "started_at": f"{RUN_DATE}T00:00:00+00:00",
         "finished_at": f"{RUN_DATE}T01:00:00+00:00", "counts": counts, "reconciled": True, "models": {}}))
@@ -121,6 +123,7 @@ def main() -> None:
         start = time.perf_counter()
         call()
         print(f"{name}: {time.perf_counter() - start:.2f} s")
+    shutil.rmtree(root)
 
 
 if __name__ == "__main__":

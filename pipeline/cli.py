@@ -145,9 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"fashion-enrich: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-    from pipeline.progress import show_progress
+    if command in ("run", "nightly", "dataflow"):
+        from pipeline.progress import show_progress
 
-    show_progress()
+        show_progress()
     try:
         return COMMANDS[command](rest)
     except (ConfigError, MappingError, TaxonomyError) as exc:

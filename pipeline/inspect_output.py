@@ -26,35 +26,46 @@ def read_manifest(output: str, run_date: str | None = None) -> dict:
 
     from pipeline.options import ConfigError
 
-    path = FileSystems.join(output, "manifest.json")
-    if run_date:
-        pattern = FileSystems.join(output, "manifests", f"run_date={run_date}", "*.json")
-        found = sorted(m.path for r in FileSystems.match([pattern]) for m in r.metadata_list)
-        if not found:
-            raise ConfigError(f"no run for {run_date} under {output}/manifests")
-        path = found[-1]  # run ids start with the date and time: the last is the latest
-    try:
-        with FileSystems.open(path) as fh:
-            return json.loads(fh.read())
-    except (OSError, ValueError) as exc:
-        raise ConfigError(f"{output} does not look like a fashion-enrich output ({path}: {exc})") from exc
+    def load(path: str) -> dict:
+        try:
+            with FileSystems.open(path) as fh:
+                return json.loads(fh.read())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{output} does not look like a fashion-enrich output ({path}: {exc})") from exc
+
+    if not run_date:
+        return load(FileSystems.join(output, "manifest.json"))
+    pattern = FileSystems.join(output, "manifests", f"run_date={run_date}", "*.json")
+    found = [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
+    if not found:
+        raise ConfigError(f"no run for {run_date} under {output}/manifests")
+    # The latest run of that date by when it finished (a date can be rerun on a later day).
+    return max((load(path) for path in found), key=lambda m: (m.get("finished_at") or "", m["run_id"]))
 
 
 def read_table(output: str, table: str, run_date: str, columns: list[str] | None = None) -> pa.Table:
     """One table's rows of ``run_date`` (partition columns included), or an empty table."""
     import pyarrow.dataset as ds
+    from apache_beam.io.filesystems import FileSystems
 
+    from pipeline.options import ConfigError
     from schemas.tables import TABLES as SPECS
 
     spec = SPECS[table]
     wanted = columns or [f.name for f in spec.schema]
     path = f"{output.rstrip('/')}/{table}"
-    try:
-        dataset = ds.dataset(path, format="parquet", partitioning=ds.partitioning(PARTITIONING, flavor="hive"))
-    except (FileNotFoundError, pa.ArrowInvalid, OSError):
+    partition = f"{path}/run_date={run_date}"
+    if not [m for r in FileSystems.match([f"{partition}/**.parquet"]) for m in r.metadata_list]:
         return pa.table({c: pa.array([], spec.schema.field(c).type if c in spec.schema.names else pa.string())
-                         for c in wanted + ["retailer"]})
-    return dataset.to_table(columns=wanted + ["retailer"], filter=ds.field("run_date") == run_date)
+                         for c in wanted + ["retailer"]})  # the run wrote nothing to this table
+    retailer = pa.schema([PARTITIONING.field("retailer")])
+    schema = pa.schema(list(spec.schema) + list(retailer))  # the code's schema, not a guess from one file
+    try:
+        dataset = ds.dataset(partition, format="parquet", schema=schema,
+                             partitioning=ds.partitioning(retailer, flavor="hive"))
+        return dataset.to_table(columns=wanted + ["retailer"])
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise ConfigError(f"cannot read {partition}: {exc}") from exc
 
 
 def _counts(table: pa.Table, *keys: str) -> list[dict]:
@@ -94,8 +105,9 @@ def summarize(output: str, run_date: str | None = None, *, examples: int = 2) ->
 
     reasons = []
     for row in _counts(dead, "retailer", "stage", "reason"):
-        match = dead.filter(pc.and_(pc.equal(dead["retailer"], row["retailer"]),
-                                    pc.equal(dead["reason"], row["reason"]))).slice(0, examples)
+        same = pc.and_(pc.and_(pc.equal(dead["retailer"], row["retailer"]), pc.equal(dead["stage"], row["stage"])),
+                       pc.equal(dead["reason"], row["reason"]))
+        match = dead.filter(same).slice(0, examples)
         reasons.append({**{k: row[k] for k in ("retailer", "stage", "reason")}, "count": row["count_all"],
                         "examples": [{k: e[k] for k in ("message", "source_file", "source_line", "image_uri")}
                                      for e in match.to_pylist()]})
@@ -106,7 +118,7 @@ def summarize(output: str, run_date: str | None = None, *, examples: int = 2) ->
         joined = pc.binary_join(pc.fill_null(unmapped_rows["raw_category"], pa.scalar([], pa.list_(pa.string()))),
                                 " > ")
         table = pa.table({"retailer": unmapped_rows["retailer"], "value": joined})
-        for row in _counts(table, "retailer", "value")[:200]:
+        for row in _counts(table, "retailer", "value"):  # most frequent first, within each retailer
             if len(unmapped[row["retailer"]]) < 10:
                 unmapped[row["retailer"]][row["value"]] = row["count_all"]
 

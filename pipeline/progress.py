@@ -42,7 +42,8 @@ class _CountAndLog(beam.DoFn):
 
 
 class LogProgress(beam.PTransform):
-    """Logs a worker-local running count of ``pcoll`` every ``interval_s`` seconds (0: off)."""
+    """Logs a worker-local running count of ``pcoll`` at most every ``interval_s`` seconds (0: at
+    every element; the run's ``--progress-interval 0`` leaves this transform out instead)."""
 
     def __init__(self, stage: str, interval_s: float = 60.0):
         super().__init__()

@@ -117,7 +117,7 @@ def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -
                 matrix[retailer_labels.index(r), model_labels.index(m)] += 1
         parts += ["<h2>Retailer category vs model category</h2>",
                   "<p class=muted>rows: the retailer's own category mapped to the taxonomy; columns: the model's "
-                  "product category; each row sums to 1.</p>",
+                  "product category (the 30 most frequent of each); a cell is the share of that row's products.</p>",
                   _img(plots.confusion(matrix, retailer_labels, model_labels, "retailer vs model (products)",
                                        xlabel="model", ylabel="retailer"), "retailer vs model confusion matrix")]
     scored = [(c, v) for c, v in zip(products["category"].to_pylist(), products["category_score"].to_pylist())

@@ -16,18 +16,21 @@ GPU placement:
   models): the GPU is not left idle while CPUs decode. Do not combine with worker_accelerator.
 * ``none``: CPU only.
 
-Nothing here contacts Google Cloud until the job is submitted; ``--dry-run`` builds the graph
-with the same options and prints them instead.
+``--dry-run`` builds the graph with the same options and prints them instead of submitting.
+Building the options and the graph needs no credentials; checking that gs:// inputs and
+models exist does (they are matched and read before anything is submitted).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
 PLACEMENTS = ("job", "inference", "none")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")  # GCS bucket naming rules (short form)
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,11 @@ class DataflowSettings:
             raise ConfigError("--mps needs --gpu-placement job and one GPU per worker")
         if self.gpu_count < 1 or self.max_workers < 1:
             raise ConfigError("--gpu-count and --max-workers must be >= 1")
+        if self.inference_min_ram and self.gpu_placement != "inference":
+            raise ConfigError("--inference-min-ram applies to --gpu-placement inference only")
+        bucket = self.temp_location[len("gs://"):].split("/", 1)[0]
+        if not _BUCKET.match(bucket):
+            raise ConfigError(f"--temp-location: {bucket!r} is not a valid bucket name")
 
     def accelerator(self) -> str:
         value = f"type:{self.gpu_type};count:{self.gpu_count};install-nvidia-driver"
@@ -102,6 +110,8 @@ def check_remote_paths(config) -> None:
         local.append(f"--output {config.output}")
     if config.fetch.cache and "://" not in config.fetch.cache:
         local.append(f"--image-cache {config.fetch.cache}")
+    if config.taxonomy_path and "://" not in config.taxonomy_path:
+        local.append(f"--taxonomy {config.taxonomy_path}")
     local += [f"--{m.task}-model {m.path}" for m in config.models
               if "://" not in m.path and not m.path.startswith(DEFAULT_PREFIX)]  # shipped: inside the image
     if local:
@@ -109,7 +119,8 @@ def check_remote_paths(config) -> None:
 
 
 def build(argv: list[str], *, offline: bool = True):
-    """The Beam pipeline (not run) and RunConfig for a Dataflow command line.
+    """The Beam pipeline (not run) and RunConfig for a Dataflow command line (gs:// inputs and
+    models are matched and read, which needs credentials; the options themselves do not).
 
     ``offline``: Beam's own ``--dry_run``, so that validating the options does not look up
     credentials or bucket policies (Pipeline() validates Dataflow options on construction)."""

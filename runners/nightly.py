@@ -4,15 +4,18 @@ run-date partition, a one-screen summary, and an exit code a cron job can alert 
     fashion-enrich nightly [--max-dead-letter-share 0.05] [--workers N] [any 'run' option]
 
 Exit codes: 0 ok; 1 counts did not reconcile; 2 bad command line or input files;
-3 the dead-letter share exceeded ``--max-dead-letter-share``.
+3 the dead-letter share exceeded ``--max-dead-letter-share``; 4 the job itself failed
+(an exception in the pipeline, an unwritable output...: the message is on stderr).
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import sys
 
-EXIT_OK, EXIT_NOT_RECONCILED, EXIT_DEAD_LETTER = 0, 1, 3
+EXIT_OK, EXIT_NOT_RECONCILED, EXIT_DEAD_LETTER, EXIT_FAILED = 0, 1, 3, 4
 DEFAULT_MAX_DEAD_LETTER_SHARE = 0.05
 GIB_PER_WORKER = 2.0  # TensorFlow, three models and in-flight batches per worker process, with margin
 
@@ -74,7 +77,14 @@ def main(argv: list[str]) -> int:
         raise ConfigError("--max-dead-letter-share must be between 0 and 1")
     if args.workers is not None and args.workers < 1:
         raise ConfigError("--workers must be >= 1")
-    result = run_job(direct_args(rest, args.workers or default_workers()))
+    try:
+        result = run_job(direct_args(rest, args.workers or default_workers()))
+    except ConfigError:
+        raise  # exit 2, one line (pipeline.cli)
+    except Exception as exc:  # noqa: BLE001 - a cron job needs a distinct code, not a traceback
+        logging.getLogger(__name__).debug("job failed", exc_info=True)
+        print(f"fashion-enrich nightly: FAILED: {type(exc).__name__}: {str(exc)[:2000]}", file=sys.stderr)
+        return EXIT_FAILED
     code, line = verdict(result.manifest, args.max_share)
     print(format_summary(result.manifest, result.seconds))
     print(line)

@@ -176,6 +176,11 @@ def load_taxonomy(path: str | Path | None = None) -> Taxonomy:
     """Load and validate a taxonomy file (the shipped one by default)."""
     if path is None:
         return _default_taxonomy()
+    if "://" in str(path):  # gs:// and other object stores, readable from every worker
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(str(path)) as fh:
+            return Taxonomy.from_dict(yaml.safe_load(fh.read().decode("utf-8")))
     with open(path, encoding="utf-8") as fh:
         return Taxonomy.from_dict(yaml.safe_load(fh))
 

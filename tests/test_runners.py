@@ -24,7 +24,7 @@ from pipeline.cli import main
 from pipeline.options import ConfigError
 from pipeline.progress import LOGGER, LogProgress, _WorkerLogFilter
 from runners.dataflow import DataflowSettings, build, check_remote_paths, dataflow_args
-from runners.nightly import EXIT_DEAD_LETTER, EXIT_OK, default_workers, direct_args
+from runners.nightly import EXIT_DEAD_LETTER, EXIT_FAILED, EXIT_OK, default_workers, direct_args
 
 REPO = Path(__file__).resolve().parents[1]
 ACCELERATOR_URN = "beam:resources:accelerator:v1"
@@ -84,6 +84,10 @@ def test_dataflow_refuses_local_paths_and_bad_settings(samples):
         settings(temp_location="/tmp")
     with pytest.raises(ConfigError, match="mps"):
         settings(gpu_placement="inference", mps=True)
+    with pytest.raises(ConfigError, match="inference-min-ram applies"):
+        settings(inference_min_ram="16GB")
+    with pytest.raises(ConfigError, match="not a valid bucket name"):
+        settings(temp_location="gs://b/tmp")  # Beam would go looking for a default bucket online
 
 
 def test_dataflow_dry_run_prints_options_and_hints(samples, capsys):
@@ -98,6 +102,19 @@ def test_dataflow_dry_run_prints_options_and_hints(samples, capsys):
                  "--output", out])
     assert code == 2  # the input is a local file: refused, in one line
     assert "must be gs:// paths: myshop input" in capsys.readouterr().err
+
+
+def test_dataflow_dry_run_succeeds_and_shows_the_inference_hints(samples, capsys, monkeypatch):
+    # Inputs on gs:// would be matched online; here the local sample passes the remote-path check.
+    monkeypatch.setattr("runners.dataflow.check_remote_paths", lambda config: None)
+    assert main(["dataflow", "--project", "my-project", "--region", "us-central1", "--temp-location",
+                 "gs://my-bucket/tmp", "--container-image", "img:1", "--gpu-placement", "inference",
+                 "--inference-min-ram", "16GB", "--dry-run", "--zalando", str(samples / "zalando.jsonl"),
+                 "--output", "gs://my-bucket/out"]) == 0
+    out = capsys.readouterr().out
+    assert "--runner=DataflowRunner" in out and "--inference_accelerator=type:nvidia-tesla-t4;count:1" in out
+    assert "'ScoreImages'" in out and "beam:resources:accelerator:v1" in out and "LoadImages" not in out.split(
+        "resource hints:")[1]
 
 
 def test_the_dataflow_options_object_also_runs_on_the_direct_runner(samples, tmp_path):
@@ -197,6 +214,26 @@ def test_nightly_exits_3_when_the_dead_letter_share_is_too_high(mostly_bad_catal
     out = capsys.readouterr().out
     share = 8 / (8 + 4)  # 8 dead letters; 2 good lines -> 4 images
     assert f"OK: dead-letter share {share:.1%}" in out
+
+
+def test_nightly_exits_4_when_the_job_itself_fails(samples, tmp_path, capsys):
+    """A model whose archive has a config but no weights passes the launcher's checks and fails
+    on the worker when it loads: a failed job, not a count problem."""
+    import zipfile
+
+    from models.defaults import default_model_dir
+
+    broken = tmp_path / "broken-model"
+    shutil.copytree(default_model_dir("category"), broken)
+    with zipfile.ZipFile(default_model_dir("category") / "model.keras") as src, \
+            zipfile.ZipFile(broken / "model.keras", "w") as dst:
+        dst.writestr("config.json", src.read("config.json"))
+    code = main(["nightly", "--zalando", str(samples / "zalando.jsonl"), "--output", str(tmp_path / "out"),
+                 "--category-model", str(broken), "--person-model", "none", "--gender-model", "none",
+                 "--direct_running_mode", "in_memory", "--progress-interval", "0"])
+    assert code == EXIT_FAILED
+    err = capsys.readouterr().err
+    assert err.startswith("fashion-enrich nightly: FAILED: ") and "Traceback" not in err
 
 
 def test_progress_lines_in_process_and_from_workers(caplog, samples):
