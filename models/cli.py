@@ -118,3 +118,18 @@ def evaluate_main(argv: list[str]) -> int:
     print(f"{metrics['model']}: image accuracy {metrics['image_accuracy']:.4f}, product accuracy "
           f"{metrics['product_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {report}", file=sys.stdout)
     return 0
+
+
+def calibrate_main(argv: list[str]) -> int:
+    from models.report import calibrate_export
+
+    parser = argparse.ArgumentParser(
+        prog="fashion-enrich calibrate",
+        description="Fit an exported model's temperature on its own held-out fold and store it in its card.")
+    parser.add_argument("--model", required=True, help="an exported model folder (trained with folds)")
+    parser.add_argument("--data", required=True, help="the prepared folder it was trained on")
+    args = parser.parse_args(argv)
+    c = calibrate_export(args.model, args.data)
+    print(f"{args.model}: temperature {c['temperature']} on {c['examples']} held-out images; ECE {c['ece_before']} "
+          f"-> {c['ece_after']}, NLL {c['nll_before']} -> {c['nll_after']}")
+    return 0

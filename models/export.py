@@ -49,7 +49,8 @@ def serving_copy(model):
 
 
 def export_model(model, *, out: str, spec: ModelSpec, task: str, classes: list[str], data_dir: str,
-                 train_config: dict, metrics: dict, wall_seconds: float, command: str = "") -> dict:
+                 train_config: dict, metrics: dict, wall_seconds: float, command: str = "",
+                 calibration: dict | None = None) -> dict:
     os.makedirs(out, exist_ok=True)
     serving_copy(model).save(os.path.join(out, "model.keras"))
     with open(os.path.join(out, "labels.json"), "w", encoding="utf-8") as fh:
@@ -76,6 +77,8 @@ def export_model(model, *, out: str, spec: ModelSpec, task: str, classes: list[s
         "training_data": {"folder": data_dir, **prepared},
         "train_config": train_config,
         "metrics": metrics,
+        # Temperature scaling applied by the pipeline to every score (models.calibration).
+        "calibration": calibration or {"method": "none", "temperature": 1.0},
         "trained_at": trained_at.isoformat(timespec="seconds"),
         "wall_seconds": round(wall_seconds, 1),
         "code_version": code_version(),

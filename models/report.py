@@ -14,6 +14,7 @@ import os
 
 import numpy as np
 
+from models.calibration import apply_temperature, expected_calibration_error, reliability
 from models.data import load_prepared
 from models.evaluation import class_scores, confusion_matrix, fold_metrics, hierarchy_accuracy
 from models.export import load_exported
@@ -47,7 +48,12 @@ def evaluate(model_dir: str, data_dir: str, report_dir: str) -> dict:
         raise ConfigError(f"no examples in {data_dir} carry one of the model's {task} classes")
     scores = class_scores(model.predict(data.images[index], batch_size=256, verbose=0),
                           card["output"].startswith("sigmoid"))
-    metrics = fold_metrics(scores, truth, list(data.product_keys[index]), classes)
+    temperature = float(card.get("calibration", {}).get("temperature", 1.0))
+    calibrated = apply_temperature(scores, temperature)
+    metrics = fold_metrics(calibrated, truth, list(data.product_keys[index]), classes)
+    metrics["calibration"] = {"temperature": temperature,
+                              "ece_before": round(expected_calibration_error(scores, truth), 4),
+                              "ece_after": round(expected_calibration_error(calibrated, truth), 4)}
     predicted = scores.argmax(axis=1)
     matrix = confusion_matrix(truth, predicted, len(classes))
     metrics["confusion_matrix"] = {"classes": classes, "counts": matrix.tolist()}
@@ -62,4 +68,47 @@ def evaluate(model_dir: str, data_dir: str, report_dir: str) -> dict:
                             f"{card['model_id']}: per-class accuracy")
     plot_confusion(matrix, classes, os.path.join(report_dir, "confusion_matrix.png"),
                    f"{card['model_id']}: confusion matrix")
+    plots.save(plots.reliability(reliability(scores, truth), reliability(calibrated, truth),
+                                 f"{card['model_id']}: reliability (T = {temperature})"),
+               os.path.join(report_dir, "reliability.png"))
     return metrics
+
+
+def calibrate_export(model_dir: str, data_dir: str) -> dict:
+    """Fit the temperature of an exported model on its own held-out fold and store it in its card.
+
+    The folds are recomputed from the card's training config on the same prepared folder, so
+    only images the exported fold's model never trained on are used. Models trained before
+    calibration existed get it this way; new trainings calibrate on out-of-fold predictions."""
+    from models.calibration import calibrate
+    from models.export import CARD
+    from models.train import TrainConfig, split
+
+    model, card = load_exported(model_dir)
+    exported = card["metrics"].get("exported", "")
+    if not exported.startswith("fold "):
+        raise ConfigError(f"{model_dir} was trained on all the data ({exported}): no held-out fold to calibrate on")
+    data = load_prepared(data_dir)
+    trained_on = card.get("training_data", {}).get("examples")
+    if trained_on is not None and trained_on != len(data.images):
+        raise ConfigError(f"{data_dir} has {len(data.images)} examples, the model was trained on {trained_on}: "
+                          "calibrate on the prepared folder it was trained on")
+    cfg = TrainConfig(**{**card["train_config"], "data": data_dir})
+    index, classes, _, folds = split(data, cfg)
+    if classes != card["classes"]:
+        raise ConfigError("the prepared folder's classes differ from the model's")
+    fold = int(exported.split()[1]) - 1
+    held = index[folds == fold]
+    scores = class_scores(model.predict(data.images[held], batch_size=256, verbose=0),
+                          card["output"].startswith("sigmoid"))
+    labels = data.labels[cfg.task][held]
+    calibration = calibrate(scores, labels, fitted_on=f"held-out {exported} of the exported model")
+    card["calibration"] = calibration
+    with open(os.path.join(model_dir, CARD), "w", encoding="utf-8") as fh:
+        json.dump(card, fh, indent=2, default=str)
+    folder = os.path.join(model_dir, "cv_report")
+    os.makedirs(folder, exist_ok=True)
+    plots.save(plots.reliability(reliability(scores, labels),
+                                 reliability(apply_temperature(scores, calibration["temperature"]), labels),
+                                 f"{card['model_id']}: held-out {exported}"), os.path.join(folder, "reliability.png"))
+    return calibration

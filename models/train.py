@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from models.architectures import ModelSpec, build_model, compile_model
+from models.calibration import apply_temperature, calibrate, reliability
 from models.data import Prepared, load_prepared
 from models.evaluation import (
     class_scores,
@@ -31,6 +32,7 @@ from models.evaluation import (
     subsample_products,
     table_one,
 )
+from pipeline import plots
 from pipeline.options import ConfigError
 from schemas.taxonomy import load_taxonomy
 
@@ -77,6 +79,16 @@ def select(data: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, list[str]]:
                                   fraction=cfg.subsample_fraction, floor=cfg.subsample_floor, seed=cfg.seed)
         index = index[kept]
     return index, data.classes(cfg.task)
+
+
+def split(data: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
+    """(example indices, classes, leakage groups, fold per example): deterministic for a config
+    and a prepared folder, so a model's held-out fold can be recomputed after training."""
+    index, classes = select(data, cfg)
+    if len(index) == 0:
+        raise ConfigError(f"no examples are labelled for task {cfg.task!r} in {cfg.data}")
+    groups = np.array(leakage_groups(list(data.groups[index]), list(data.sha256[index])))
+    return index, classes, groups, grouped_folds(list(groups), cfg.folds, seed=cfg.seed)
 
 
 def _augmenter(seed: int, extent: float = 0.25):
@@ -145,17 +157,13 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
     if cfg.image_size and cfg.image_size != data.image_size:
         raise ConfigError(f"--image-size {cfg.image_size} differs from the prepared data's {data.image_size}: "
                          "prepare the data at the size you train on (pixels must match serving)")
-    index, classes = select(data, cfg)
-    if len(index) == 0:
-        raise ConfigError(f"no examples are labelled for task {cfg.task!r} in {cfg.data}")
+    index, classes, groups, folds = split(data, cfg)
     labels = data.labels[cfg.task]
-    groups = np.array(leakage_groups(list(data.groups[index]), list(data.sha256[index])))
-    folds = grouped_folds(list(groups), cfg.folds, seed=cfg.seed)
     spec = _spec(cfg, classes, data.image_size)
     log(f"{cfg.task}: {len(index)} images, {len(set(data.product_keys[index]))} products in {len(set(groups))} "
         f"groups, {len(classes)} classes; "
         f"{cfg.arch}/{cfg.mode} at {data.image_size} px, {cfg.folds} folds x {cfg.epochs} epochs")
-    results, models = [], []
+    results, models, held_out = [], [], []
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
     for fold in range(min(cfg.folds, cfg.max_folds_run or cfg.folds)):
         train_idx, val_idx = index[folds != fold], index[folds == fold]
@@ -167,6 +175,7 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
             metrics["hierarchy"] = hierarchy_accuracy([classes[i] for i in labels[val_idx]],
                                                       [classes[i] for i in scores.argmax(axis=1)], load_taxonomy())
         confusion += confusion_matrix(labels[val_idx], scores.argmax(axis=1), len(classes))
+        held_out.append((scores, labels[val_idx]))
         log(f"fold {fold + 1}: image accuracy {metrics['image_accuracy']:.4f}, "
             f"product accuracy {metrics['product_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
         results.append(metrics)
@@ -174,12 +183,21 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
     best = max(range(len(results)), key=lambda i: results[i]["product_accuracy"])
     final = _fit(cfg, spec, data, index, None, labels, log) if cfg.final_fit else models[best]
     summary = table_one(results)
+    oof_scores, oof_labels = np.concatenate([h[0] for h in held_out]), np.concatenate([h[1] for h in held_out])
+    calibration = calibrate(oof_scores, oof_labels, fitted_on=f"out-of-fold predictions of {len(held_out)} folds")
+    log(f"calibration: temperature {calibration['temperature']}, ECE {calibration['ece_before']} -> "
+        f"{calibration['ece_after']}")
     card = export_model(final, out=cfg.out, spec=spec, task=cfg.task, classes=classes, data_dir=cfg.data,
+                        calibration=calibration,
                         train_config=asdict(cfg), metrics={"table_one": summary, "folds": results,
                                                            "exported": "final_fit" if cfg.final_fit
                                                            else f"fold {best + 1}"},
                         wall_seconds=time.time() - started, command=command)
     _plot_cross_validation(cfg, classes, confusion, card["model_id"])
+    plots.save(plots.reliability(reliability(oof_scores, oof_labels),
+                                 reliability(apply_temperature(oof_scores, calibration["temperature"]), oof_labels),
+                                 f"{card['model_id']}: held-out folds"),
+               os.path.join(cfg.out, "cv_report", "reliability.png"))
     log(f"exported {cfg.out}: " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
     return card
 

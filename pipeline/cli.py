@@ -24,6 +24,7 @@ commands:
   prepare    labelled catalogs -> training data (images, label ids, TFT vocabularies)
   train      grouped k-fold training of a model on prepared data, and its export
   evaluate   metrics and plots of an exported model on prepared data
+  calibrate  fit an exported model's temperature on its held-out fold (stored in its card)
 
 'fashion-enrich run --help' lists the run options; other Beam options pass through."""
 
@@ -121,6 +122,12 @@ def _train(argv: list[str]) -> int:
     return train_main(argv)
 
 
+def _calibrate(argv: list[str]) -> int:
+    from models.cli import calibrate_main
+
+    return calibrate_main(argv)
+
+
 def _evaluate(argv: list[str]) -> int:
     from models.cli import evaluate_main
 
@@ -128,7 +135,8 @@ def _evaluate(argv: list[str]) -> int:
 
 
 COMMANDS = {"run": _run, "nightly": _nightly, "dataflow": _dataflow, "inspect": _inspect, "report": _report,
-            "taxonomy": _taxonomy, "prepare": _prepare, "train": _train, "evaluate": _evaluate}
+            "taxonomy": _taxonomy, "prepare": _prepare, "train": _train, "evaluate": _evaluate,
+            "calibrate": _calibrate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,6 +33,7 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import KeyedModelHandler, ModelHandler, PredictionResult, RunInference
 
+from models.calibration import apply_to_outputs
 from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
 
 _LOG = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class ModelInfo:
     classes: tuple[str, ...]
     image_size: int
     sigmoid: bool
+    temperature: float = 1.0  # calibration (models.calibration), applied to every score
 
     @classmethod
     def read(cls, path: str) -> ModelInfo:
@@ -79,7 +81,8 @@ class ModelInfo:
         with FileSystems.open(FileSystems.join(folder, "model_card.json")) as fh:
             card = json.loads(fh.read())
         info = cls(task=card["task"], path=path, model_id=card["model_id"], classes=tuple(card["classes"]),
-                   image_size=int(card["image_size"]), sigmoid=card["output"].startswith("sigmoid"))
+                   image_size=int(card["image_size"]), sigmoid=card["output"].startswith("sigmoid"),
+                   temperature=float((card.get("calibration") or {}).get("temperature", 1.0)))
         expected = 1 if info.sigmoid else len(info.classes)
         units = _output_units(folder)
         if units is not None and units != expected:
@@ -187,7 +190,7 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, Scorer]):
 
     def run_inference(self, batch, model: Scorer, inference_args=None):
         try:
-            outputs = model(np.stack(batch))
+            outputs = self._calibrated(model(np.stack(batch)))
             scores = [tuple(out[i] for out in outputs) for i in range(len(batch))]
         except Exception:  # noqa: BLE001 - isolate the culprit instead of failing the whole batch
             if len(batch) == 1:
@@ -195,10 +198,12 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, Scorer]):
             scores = [self._score_one(model, example) for example in batch]
         return [PredictionResult(example, score, model_id=self._model_id) for example, score in zip(batch, scores)]
 
-    @staticmethod
-    def _score_one(model: Scorer, example):
+    def _calibrated(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
+        return [apply_to_outputs(out, i.temperature, sigmoid=i.sigmoid) for out, i in zip(outputs, self._infos)]
+
+    def _score_one(self, model: Scorer, example):
         try:
-            return tuple(out[0] for out in model(example[None]))
+            return tuple(out[0] for out in self._calibrated(model(example[None])))
         except Exception as exc:  # noqa: BLE001 - this element alone goes to the dead-letter table
             return InferenceFailure(f"{type(exc).__name__}: {exc}"[:500])
 

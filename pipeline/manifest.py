@@ -139,6 +139,7 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
         "finished_at": finished_at,
         "versions": versions,
         "models": {m.task: {"model_id": m.model_id, "path": m.path, "image_size": m.image_size,
+                            "temperature": m.temperature,
                             "classes": list(m.classes)} for m in config.models},
         "output": config.output,
         "sources": [

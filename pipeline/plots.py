@@ -121,3 +121,24 @@ def distributions(samples: dict[str, np.ndarray], title: str, ylabel: str) -> by
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     return _png(fig)
+
+
+def reliability(before: list[dict], after: list[dict] | None, title: str) -> bytes:
+    """Reliability diagram: accuracy against confidence per bin, before and after calibration."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5))
+    ax.plot([0, 1], [0, 1], color="#999999", linestyle="--", label="perfect calibration")
+    for bins, label, colour in ((before, "model", "#dd8452"), (after, "calibrated", "#4c72b0")):
+        if not bins:
+            continue
+        points = [(b["confidence"], b["accuracy"]) for b in bins if b["count"]]
+        if points:
+            xs, ys = zip(*points)
+            ax.plot(xs, ys, marker="o", color=colour, label=label)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("confidence (top-class score)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize=8)
+    return _png(fig)

@@ -122,6 +122,20 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
     cv = json.loads((tmp_path / "model" / "cv_report" / "confusion.json").read_text())
     assert np.array(cv["counts"]).sum() == 64  # every labelled image scored once, in its held-out fold
     assert (tmp_path / "model" / "cv_report" / "confusion_matrix.png").is_file()
+    # Calibration: fitted on the out-of-fold predictions, stored in the card, used by evaluate.
+    calibration = card["calibration"]
+    assert calibration["method"] == "temperature" and calibration["examples"] == 64
+    assert 0.05 <= calibration["temperature"] <= 20 and calibration["nll_after"] <= calibration["nll_before"]
+    assert (tmp_path / "model" / "cv_report" / "reliability.png").stat().st_size > 1000
+    assert metrics["calibration"]["temperature"] == calibration["temperature"]
+    assert (tmp_path / "report" / "reliability.png").is_file()
+    # After the fact: fitted on the exported fold's own held-out images, card updated in place.
+    from models.report import calibrate_export
+
+    again = calibrate_export(str(tmp_path / "model"), out)
+    assert again["examples"] == len(held) and again["fitted_on"] == f"held-out {card['metrics']['exported']} " \
+        "of the exported model"
+    assert load_exported(str(tmp_path / "model"))[1]["calibration"] == again
 
 
 def test_person_task_with_augmentation_and_size_mismatch(prepared, tmp_path):
