@@ -7,6 +7,20 @@ The study's person filter (on by default) ignores person images for the category
 product also has packshots. Below ``min_confidence`` the label is null and flagged. The
 product's label is compared with the retailer's mapped one (see :func:`compare`), so the
 output points at metadata that looks wrong.
+
+Catalog quality, from the same accumulator: the product's primary image (the retailer's
+declared one, else the packshot with the highest calibrated category score), the share of
+its images whose own top-1 is the product's category, and the review queue: ``needs_review``
+with reason codes (see :class:`~pipeline.records.ReviewReason`) under per-field thresholds
+that a run can set per retailer, and ``review_priority``, the expected value of a human look:
+
+* LOW_CONFIDENCE: 1 - the lowest of the flagged scores (the chance the model's label is wrong);
+* MODEL_RETAILER_DISAGREE: the model's calibrated score for its own label (the chance the
+  retailer's label is the wrong one, which is what a reviewer would fix);
+* IMAGES_DISAGREE: 1 - the share of images voting for the product's category;
+* RETAILER_CATEGORY_UNMAPPED: 0.5 (a mapping rule is missing: fixing it fixes many products);
+
+the product's priority is the highest of its reasons'.
 """
 
 from __future__ import annotations
@@ -17,8 +31,12 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 import numpy as np
 
-from pipeline.records import ImageRecord, ProductRecord
+from pipeline.records import CategoryRule, ImageRecord, PrimaryRule, ProductRecord, ReviewReason
 from schemas.taxonomy import Relation, Taxonomy, load_taxonomy
+
+REVIEW_FIELDS = ("category", "gender", "person")
+DEFAULT_REVIEW_THRESHOLDS = {"category": 0.5, "gender": 0.6, "person": 0.8}
+UNMAPPED_PRIORITY = 0.5
 
 
 @dataclass(frozen=True)
@@ -27,6 +45,20 @@ class AggregateConfig:
     person_threshold: float = 0.5
     min_category_confidence: float = 0.0
     min_gender_confidence: float = 0.0
+    # (retailer or "*", field, threshold): a product scoring under it on that field goes to review.
+    # For person, the score is the least certain image's max(p, 1 - p).
+    review_thresholds: tuple[tuple[str, str, float], ...] = ()
+
+    def __post_init__(self):
+        for retailer, name, value in self.review_thresholds:
+            if name not in REVIEW_FIELDS or not 0 <= value <= 1:
+                raise ValueError(f"review threshold {retailer}:{name}={value}: field must be one of {REVIEW_FIELDS}"
+                                 " and the value in [0, 1]")
+
+    def review_threshold(self, retailer: str, name: str) -> float:
+        """The retailer's own threshold, else the run-wide one ("*"), else the default."""
+        found = {r: v for r, f, v in self.review_thresholds if f == name}
+        return found.get(retailer, found.get("*", DEFAULT_REVIEW_THRESHOLDS[name]))
 
 
 @dataclass
@@ -41,6 +73,23 @@ class ProductAccumulator:
     title: str | None = None
     brand: str | None = None
     models: tuple[str | None, str | None, str | None] = (None, None, None)
+    # Catalog quality.
+    first_image: tuple[int, str] | None = None  # (position, uri), lowest position
+    declared_primary: tuple[int, str] | None = None
+    best_packshot: tuple[float, int, str] | None = None  # (category score, -position, uri), highest
+    best_image: tuple[float, int, str] | None = None
+    votes_all: Counter = field(default_factory=Counter)  # each image's own top-1 category
+    votes_packshots: Counter = field(default_factory=Counter)
+    least_person_certainty: float | None = None  # min over images of max(p, 1 - p)
+    unmapped_images: int = 0
+
+
+def _min_key(a, b):
+    return b if a is None else a if b is None else min(a, b)
+
+
+def _max_key(a, b):
+    return b if a is None else a if b is None else max(a, b)
 
 
 def _max(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
@@ -84,6 +133,42 @@ def compare(taxonomy: Taxonomy, retailer: str | None, model: str | None, classes
     return "DISAGREE"
 
 
+def primary_image(acc: ProductAccumulator) -> tuple[str | None, str | None]:
+    """The retailer's declared primary image, else the best packshot, else the best image, else the first."""
+    if acc.declared_primary:
+        return acc.declared_primary[1], PrimaryRule.DECLARED.value
+    if acc.best_packshot:
+        return acc.best_packshot[2], PrimaryRule.BEST_PACKSHOT.value
+    if acc.best_image:
+        return acc.best_image[2], PrimaryRule.BEST_IMAGE.value
+    if acc.first_image:
+        return acc.first_image[1], PrimaryRule.FIRST_IMAGE.value
+    return None, None
+
+
+def review(cfg: AggregateConfig, retailer: str, *, category_score: float | None, gender_score: float | None,
+           person_certainty: float | None, category_agreement: str | None, gender_agreement: str | None,
+           unmapped_images: int, vote_share: float | None, voted: int) -> tuple[tuple[str, ...], float | None]:
+    """(review reasons, priority): see the module docstring for the rules and the priorities."""
+    found: dict[str, float] = {}
+    low = [score for name, score in (("category", category_score), ("gender", gender_score),
+                                     ("person", person_certainty))
+           if score is not None and score < cfg.review_threshold(retailer, name)]
+    if low:
+        found[ReviewReason.LOW_CONFIDENCE] = 1.0 - min(low)
+    disagreeing = [score for agreement, score in ((category_agreement, category_score),
+                                                  (gender_agreement, gender_score))
+                   if agreement == "DISAGREE" and score is not None]
+    if disagreeing:
+        found[ReviewReason.MODEL_RETAILER_DISAGREE] = max(disagreeing)
+    if unmapped_images:
+        found[ReviewReason.RETAILER_CATEGORY_UNMAPPED] = UNMAPPED_PRIORITY
+    if voted >= 2 and vote_share is not None and vote_share < 0.5:
+        found[ReviewReason.IMAGES_DISAGREE] = 1.0 - vote_share
+    reasons = tuple(r.value for r in ReviewReason if r in found)  # a stable order
+    return reasons, (round(max(found.values()), 4) if found else None)
+
+
 class ProductCombineFn(beam.CombineFn):
     def __init__(self, category_classes: tuple[str, ...], gender_classes: tuple[str, ...],
                  cfg: AggregateConfig = AggregateConfig(), taxonomy_path: str | None = None):
@@ -116,6 +201,23 @@ class ProductCombineFn(beam.CombineFn):
         acc.brand = acc.brand or record.brand
         acc.models = tuple(a or b for a, b in zip(acc.models, (record.category_model, record.gender_model,
                                                                 record.person_model)))
+        where = (record.image_position, record.image_uri)
+        acc.first_image = _min_key(acc.first_image, where)
+        if record.is_primary:
+            acc.declared_primary = _min_key(acc.declared_primary, where)
+        if record.category_scores:
+            ranked = (max(record.category_scores), -record.image_position, record.image_uri)
+            acc.best_image = _max_key(acc.best_image, ranked)
+            if not person:
+                acc.best_packshot = _max_key(acc.best_packshot, ranked)
+        if record.predicted_category:
+            acc.votes_all[record.predicted_category] += 1
+            if not person:
+                acc.votes_packshots[record.predicted_category] += 1
+        if record.person_score is not None:
+            certainty = max(record.person_score, 1 - record.person_score)
+            acc.least_person_certainty = _min_key(acc.least_person_certainty, certainty)
+        acc.unmapped_images += record.category_rule == CategoryRule.UNMAPPED
         return acc
 
     def merge_accumulators(self, accumulators) -> ProductAccumulator:
@@ -130,6 +232,14 @@ class ProductCombineFn(beam.CombineFn):
             out.retailer_genders.update(acc.retailer_genders)
             out.title, out.brand = out.title or acc.title, out.brand or acc.brand
             out.models = tuple(a or b for a, b in zip(out.models, acc.models))
+            out.first_image = _min_key(out.first_image, acc.first_image)
+            out.declared_primary = _min_key(out.declared_primary, acc.declared_primary)
+            out.best_packshot = _max_key(out.best_packshot, acc.best_packshot)
+            out.best_image = _max_key(out.best_image, acc.best_image)
+            out.votes_all.update(acc.votes_all)
+            out.votes_packshots.update(acc.votes_packshots)
+            out.least_person_certainty = _min_key(out.least_person_certainty, acc.least_person_certainty)
+            out.unmapped_images += acc.unmapped_images
         return out
 
     def extract_output(self, acc: ProductAccumulator) -> ProductAccumulator:
@@ -148,6 +258,18 @@ class ProductCombineFn(beam.CombineFn):
             acc.gender, self._gender_classes, self._cfg.min_gender_confidence)
         retailer_category = acc.retailer_categories.most_common(1)[0][0] if acc.retailer_categories else None
         retailer_gender = acc.retailer_genders.most_common(1)[0][0] if acc.retailer_genders else None
+        category_agreement = (compare(taxonomy, retailer_category, category, self._category_classes)
+                              if scores is not None else None)
+        gender_agreement = (compare(taxonomy, retailer_gender, gender, self._gender_classes)
+                            if acc.gender is not None else None)
+        primary_uri, primary_rule = primary_image(acc)
+        votes = acc.votes_packshots if filtered else acc.votes_all
+        voted = sum(votes.values())
+        share = votes.get(category, 0) / voted if voted and category else None
+        reasons, priority = review(self._cfg, retailer, category_score=category_score, gender_score=gender_score,
+                                   person_certainty=acc.least_person_certainty,
+                                   category_agreement=category_agreement, gender_agreement=gender_agreement,
+                                   unmapped_images=acc.unmapped_images, vote_share=share, voted=voted)
         return ProductRecord(
             retailer=retailer, product_id=product_id, title=acc.title, brand=acc.brand,
             image_count=acc.images, person_image_count=acc.person_images,
@@ -159,11 +281,11 @@ class ProductCombineFn(beam.CombineFn):
             category_scores=tuple(round(float(s), 6) for s in scores) if scores is not None else (),
             gender=gender, gender_score=gender_score, gender_low_confidence=gender_low,
             retailer_category=retailer_category, retailer_gender=retailer_gender,
-            category_agreement=compare(taxonomy, retailer_category, category, self._category_classes)
-            if scores is not None else None,
-            gender_agreement=compare(taxonomy, retailer_gender, gender, self._gender_classes)
-            if acc.gender is not None else None,
+            category_agreement=category_agreement, gender_agreement=gender_agreement,
             category_model=acc.models[0], gender_model=acc.models[1], person_model=acc.models[2],
+            primary_image_uri=primary_uri, primary_image_rule=primary_rule,
+            image_vote_share=round(share, 4) if share is not None else None,
+            needs_review=bool(reasons), review_reasons=reasons, review_priority=priority,
         )
 
 

@@ -29,11 +29,12 @@ from pipeline.manifest import (
 )
 from pipeline.options import RunConfig
 from pipeline.progress import LogProgress
+from pipeline.records import ReviewRecord
 from pipeline.sinks import CommitRun, WriteTable, staging_root
 from pipeline.sources import DEAD_LETTER, FILE_STATS, ReadDump, decoder_for
 from pipeline.taxonomy import MapTaxonomy
 from schemas.tables import DEAD_LETTER as DEAD_LETTER_TABLE
-from schemas.tables import IMAGES, PRODUCTS
+from schemas.tables import IMAGES, PRODUCTS, REVIEW
 
 
 @dataclass(frozen=True)
@@ -106,6 +107,10 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
         category.classes if category else (), gender.classes if gender else (), config.aggregate,
         taxonomy_path=config.taxonomy_path)
 
+    review = (products
+              | "NeedsReview" >> beam.Filter(lambda product: product.needs_review)
+              | "ToReview" >> beam.Map(ReviewRecord.of))
+
     staging = staging_root(config.output, config.run_id)
     vocabulary = {f"fashion_enrich.{m.task}_classes": json.dumps(list(m.classes)) for m in config.models}
     vocabulary.update({f"fashion_enrich.{m.task}_model": m.model_id for m in config.models})
@@ -116,7 +121,7 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
 
     written = (
         (write(images, IMAGES, "WriteImages", vocabulary), write(products, PRODUCTS, "WriteProducts", vocabulary),
-         write(dead_letter, DEAD_LETTER_TABLE, "WriteDeadLetter"))
+         write(dead_letter, DEAD_LETTER_TABLE, "WriteDeadLetter"), write(review, REVIEW, "WriteReview"))
         | "AllWritten" >> beam.Flatten()
     )
     counts = p | "CountEvents" >> CountEvents({

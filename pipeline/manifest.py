@@ -45,6 +45,9 @@ def product_events(product) -> list[tuple]:
         keys.append(("gender_agreement", product.retailer, product.gender_agreement))
     if product.category_low_confidence:
         keys.append(("category_low_confidence", product.retailer))
+    keys += [("review_reason", product.retailer, reason) for reason in product.review_reasons]
+    if product.needs_review:
+        keys.append(("needs_review", product.retailer))
     return keys
 
 
@@ -161,6 +164,8 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
             "gender_agreement": _per_retailer(counter, "gender_agreement"),
             "category_low_confidence": per_retailer("category_low_confidence"),
             "category_rule": _per_retailer(counter, "category_rule"),
+            "needs_review": per_retailer("needs_review"),  # = rows of the review table
+            "review_reasons": _per_retailer(counter, "review_reason"),
         },
         "unmapped": {
             "category": _top(counter, "unmapped"),

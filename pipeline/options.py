@@ -115,6 +115,10 @@ class FashionEnrichOptions(PipelineOptions):
                             type=float, default=0.0, help="below it the product category is null and flagged")
         parser.add_argument("--min_gender_confidence", "--min-gender-confidence", dest="min_gender_confidence",
                             type=float, default=0.0, help="below it the product gender is null and flagged")
+        parser.add_argument("--review_threshold", "--review-threshold", dest="review_threshold", action="append",
+                            default=None, metavar="[RETAILER:]FIELD=VALUE",
+                            help="review queue threshold for category, gender or person (defaults 0.5, 0.6, "
+                                 "0.8); with RETAILER: for that retailer only; repeatable")
         parser.add_argument("--progress_interval", "--progress-interval", dest="progress_interval", type=float,
                             default=60.0, help="seconds between progress log lines per worker (0: none)")
         parser.add_argument("--inference_accelerator", "--inference-accelerator", dest="inference_accelerator",
@@ -203,7 +207,7 @@ class RunConfig:
         models = tuple(ModelInfo.read(m["path"]) for m in data.pop("models"))
         return cls(sources=sources, fetch=FetchConfig(**fetch), decode=DecodeConfig(**decode), models=models,
                    inference=InferenceConfig(**data.pop("inference")),
-                   aggregate=AggregateConfig(**data.pop("aggregate")), **data)
+                   aggregate=_aggregate_from_json(data.pop("aggregate")), **data)
 
     @classmethod
     def from_options(cls, options: PipelineOptions, *, now: dt.datetime | None = None) -> RunConfig:
@@ -266,7 +270,8 @@ class RunConfig:
             aggregate = AggregateConfig(person_filter=not opts.no_person_filter,
                                         person_threshold=opts.person_threshold,
                                         min_category_confidence=opts.min_category_confidence,
-                                        min_gender_confidence=opts.min_gender_confidence)
+                                        min_gender_confidence=opts.min_gender_confidence,
+                                        review_thresholds=_review_thresholds(opts.review_threshold or ()))
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         return cls(
@@ -312,6 +317,23 @@ def _models(opts) -> tuple[ModelInfo, ...]:
         if info.task != task:
             raise ConfigError(f"--{task}-model {choice} is a {info.task} model")
         found.append(info)
+    return tuple(found)
+
+
+def _aggregate_from_json(data: dict) -> AggregateConfig:
+    return AggregateConfig(**{**data, "review_thresholds": tuple(tuple(t) for t in data["review_thresholds"])})
+
+
+_REVIEW_RE = re.compile(r"^(?:(?P<retailer>[A-Za-z0-9_-]+):)?(?P<field>[a-z]+)=(?P<value>[0-9.]+)$")
+
+
+def _review_thresholds(specs) -> tuple[tuple[str, str, float], ...]:
+    found = []
+    for spec in specs:
+        match = _REVIEW_RE.match(spec)
+        if not match:
+            raise ConfigError(f"--review-threshold must look like [RETAILER:]FIELD=VALUE, got {spec!r}")
+        found.append((match["retailer"] or "*", match["field"], float(match["value"])))
     return tuple(found)
 
 

@@ -62,6 +62,22 @@ class ImageRole(enum.StrEnum):
     OTHER = "OTHER"
 
 
+class ReviewReason(enum.StrEnum):
+    """Why a product is in the review queue (products.review_reasons, review table)."""
+
+    LOW_CONFIDENCE = "LOW_CONFIDENCE"  # a model score under its review threshold
+    MODEL_RETAILER_DISAGREE = "MODEL_RETAILER_DISAGREE"  # category or gender agreement is DISAGREE
+    RETAILER_CATEGORY_UNMAPPED = "RETAILER_CATEGORY_UNMAPPED"  # the retailer's value matched no mapping rule
+    IMAGES_DISAGREE = "IMAGES_DISAGREE"  # under half of the product's images vote for its category
+
+
+class PrimaryRule(enum.StrEnum):
+    DECLARED = "DECLARED"  # the retailer marks it as the primary image
+    BEST_PACKSHOT = "BEST_PACKSHOT"  # the packshot with the highest calibrated category score
+    BEST_IMAGE = "BEST_IMAGE"  # only person shots: the highest-scoring image
+    FIRST_IMAGE = "FIRST_IMAGE"  # no scores: the lowest image position
+
+
 class CategoryRule(enum.StrEnum):
     EXACT = "EXACT"
     PREFIX = "PREFIX"
@@ -158,6 +174,39 @@ class ProductRecord:
     category_model: str | None = None
     gender_model: str | None = None
     person_model: str | None = None
+    # Catalog quality.
+    primary_image_uri: str | None = None
+    primary_image_rule: str | None = None  # PrimaryRule
+    image_vote_share: float | None = None  # share of the scored images whose own top-1 is the product category
+    needs_review: bool = False
+    review_reasons: tuple[str, ...] = ()  # ReviewReason values
+    review_priority: float | None = None  # expected value of a human look, 0..1 (see pipeline.aggregate)
+
+
+@dataclass(frozen=True)
+class ReviewRecord:
+    """A product a person should look at (review table), ordered by priority within each file."""
+
+    retailer: str
+    product_id: str
+    review_priority: float
+    review_reasons: tuple[str, ...]
+    title: str | None = None
+    image_count: int = 0
+    primary_image_uri: str | None = None
+    category: str | None = None
+    category_score: float | None = None
+    retailer_category: str | None = None
+    category_agreement: str | None = None
+    gender: str | None = None
+    gender_score: float | None = None
+    retailer_gender: str | None = None
+    gender_agreement: str | None = None
+    image_vote_share: float | None = None
+
+    @classmethod
+    def of(cls, product: ProductRecord) -> ReviewRecord:
+        return cls(**{f: getattr(product, f) for f in cls.__dataclass_fields__})
 
 
 @dataclass(frozen=True)

@@ -137,6 +137,24 @@ def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -
         parts += ["<h2>Dead-letter reasons</h2>",
                   _img(plots.bars(dict(reasons.most_common()), "dead letters by reason", "records", horizontal=True),
                        "dead-letter reasons")]
+    review = read_table(output, "review", run_date, ["product_id", "title", "review_priority", "review_reasons",
+                                                      "category", "retailer_category", "primary_image_uri"])
+    location = f"{output.rstrip('/')}/review/run_date={run_date}/"
+    parts += ["<h2 id=review>Review queue</h2>",
+              f"<p>{review.num_rows} products need a look; the full queue, ordered by priority (the expected value "
+              f"of a human look), is the review table: <a href=\"{html.escape(location)}\">"
+              f"{html.escape(location)}</a></p>"]
+    if review.num_rows:
+        first = review.sort_by([("review_priority", "descending")]).slice(0, limit).to_pylist()
+        rows = []
+        for r in first:
+            thumb = _thumbnail(r["primary_image_uri"])
+            cell = f'<img class="thumb" alt="product image" src="{thumb}">' if thumb else "<span class=muted>n/a</span>"
+            rows.append([cell, html.escape(r["retailer"]), html.escape(r["product_id"]), html.escape(r["title"] or ""),
+                         f"{r['review_priority']:.3f}", html.escape(", ".join(r["review_reasons"])),
+                         html.escape(r["retailer_category"] or ""), html.escape(r["category"] or "")])
+        parts.append(_table(["image", "retailer", "product", "title", "priority", "reasons", "retailer says",
+                             "model says"], rows))
     top = disagreements(output, run_date, limit)
     parts.append("<h2>Most confident disagreements</h2>")
     if top:

@@ -56,6 +56,9 @@ class _WriteParquetFn(beam.DoFn):
         batch: list[dict] = []
         schema = self._table.schema.with_metadata({**(self._table.schema.metadata or {}), **{
             k.encode(): v.encode() for k, v in self._metadata.items()}})
+        if self._table.order_by:  # small tables read top-down (the review queue): sorted in the file
+            key = self._table.order_by
+            records = sorted(records, key=lambda r: -(getattr(r, key) or 0.0))
         with FileSystems.create(path) as fh:
             writer = pq.ParquetWriter(fh, schema, compression="snappy")
             for record in records:

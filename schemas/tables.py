@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline.records import DeadLetter, ImageRecord, ProductRecord
+from pipeline.records import DeadLetter, ImageRecord, ProductRecord, ReviewRecord
 
 SCHEMA_VERSION = "1"
 PARTITION_COLUMNS = ("run_date", "retailer")
@@ -56,6 +56,7 @@ def schema_for(record_type: type, *, exclude: tuple[str, ...] = PARTITION_COLUMN
 class TableSpec:
     name: str
     record_type: type
+    order_by: str | None = None  # rows sorted by this field, descending, within each file
 
     @functools.cached_property
     def schema(self) -> pa.Schema:
@@ -81,4 +82,5 @@ class TableSpec:
 IMAGES = TableSpec("images", ImageRecord)
 PRODUCTS = TableSpec("products", ProductRecord)
 DEAD_LETTER = TableSpec("dead_letter", DeadLetter)
-TABLES = {t.name: t for t in (IMAGES, PRODUCTS, DEAD_LETTER)}
+REVIEW = TableSpec("review", ReviewRecord, order_by="review_priority")
+TABLES = {t.name: t for t in (IMAGES, PRODUCTS, DEAD_LETTER, REVIEW)}

@@ -88,14 +88,17 @@ def test_report_is_self_contained_with_plots_and_thumbnails(output, tmp_path, ca
     page = _Page()
     page.feed(page_path.read_text())
     assert page.headings == ["Counts", "Model categories per retailer", "Retailer category vs model category",
-                             "Confidence per predicted class", "Dead-letter reasons", "Most confident disagreements"]
+                             "Confidence per predicted class", "Dead-letter reasons", "Review queue",
+                             "Most confident disagreements"]
+    assert f'href="{output}/review/run_date=2026-11-20/"' in page_path.read_text()
     plots = [src for cls, src in page.images if cls == "plot"]
     thumbs = [src for cls, src in page.images if cls == "thumb"]
     assert len(plots) == 4 and all(src.startswith("data:image/png;base64,") for src in plots)
     assert thumbs and all(src.startswith("data:image/jpeg;base64,") for src in thumbs)  # sample images are local
     assert all(src.startswith("data:") for _, src in page.images)  # nothing fetched from elsewhere
     products = frame(output, "products")
-    assert len(thumbs) == min(20, int((products["category_agreement"] == "DISAGREE").sum()))
+    review = frame(output, "review")
+    assert len(thumbs) == min(20, int((products["category_agreement"] == "DISAGREE").sum())) + min(20, len(review))
 
 
 @pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
