@@ -74,10 +74,11 @@ class ProductAccumulator:
     brand: str | None = None
     models: tuple[str | None, str | None, str | None] = (None, None, None)
     # Catalog quality.
-    first_image: tuple[int, str] | None = None  # (position, uri), lowest position
-    declared_primary: tuple[int, str] | None = None
-    best_packshot: tuple[float, int, str] | None = None  # (category score, -position, uri), highest
-    best_image: tuple[float, int, str] | None = None
+    # Primary image candidates, each with its colour (skin discounted on person shots).
+    first_image: tuple[int, str, str | None] | None = None  # (position, uri, colour), lowest position
+    declared_primary: tuple[int, str, str | None] | None = None
+    best_packshot: tuple[float, int, str, str | None] | None = None  # (category score, -position, uri, colour)
+    best_image: tuple[float, int, str, str | None] | None = None
     votes_all: Counter = field(default_factory=Counter)  # each image's own top-1 category
     votes_packshots: Counter = field(default_factory=Counter)
     least_person_certainty: float | None = None  # min over images of max(p, 1 - p)
@@ -133,17 +134,18 @@ def compare(taxonomy: Taxonomy, retailer: str | None, model: str | None, classes
     return "DISAGREE"
 
 
-def primary_image(acc: ProductAccumulator) -> tuple[str | None, str | None]:
-    """The retailer's declared primary image, else the best packshot, else the best image, else the first."""
+def primary_image(acc: ProductAccumulator) -> tuple[str | None, str | None, str | None]:
+    """(uri, rule, colour): the retailer's declared primary image, else the best packshot, else the
+    best image, else the first."""
     if acc.declared_primary:
-        return acc.declared_primary[1], PrimaryRule.DECLARED.value
+        return acc.declared_primary[1], PrimaryRule.DECLARED.value, acc.declared_primary[2]
     if acc.best_packshot:
-        return acc.best_packshot[2], PrimaryRule.BEST_PACKSHOT.value
+        return acc.best_packshot[2], PrimaryRule.BEST_PACKSHOT.value, acc.best_packshot[3]
     if acc.best_image:
-        return acc.best_image[2], PrimaryRule.BEST_IMAGE.value
+        return acc.best_image[2], PrimaryRule.BEST_IMAGE.value, acc.best_image[3]
     if acc.first_image:
-        return acc.first_image[1], PrimaryRule.FIRST_IMAGE.value
-    return None, None
+        return acc.first_image[1], PrimaryRule.FIRST_IMAGE.value, acc.first_image[2]
+    return None, None, None
 
 
 def review(cfg: AggregateConfig, retailer: str, *, category_score: float | None, gender_score: float | None,
@@ -201,12 +203,13 @@ class ProductCombineFn(beam.CombineFn):
         acc.brand = acc.brand or record.brand
         acc.models = tuple(a or b for a, b in zip(acc.models, (record.category_model, record.gender_model,
                                                                 record.person_model)))
-        where = (record.image_position, record.image_uri)
+        colour = record.dominant_colour_no_skin if person else record.dominant_colour
+        where = (record.image_position, record.image_uri, colour)
         acc.first_image = _min_key(acc.first_image, where)
         if record.is_primary:
             acc.declared_primary = _min_key(acc.declared_primary, where)
         if record.category_scores:
-            ranked = (max(record.category_scores), -record.image_position, record.image_uri)
+            ranked = (max(record.category_scores), -record.image_position, record.image_uri, colour)
             acc.best_image = _max_key(acc.best_image, ranked)
             if not person:
                 acc.best_packshot = _max_key(acc.best_packshot, ranked)
@@ -262,7 +265,7 @@ class ProductCombineFn(beam.CombineFn):
                               if scores is not None else None)
         gender_agreement = (compare(taxonomy, retailer_gender, gender, self._gender_classes)
                             if acc.gender is not None else None)
-        primary_uri, primary_rule = primary_image(acc)
+        primary_uri, primary_rule, colour = primary_image(acc)
         votes = acc.votes_packshots if filtered else acc.votes_all
         voted = sum(votes.values())
         share = votes.get(category, 0) / voted if voted and category else None
@@ -283,7 +286,7 @@ class ProductCombineFn(beam.CombineFn):
             retailer_category=retailer_category, retailer_gender=retailer_gender,
             category_agreement=category_agreement, gender_agreement=gender_agreement,
             category_model=acc.models[0], gender_model=acc.models[1], person_model=acc.models[2],
-            primary_image_uri=primary_uri, primary_image_rule=primary_rule,
+            primary_image_uri=primary_uri, primary_image_rule=primary_rule, colour=colour,
             image_vote_share=round(share, 4) if share is not None else None,
             needs_review=bool(reasons), review_reasons=reasons, review_priority=priority,
         )

@@ -2,6 +2,7 @@
 
     sources (one ReadDump per retailer) -> MapTaxonomy -> DeduplicateImages -> LoadImages
       -> ScoreImages (RunInference per model) -> AggregateProducts (cumulative max)
+         + GroupNearDuplicates (perceptual hashes) -> review queue
       -> WriteTable(images / products / dead_letter) -> CommitRun (partitions + manifest)
 
 The pipeline object comes from outside (the CLI, a runner, or a TestPipeline in tests).
@@ -17,6 +18,7 @@ import apache_beam as beam
 from pipeline import versions
 from pipeline.aggregate import AggregateProducts
 from pipeline.dedupe import DUPLICATES, DeduplicateImages
+from pipeline.duplicates import GroupNearDuplicates, attach_groups
 from pipeline.images import LoadImages
 from pipeline.inference import ScoreImages
 from pipeline.manifest import (
@@ -106,6 +108,9 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
     products = images | "AggregateProducts" >> AggregateProducts(
         category.classes if category else (), gender.classes if gender else (), config.aggregate,
         taxonomy_path=config.taxonomy_path)
+    duplicate_groups = images | "NearDuplicates" >> GroupNearDuplicates()
+    products = products | "AttachDuplicateGroups" >> beam.Map(
+        attach_groups, groups=beam.pvalue.AsSingleton(duplicate_groups))
 
     review = (products
               | "NeedsReview" >> beam.Filter(lambda product: product.needs_review)

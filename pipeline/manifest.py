@@ -48,6 +48,8 @@ def product_events(product) -> list[tuple]:
     keys += [("review_reason", product.retailer, reason) for reason in product.review_reasons]
     if product.needs_review:
         keys.append(("needs_review", product.retailer))
+    if product.duplicate_group:
+        keys.append(("near_duplicate_products", product.retailer))
     return keys
 
 
@@ -165,6 +167,7 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
             "category_low_confidence": per_retailer("category_low_confidence"),
             "category_rule": _per_retailer(counter, "category_rule"),
             "needs_review": per_retailer("needs_review"),  # = rows of the review table
+            "near_duplicate_products": per_retailer("near_duplicate_products"),
             "review_reasons": _per_retailer(counter, "review_reason"),
         },
         "unmapped": {

@@ -127,6 +127,9 @@ class ImageRecord:
     fetch_attempts: int | None = None
     fetch_ms: float | None = None
     cache_hit: bool | None = None
+    image_phash: str | None = None  # 64-bit perceptual hash, 16 hex digits (flip-invariant)
+    dominant_colour: str | None = None  # foreground colour, white background discounted
+    dominant_colour_no_skin: str | None = None  # the same with skin tones discounted (person shots)
     # Model scores (ScoreImages); the category vocabulary is in the table metadata and manifest.
     person_score: float | None = None
     predicted_category: str | None = None
@@ -178,6 +181,9 @@ class ProductRecord:
     primary_image_uri: str | None = None
     primary_image_rule: str | None = None  # PrimaryRule
     image_vote_share: float | None = None  # share of the scored images whose own top-1 is the product category
+    colour: str | None = None  # the primary image's dominant colour (skin discounted on person shots)
+    duplicate_group: str | None = None  # near-duplicate images with other products: the group's smallest member
+    duplicate_group_size: int = 0  # products in the group (0: none)
     needs_review: bool = False
     review_reasons: tuple[str, ...] = ()  # ReviewReason values
     review_priority: float | None = None  # expected value of a human look, 0..1 (see pipeline.aggregate)

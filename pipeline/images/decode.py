@@ -51,6 +51,9 @@ class Decoded:
     width: int  # original size, after EXIF orientation
     height: int
     format: str
+    phash: str | None = None  # pipeline.images.features, filled by LoadImages
+    colour: str | None = None
+    colour_no_skin: str | None = None
 
 
 def sniff(data: bytes) -> str | None:

@@ -23,6 +23,7 @@ import apache_beam as beam
 
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.images.decode import Decoded, ImageError, decode_and_preprocess
+from pipeline.images.features import dominant_colours, perceptual_hash
 from pipeline.images.fetch import Fetcher, FetchError
 from pipeline.memory import tune_malloc
 from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
@@ -38,6 +39,12 @@ def image_dead_letter(record: ImageRecord, stage: Stage, reason: Reason, message
                            source_file=record.source_file, source_line=record.source_line,
                            source_offset=record.source_offset, product_id=record.product_id,
                            image_uri=record.image_uri, http_status=status, attempts=attempts)
+
+
+def with_features(decoded: Decoded) -> Decoded:
+    """The decoded image with its perceptual hash and dominant colours (on the model-size array)."""
+    colour, no_skin = dominant_colours(decoded.array)
+    return dataclasses.replace(decoded, phash=perceptual_hash(decoded.array), colour=colour, colour_no_skin=no_skin)
 
 
 class _LoadFn(beam.DoFn):
@@ -74,7 +81,7 @@ class _LoadFn(beam.DoFn):
 
     def _decode(self, data: bytes) -> Decoded | ImageError:
         try:
-            return decode_and_preprocess(data, self._decode_cfg)
+            return with_features(decode_and_preprocess(data, self._decode_cfg))
         except ImageError as exc:
             return exc
         except Exception as exc:  # noqa: BLE001 - one odd image must not fail the whole job
@@ -146,7 +153,9 @@ class _LoadFn(beam.DoFn):
                 continue
             counts["decoded"] += 1
             yield dataclasses.replace(record, image_width=decoded.width, image_height=decoded.height,
-                                      image_format=decoded.format, **fields), decoded.array
+                                      image_format=decoded.format, image_phash=decoded.phash,
+                                      dominant_colour=decoded.colour, dominant_colour_no_skin=decoded.colour_no_skin,
+                                      **fields), decoded.array
         counts["decode_reused"] += self._reused
         counts["fetched_bytes"] += fetched_bytes
         for name, n in counts.items():  # one metric update per batch, not per image

@@ -1,0 +1,99 @@
+"""GroupNearDuplicates: products whose images are near-duplicates, within and across retailers.
+
+Two images are near-duplicates when their perceptual hashes (``pipeline.images.features``)
+differ in at most ``NEAR_DUPLICATE_BITS`` bits. Candidates come from locality-sensitive
+bucketing: the 64-bit hash is cut into four 16-bit bands, and two hashes within 6 bits share
+at least one band exactly (pigeonhole), so only images sharing a band are compared. Matching
+products are joined into groups by a union-find ``CombineFn`` over the (few) matching pairs;
+each group is named by its smallest member ``retailer/product_id``. Products in no group get
+null, so memory scales with the duplicates, not with the catalog.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import Counter
+
+import apache_beam as beam
+
+from pipeline.images.features import NEAR_DUPLICATE_BITS, hamming
+
+BANDS = 4
+MAX_BUCKET = 500  # members compared pairwise per bucket (a flood of identical placeholders stays bounded)
+
+
+def _bands(record):
+    if not record.image_phash:
+        return
+    member = (f"{record.retailer}/{record.product_id}", record.image_phash)
+    width = len(record.image_phash) // BANDS
+    for band in range(BANDS):
+        yield (band, record.image_phash[band * width:(band + 1) * width]), member
+
+
+def _pairs(element, bits: int):
+    _, members = element
+    members = sorted(set(members))[:MAX_BUCKET]
+    for i, (product_a, hash_a) in enumerate(members):
+        for product_b, hash_b in members[i + 1:]:
+            if product_a != product_b and hamming(hash_a, hash_b) <= bits:
+                yield (min(product_a, product_b), max(product_a, product_b))
+
+
+class _UnionFind(beam.CombineFn):
+    """Matching pairs -> {product: (group name, group size)} for every product in a group."""
+
+    def create_accumulator(self):
+        return set()
+
+    def add_input(self, pairs, pair):
+        pairs.add(pair)
+        return pairs
+
+    def merge_accumulators(self, accumulators):
+        merged = set()
+        for pairs in accumulators:
+            merged |= pairs
+        return merged
+
+    def extract_output(self, pairs):
+        parent: dict[str, str] = {}
+
+        def find(x):
+            while parent.setdefault(x, x) != x:
+                parent[x] = parent[parent[x]]
+                x = parent[x]
+            return x
+
+        for a, b in pairs:
+            ra, rb = find(a), find(b)
+            if ra != rb:
+                parent[max(ra, rb)] = min(ra, rb)  # the smallest member names the group
+        groups = {member: find(member) for member in parent}
+        sizes = Counter(groups.values())
+        return {member: (group, sizes[group]) for member, group in groups.items()}
+
+
+class GroupNearDuplicates(beam.PTransform):
+    """ImageRecords -> a singleton PCollection: {"retailer/product_id": (group name, size)}."""
+
+    def __init__(self, bits: int = NEAR_DUPLICATE_BITS):
+        super().__init__()
+        self._bits = bits
+
+    def expand(self, images):
+        return (
+            images
+            | "Bands" >> beam.FlatMap(_bands)
+            | "Buckets" >> beam.GroupByKey()
+            | "Pairs" >> beam.FlatMap(_pairs, self._bits)
+            | "Groups" >> beam.CombineGlobally(_UnionFind())
+        )
+
+
+def attach_groups(product, groups: dict[str, tuple[str, int]]):
+    """The product with its near-duplicate group and the group's size (null / 0 without one)."""
+    found = groups.get(f"{product.retailer}/{product.product_id}")
+    if found is None:
+        return product
+    return dataclasses.replace(product, duplicate_group=found[0], duplicate_group_size=found[1])

@@ -1,0 +1,121 @@
+"""Image features computed next to decoding: a perceptual hash and the dominant colour.
+
+* ``perceptual_hash``: a 64-bit DCT hash (pHash) of the image averaged with its mirror image,
+  so that a horizontally flipped copy hashes the same; resized and re-encoded copies land
+  within a few bits. Near-duplicates are images whose hashes differ in at most
+  ``NEAR_DUPLICATE_BITS`` bits.
+* ``dominant_colours``: the most common named colour of the foreground, with the white /
+  near-white background discounted, and the same with skin-toned pixels discounted too (used
+  for person shots). Names come from a small vocabulary (``COLOURS``), matched in CIE Lab.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+from PIL import Image
+
+HASH_SIDE = 32
+NEAR_DUPLICATE_BITS = 6
+COLOUR_SIDE = 32
+
+# name -> reference sRGB; several references may share a name.
+COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
+    ("black", (20, 20, 20)), ("black", (45, 45, 50)),
+    ("white", (245, 245, 245)),
+    ("grey", (128, 128, 128)), ("grey", (90, 90, 95)), ("grey", (185, 185, 185)),
+    ("navy", (30, 40, 80)), ("navy", (40, 50, 100)),
+    ("blue", (40, 90, 180)), ("blue", (90, 140, 210)), ("blue", (70, 110, 150)),
+    ("green", (40, 130, 60)), ("green", (30, 80, 50)), ("green", (110, 180, 120)),
+    ("olive", (110, 110, 50)),
+    ("red", (200, 30, 40)), ("red", (170, 20, 30)),
+    ("maroon", (110, 20, 35)),
+    ("pink", (235, 130, 170)), ("pink", (240, 180, 200)),
+    ("purple", (110, 50, 140)), ("purple", (160, 110, 190)),
+    ("yellow", (235, 210, 50)), ("yellow", (240, 225, 120)),
+    ("orange", (240, 130, 30)),
+    ("brown", (110, 70, 40)), ("brown", (150, 100, 60)),
+    ("beige", (215, 195, 160)), ("beige", (200, 180, 140)),
+)
+COLOUR_NAMES = tuple(dict.fromkeys(name for name, _ in COLOURS))
+
+
+def _dct_matrix(n: int) -> np.ndarray:
+    k = np.arange(n)[:, None]
+    i = np.arange(n)[None, :]
+    m = np.cos(np.pi * (2 * i + 1) * k / (2 * n)) * np.sqrt(2 / n)
+    m[0] /= np.sqrt(2)
+    return m
+
+
+_DCT = _dct_matrix(HASH_SIDE)
+
+
+def perceptual_hash(array: np.ndarray) -> str:
+    """16 hex digits: 64 bits of the low-frequency DCT of the mirror-averaged grey image."""
+    grey = np.asarray(Image.fromarray(array).convert("L").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BILINEAR),
+                      dtype=np.float64)
+    symmetric = (grey + grey[:, ::-1]) / 2  # odd horizontal frequencies vanish: keep the even ones
+    coefficients = _DCT @ symmetric @ _DCT.T
+    block = coefficients[:8, 0:16:2].ravel()  # 8 vertical x 8 even horizontal frequencies
+    bits = block > np.median(block[1:])  # the DC term skews the median
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+
+
+def hamming(a: str, b: str) -> int:
+    return (int(a, 16) ^ int(b, 16)).bit_count()
+
+
+def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    c = rgb.astype(np.float64) / 255.0
+    c = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    xyz = c @ np.array([[0.4124, 0.2126, 0.0193], [0.3576, 0.7152, 0.1192], [0.1805, 0.0722, 0.9505]])
+    xyz /= np.array([0.95047, 1.0, 1.08883])
+    f = np.where(xyz > 216 / 24389, np.cbrt(xyz), (24389 / 27 * xyz + 16) / 116)
+    return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
+
+
+_REFERENCE_LAB = _srgb_to_lab(np.array([rgb for _, rgb in COLOURS]))
+_REFERENCE_NAME = np.array([COLOUR_NAMES.index(name) for name, _ in COLOURS])
+
+
+def _is_background(rgb: np.ndarray) -> np.ndarray:
+    return (rgb.min(axis=1) >= 225) & (rgb.max(axis=1) - rgb.min(axis=1) <= 18)
+
+
+def _is_skin(rgb: np.ndarray) -> np.ndarray:
+    r, g, b = (rgb[:, i].astype(np.float32) for i in range(3))
+    cb = 128 - 0.168736 * r - 0.331264 * g + 0.5 * b
+    cr = 128 + 0.5 * r - 0.418688 * g - 0.081312 * b
+    return (cb >= 77) & (cb <= 127) & (cr >= 137) & (cr <= 173) & (r > g) & (r > b)
+
+
+@functools.lru_cache(maxsize=1)
+def _name_table() -> np.ndarray:
+    """Colour name index for every RGB colour quantised to 5 bits per channel (32x32x32), built
+    once per process: voting is then a table lookup, not a Lab distance per pixel."""
+    levels = np.arange(32) * 8 + 4
+    grid = np.stack(np.meshgrid(levels, levels, levels, indexing="ij"), axis=-1).reshape(-1, 3)
+    distances = ((_srgb_to_lab(grid)[:, None, :] - _REFERENCE_LAB[None, :, :]) ** 2).sum(axis=2)
+    return _REFERENCE_NAME[distances.argmin(axis=1)].reshape(32, 32, 32)
+
+
+def _vote(rgb: np.ndarray) -> str | None:
+    if len(rgb) == 0:
+        return None
+    q = rgb >> 3
+    names = _name_table()[q[:, 0], q[:, 1], q[:, 2]]
+    return COLOUR_NAMES[int(np.bincount(names, minlength=len(COLOUR_NAMES)).argmax())]
+
+
+def dominant_colours(array: np.ndarray) -> tuple[str | None, str | None]:
+    """(dominant colour without the background, the same without skin either)."""
+    small = np.asarray(Image.fromarray(array).resize((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BOX))
+    pixels = small.reshape(-1, 3)
+    foreground = pixels[~_is_background(pixels)]
+    if len(foreground) < 0.03 * len(pixels):  # almost nothing but white: a white product on white
+        return "white", "white"
+    plain = _vote(foreground)
+    without_skin = foreground[~_is_skin(foreground)]
+    return plain, (_vote(without_skin) if len(without_skin) >= 0.02 * len(pixels) else plain)

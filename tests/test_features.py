@@ -1,0 +1,90 @@
+"""Perceptual hashes, near-duplicate groups and dominant colours on real and generated images."""
+
+from __future__ import annotations
+
+import io
+
+import apache_beam as beam
+import numpy as np
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+from PIL import Image, ImageDraw
+
+from pipeline.duplicates import GroupNearDuplicates
+from pipeline.images.config import DecodeConfig
+from pipeline.images.decode import decode_and_preprocess
+from pipeline.images.features import NEAR_DUPLICATE_BITS, dominant_colours, hamming, perceptual_hash
+from pipeline.records import ImageRecord
+
+CFG = DecodeConfig(size=64)
+
+
+def array_of(data: bytes) -> np.ndarray:
+    return decode_and_preprocess(data, CFG).array
+
+
+def jpeg_bytes(image: Image.Image, **save) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", **save)
+    return buffer.getvalue()
+
+
+def test_flipped_resized_reencoded_copies_stay_within_the_threshold(samples):
+    photos = sorted((samples / "images").glob("*.jpg"))[:12]
+    hashes = []
+    for path in photos:
+        original = Image.open(path).convert("RGB")
+        base = perceptual_hash(array_of(path.read_bytes()))
+        variants = [original.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+                    original.resize((original.width // 2, original.height // 2)), original]
+        for variant, quality in zip(variants, (90, 85, 40)):
+            assert hamming(base, perceptual_hash(array_of(jpeg_bytes(variant, quality=quality)))) \
+                <= NEAR_DUPLICATE_BITS, path.name
+        hashes.append(base)
+    # Different products are further apart than the threshold.
+    distances = [hamming(a, b) for i, a in enumerate(hashes) for b in hashes[i + 1:]]
+    assert min(distances) > NEAR_DUPLICATE_BITS
+
+
+def garment(colour, *, skin=False, size=(300, 400)) -> np.ndarray:
+    """A coloured garment shape on a white background (and optionally skin-toned arms and face)."""
+    image = Image.new("RGB", size, (255, 255, 255))
+    draw = ImageDraw.Draw(image)
+    draw.rectangle((90, 120, 210, 340), fill=colour)
+    if skin:
+        draw.ellipse((100, 0, 200, 110), fill=(224, 172, 140))
+        draw.rectangle((20, 120, 88, 330), fill=(214, 160, 128))
+        draw.rectangle((212, 120, 280, 330), fill=(214, 160, 128))
+    return array_of(jpeg_bytes(image, quality=92))
+
+
+def test_colours_are_named_without_the_white_background():
+    cases = {"red": (200, 25, 35), "navy": (32, 42, 85), "green": (40, 130, 60), "black": (18, 18, 18),
+             "yellow": (236, 212, 50), "pink": (238, 135, 172), "grey": (128, 128, 128), "beige": (214, 194, 158)}
+    for name, rgb in cases.items():
+        assert dominant_colours(garment(rgb))[0] == name, name
+    assert dominant_colours(garment((250, 250, 250))) == ("white", "white")  # a white shirt on white
+
+
+def test_skin_is_discounted_for_person_shots():
+    plain, no_skin = dominant_colours(garment((40, 90, 180), skin=True))
+    assert no_skin == "blue"
+    assert plain in ("beige", "brown", "pink", "blue")  # with skin counted, skin may win
+
+
+def record(product, phash, retailer="shop"):
+    return ImageRecord(retailer=retailer, product_id=product, image_position=1, image_uri=f"/{product}.jpg",
+                       source_file="f", source_line=1, image_phash=phash)
+
+
+def test_near_duplicate_groups_within_and_across_retailers():
+    a = "e68c9973268c65cd"
+    close = f"{int(a, 16) ^ 0b101:016x}"  # 2 bits away
+    farther = f"{int(a, 16) ^ 0xFF00000000000000:016x}"  # 8 bits away: not a duplicate
+    chain = f"{int(close, 16) ^ 0b11000:016x}"  # 2 bits from `close`, 4 from `a`
+    images = [record("p1", a), record("p2", close, retailer="other"), record("p3", farther), record("p4", chain),
+              record("p5", "0123456789abcdef"), record("p1", a)]
+    with TestPipeline() as p:
+        groups = p | beam.Create(images) | GroupNearDuplicates()
+        assert_that(groups, equal_to([{"other/p2": ("other/p2", 3), "shop/p1": ("other/p2", 3),
+                                       "shop/p4": ("other/p2", 3)}]))
