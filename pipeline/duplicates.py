@@ -1,9 +1,9 @@
 """GroupNearDuplicates: products whose images are near-duplicates, within and across retailers.
 
 Two images are near-duplicates when their perceptual hashes (``pipeline.images.features``)
-differ in at most ``NEAR_DUPLICATE_BITS`` bits. Candidates come from locality-sensitive
-bucketing: the 64-bit hash is cut into four 16-bit bands, and two hashes within 6 bits share
-at least one band exactly (pigeonhole), so only images sharing a band are compared. Matching
+differ in at most ``NEAR_DUPLICATE_BITS`` (11) bits. Candidates come from locality-sensitive
+bucketing: the 144-bit hash is cut into twelve 12-bit bands, and two hashes within 11 bits
+share at least one band exactly (pigeonhole), so only images sharing a band are compared. Matching
 products are joined into groups by a union-find ``CombineFn`` over the (few) matching pairs;
 each group is named by its smallest member ``retailer/product_id``. Products in no group get
 null, so memory scales with the duplicates, not with the catalog.
@@ -18,17 +18,21 @@ import apache_beam as beam
 
 from pipeline.images.features import NEAR_DUPLICATE_BITS, hamming
 
-BANDS = 4
+BANDS = 12  # > NEAR_DUPLICATE_BITS: a match shares at least one band
 MAX_BUCKET = 500  # members compared pairwise per bucket (a flood of identical placeholders stays bounded)
+
+
+def bands(phash: str) -> list[tuple[int, str]]:
+    width = len(phash) // BANDS
+    return [(band, phash[band * width:(band + 1) * width]) for band in range(BANDS)]
 
 
 def _bands(record):
     if not record.image_phash:
         return
     member = (f"{record.retailer}/{record.product_id}", record.image_phash)
-    width = len(record.image_phash) // BANDS
-    for band in range(BANDS):
-        yield (band, record.image_phash[band * width:(band + 1) * width]), member
+    for key in bands(record.image_phash):
+        yield key, member
 
 
 def _pairs(element, bits: int):

@@ -1,9 +1,12 @@
 """Image features computed next to decoding: a perceptual hash and the dominant colour.
 
-* ``perceptual_hash``: a 64-bit DCT hash (pHash) of the image averaged with its mirror image,
-  so that a horizontally flipped copy hashes the same; resized and re-encoded copies land
-  within a few bits. Near-duplicates are images whose hashes differ in at most
-  ``NEAR_DUPLICATE_BITS`` bits.
+* ``perceptual_hash``: a 144-bit DCT hash (pHash: 12 x 12 low frequencies) of the image
+  averaged with its mirror image, so that a horizontally flipped copy hashes alike; flipped,
+  halved and re-encoded copies land within a few bits. Near-duplicates differ in at most
+  ``NEAR_DUPLICATE_BITS`` bits. 144 bits rather than the classic 64: catalog packshots share a
+  centred silhouette on white, and at 64 bits a quarter of distinct Myntra products sat within
+  the threshold of another one; with more bits, small amateur photos lose robustness
+  (benchmarks/README.md has the measurements).
 * ``dominant_colours``: the most common named colour of the foreground, with the white /
   near-white background discounted, and the same with skin-toned pixels discounted too (used
   for person shots). Names come from a small vocabulary (``COLOURS``), matched in CIE Lab.
@@ -16,15 +19,15 @@ import functools
 import numpy as np
 from PIL import Image
 
-HASH_SIDE = 32
-NEAR_DUPLICATE_BITS = 6
-COLOUR_SIDE = 32
+HASH_SIDE = 64
+HASH_BLOCK = 12  # 12 vertical x 12 even horizontal DCT frequencies = 144 bits
+NEAR_DUPLICATE_BITS = 11
 
 # name -> reference sRGB; several references may share a name.
 COLOURS: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("black", (20, 20, 20)), ("black", (45, 45, 50)),
-    ("white", (245, 245, 245)),
-    ("grey", (128, 128, 128)), ("grey", (90, 90, 95)), ("grey", (185, 185, 185)),
+    ("white", (245, 245, 245)), ("white", (222, 222, 224)),
+    ("grey", (128, 128, 128)), ("grey", (90, 90, 95)), ("grey", (170, 170, 172)),
     ("navy", (30, 40, 80)), ("navy", (40, 50, 100)),
     ("blue", (40, 90, 180)), ("blue", (90, 140, 210)), ("blue", (70, 110, 150)),
     ("green", (40, 130, 60)), ("green", (30, 80, 50)), ("green", (110, 180, 120)),
@@ -53,14 +56,14 @@ _DCT = _dct_matrix(HASH_SIDE)
 
 
 def perceptual_hash(array: np.ndarray) -> str:
-    """16 hex digits: 64 bits of the low-frequency DCT of the mirror-averaged grey image."""
+    """36 hex digits: 144 bits of the low-frequency DCT of the mirror-averaged grey image."""
     grey = np.asarray(Image.fromarray(array).convert("L").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BILINEAR),
                       dtype=np.float64)
     symmetric = (grey + grey[:, ::-1]) / 2  # odd horizontal frequencies vanish: keep the even ones
     coefficients = _DCT @ symmetric @ _DCT.T
-    block = coefficients[:8, 0:16:2].ravel()  # 8 vertical x 8 even horizontal frequencies
+    block = coefficients[:HASH_BLOCK, 0:2 * HASH_BLOCK:2].ravel()
     bits = block > np.median(block[1:])  # the DC term skews the median
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):016x}"
+    return f"{int(''.join('1' if b else '0' for b in bits), 2):0{len(bits) // 4}x}"
 
 
 def hamming(a: str, b: str) -> int:
@@ -101,21 +104,42 @@ def _name_table() -> np.ndarray:
     return _REFERENCE_NAME[distances.argmin(axis=1)].reshape(32, 32, 32)
 
 
+ACHROMATIC = ("black", "white", "grey")
+CHROMATIC_SHARE = 0.5  # a colour wins over black/white/grey with half their votes (shading is achromatic)
+
+
 def _vote(rgb: np.ndarray) -> str | None:
     if len(rgb) == 0:
         return None
     q = rgb >> 3
-    names = _name_table()[q[:, 0], q[:, 1], q[:, 2]]
-    return COLOUR_NAMES[int(np.bincount(names, minlength=len(COLOUR_NAMES)).argmax())]
+    votes = np.bincount(_name_table()[q[:, 0], q[:, 1], q[:, 2]], minlength=len(COLOUR_NAMES))
+    best = int(votes.argmax())
+    if COLOUR_NAMES[best] in ACHROMATIC:
+        chromatic = [i for i, name in enumerate(COLOUR_NAMES) if name not in ACHROMATIC]
+        colour = max(chromatic, key=lambda i: votes[i])
+        if votes[colour] >= CHROMATIC_SHARE * votes[best]:
+            return COLOUR_NAMES[colour]
+    return COLOUR_NAMES[best]
 
 
 def dominant_colours(array: np.ndarray) -> tuple[str | None, str | None]:
-    """(dominant colour without the background, the same without skin either)."""
-    small = np.asarray(Image.fromarray(array).resize((COLOUR_SIDE, COLOUR_SIDE), Image.Resampling.BOX))
-    pixels = small.reshape(-1, 3)
-    foreground = pixels[~_is_background(pixels)]
-    if len(foreground) < 0.03 * len(pixels):  # almost nothing but white: a white product on white
+    """(dominant colour without the background, the same without skin either).
+
+    Pixels are sampled without blending (a stride, not a resize: averaging a black edge with
+    the white background would invent grey), and the foreground is eroded by one pixel so its
+    anti-aliased rim does not vote either."""
+    stride = max(1, array.shape[0] // 64)
+    small = array[::stride, ::stride]
+    background = _is_background(small.reshape(-1, 3)).reshape(small.shape[:2])
+    inner = ~background
+    inner[1:, :] &= ~background[:-1, :]
+    inner[:-1, :] &= ~background[1:, :]
+    inner[:, 1:] &= ~background[:, :-1]
+    inner[:, :-1] &= ~background[:, 1:]
+    total = background.size
+    if (~background).sum() < 0.03 * total:  # almost nothing but white: a white product on white
         return "white", "white"
+    foreground = small[inner] if inner.sum() >= 0.01 * total else small[~background]
     plain = _vote(foreground)
     without_skin = foreground[~_is_skin(foreground)]
-    return plain, (_vote(without_skin) if len(without_skin) >= 0.02 * len(pixels) else plain)
+    return plain, (_vote(without_skin) if len(without_skin) >= 0.01 * total else plain)
