@@ -70,6 +70,8 @@ def train_main(argv: list[str]) -> int:
     parser.add_argument("--subsample-floor", type=int, default=100, help="products kept per class at least")
     parser.add_argument("--final-fit", action="store_true", help="export a model trained on all the data")
     parser.add_argument("--width", type=int, default=32, help="custom_cnn: filters of the first block")
+    parser.add_argument("--no-near-duplicate-groups", action="store_true",
+                        help="group folds by product and identical bytes only, not by perceptual near-duplicates")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
     args = parser.parse_args(argv)
@@ -101,7 +103,8 @@ def _train_config(args):
                       batch_size=args.batch_size, image_size=args.image_size, augment=not args.no_augment,
                       augment_range=args.augment_range, learning_rate=args.learning_rate,
                       subsample_fraction=args.subsample_fraction, subsample_floor=args.subsample_floor,
-                      final_fit=args.final_fit, seed=args.seed, width=args.width)
+                      final_fit=args.final_fit, seed=args.seed, width=args.width,
+                      group_near_duplicates=not args.no_near_duplicate_groups)
 
 
 def evaluate_main(argv: list[str]) -> int:

@@ -93,7 +93,8 @@ def calibrate_export(model_dir: str, data_dir: str) -> dict:
     if trained_on is not None and trained_on != len(data.images):
         raise ConfigError(f"{data_dir} has {len(data.images)} examples, the model was trained on {trained_on}: "
                           "calibrate on the prepared folder it was trained on")
-    cfg = TrainConfig(**{**card["train_config"], "data": data_dir})
+    # Cards from before near-duplicate grouping were split without it: recompute their folds alike.
+    cfg = TrainConfig(**{"group_near_duplicates": False, **card["train_config"], "data": data_dir})
     index, classes, _, folds = split(data, cfg)
     if classes != card["classes"]:
         raise ConfigError("the prepared folder's classes differ from the model's")

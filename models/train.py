@@ -59,6 +59,7 @@ class TrainConfig:
     final_fit: bool = False
     seed: int = 0
     width: int = 32
+    group_near_duplicates: bool = True  # folds also keep perceptual near-duplicates together
     max_folds_run: int | None = None  # run only the first n folds (smoke tests)
 
     def __post_init__(self):
@@ -87,7 +88,12 @@ def split(data: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, list[str], np.n
     index, classes = select(data, cfg)
     if len(index) == 0:
         raise ConfigError(f"no examples are labelled for task {cfg.task!r} in {cfg.data}")
-    groups = np.array(leakage_groups(list(data.groups[index]), list(data.sha256[index])))
+    phashes = None
+    if cfg.group_near_duplicates:  # hashed from the prepared arrays: the pipeline's own features
+        from pipeline.images.features import perceptual_hash
+
+        phashes = [perceptual_hash(image) for image in data.images[index]]
+    groups = np.array(leakage_groups(list(data.groups[index]), list(data.sha256[index]), phashes))
     return index, classes, groups, grouped_folds(list(groups), cfg.folds, seed=cfg.seed)
 
 

@@ -99,3 +99,15 @@ def test_leakage_groups_merge_products_that_share_image_bytes():
     assert len({merged[0], merged[1], merged[3]}) == 3
     folds = grouped_folds(merged, 2, seed=0)
     assert folds[0] == folds[2] and folds[1] == folds[4]
+
+
+def test_near_duplicate_images_are_kept_in_one_fold_group():
+    from models.evaluation import leakage_groups, near_duplicate_pairs
+
+    a = "e68c9973268c65cde68c9973268c65cde68c"
+    near = f"{int(a, 16) ^ 0b1011:036x}"  # 3 bits away
+    far = f"{int(a, 16) ^ (0xFFFFF << 40):036x}"  # 20 bits away
+    assert near_duplicate_pairs([a, near, far, ""]) == [(0, 1)]
+    groups = leakage_groups(["p1", "p2", "p3", "p4"], ["", "", "", ""], [a, near, far, ""])
+    assert groups[0] == groups[1] and len({groups[0], groups[2], groups[3]}) == 3
+    assert len(set(leakage_groups(["p1", "p2"], ["", ""]))) == 2  # without hashes: products only

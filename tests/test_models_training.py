@@ -3,6 +3,7 @@ evaluate. A few steps on a few images: shapes, files, identical predictions afte
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import os
@@ -88,7 +89,8 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
 
     out, _ = prepared
     cfg = TrainConfig(task="category", data=out, out=str(tmp_path / "model"), arch="custom_cnn", width=8,
-                      folds=2, epochs=8, batch_size=16, augment=False, learning_rate=3e-3)
+                      folds=2, epochs=8, batch_size=16, augment=False, learning_rate=3e-3,
+                      group_near_duplicates=False)
     lines = []
     card = train(cfg, log=lines.append, command="test")
     assert any("epoch 8/8" in line for line in lines)
@@ -103,11 +105,15 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
     assert loaded_card["model_id"] == card["model_id"]
     assert json.loads((tmp_path / "model" / "labels.json").read_text()) == card["classes"]
     # The reloaded artifact scores its held-out fold exactly as the in-memory model did in training.
-    from models.evaluation import fold_metrics, grouped_folds, leakage_groups
+    from models.evaluation import fold_metrics
+    from models.train import split
 
     data = load_prepared(out)
-    index = np.flatnonzero(data.labels["category"] >= 0)
-    folds = grouped_folds(leakage_groups(list(data.groups[index]), list(data.sha256[index])), 2, seed=0)
+    index, _, _, folds = split(data, cfg)
+    # These synthetic products are one rectangle each: near-duplicates of each other by design.
+    # With near-duplicate grouping they form one group, which cannot fill two folds.
+    with pytest.raises(ValueError, match="cannot fill 2 folds"):
+        split(data, dataclasses.replace(cfg, group_near_duplicates=True))
     best = int(card["metrics"]["exported"].split()[-1]) - 1
     held = index[folds == best]
     again = fold_metrics(model.predict(data.images[held], verbose=0), data.labels["category"][held],
@@ -143,7 +149,7 @@ def test_person_task_with_augmentation_and_size_mismatch(prepared, tmp_path):
 
     out, _ = prepared
     card = train(TrainConfig(task="person", data=out, out=str(tmp_path / "person"), arch="vgg_person", folds=2,
-                             epochs=1, batch_size=16, max_folds_run=1), log=lambda _: None)
+                             epochs=1, batch_size=16, max_folds_run=1, group_near_duplicates=False), log=lambda _: None)
     assert card["classes"] == ["PRODUCT", "PERSON"] and card["output"].startswith("sigmoid")
     with pytest.raises(ConfigError, match="differs from the prepared"):
         train(TrainConfig(task="gender", data=out, out=str(tmp_path / "g"), image_size=64), log=lambda _: None)
