@@ -113,3 +113,36 @@ def calibrate_export(model_dir: str, data_dir: str) -> dict:
                                  reliability(apply_temperature(scores, calibration["temperature"]), labels),
                                  f"{card['model_id']}: held-out {exported}"), os.path.join(folder, "reliability.png"))
     return calibration
+
+
+def near_duplicate_leakage(model_dir: str, data_dir: str) -> dict:
+    """How much near-duplicates between training and held-out folds inflate an exported model's
+    held-out accuracy: its fold is recomputed as it was trained, and the held-out images are split
+    into those with a perceptual near-duplicate in the training folds and the rest."""
+    from models.evaluation import near_duplicate_pairs
+    from models.train import TrainConfig, split
+    from pipeline.images.features import perceptual_hash
+
+    model, card = load_exported(model_dir)
+    exported = card["metrics"].get("exported", "")
+    if not exported.startswith("fold "):
+        raise ConfigError(f"{model_dir} has no held-out fold ({exported})")
+    data = load_prepared(data_dir)
+    cfg = TrainConfig(**{"group_near_duplicates": False, **card["train_config"], "data": data_dir})
+    index, _, _, folds = split(data, cfg)
+    fold = int(exported.split()[1]) - 1
+    phashes = [perceptual_hash(image) for image in data.images[index]]
+    leaked = np.zeros(len(index), dtype=bool)
+    for i, j in near_duplicate_pairs(phashes):
+        if (folds[i] == fold) != (folds[j] == fold):  # one held out, the other trained on
+            leaked[i if folds[i] == fold else j] = True
+    held = np.flatnonzero(folds == fold)
+    scores = model.predict(data.images[index[held]], batch_size=256, verbose=0)
+    correct = scores.argmax(axis=1) == data.labels[cfg.task][index[held]]
+    if scores.shape[1] == 1:  # sigmoid
+        correct = (scores[:, 0] >= 0.5).astype(int) == data.labels[cfg.task][index[held]]
+    mask = leaked[held]
+    return {"model": card["model_id"], "held_out": int(len(held)), "with_train_near_duplicate": int(mask.sum()),
+            "accuracy_all": round(float(correct.mean()), 4),
+            "accuracy_without_near_duplicates": round(float(correct[~mask].mean()), 4) if (~mask).any() else None,
+            "accuracy_on_near_duplicates": round(float(correct[mask].mean()), 4) if mask.any() else None}

@@ -142,6 +142,13 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
     assert again["examples"] == len(held) and again["fitted_on"] == f"held-out {card['metrics']['exported']} " \
         "of the exported model"
     assert load_exported(str(tmp_path / "model"))[1]["calibration"] == again
+    # Every held-out rectangle has a near-duplicate among the training rectangles: all leaked.
+    from models.report import near_duplicate_leakage
+
+    leak = near_duplicate_leakage(str(tmp_path / "model"), out)
+    assert leak["held_out"] == len(held) == leak["with_train_near_duplicate"]
+    assert leak["accuracy_all"] == leak["accuracy_on_near_duplicates"]
+    assert leak["accuracy_without_near_duplicates"] is None
 
 
 def test_person_task_with_augmentation_and_size_mismatch(prepared, tmp_path):
