@@ -20,16 +20,20 @@ def row(folder: str) -> str:
         hierarchy = f"{near:.3f}"
     sub = f"{cfg['subsample_fraction']:.2f}" if cfg.get("subsample_fraction") else "-"
     images = sum(f["images"] for f in folds)
-    return (f"| {card['task']} | {card['architecture']} | {card['mode']} | {'yes' if cfg['augment'] else 'no'} "
+    augment = f"{cfg.get('augment_range', 0.25):g}" if cfg["augment"] else "no"  # shift/zoom range; flip always
+    calibration = card.get("calibration") or {}
+    ece = (f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f} (T {calibration['temperature']:.2f})"
+           if calibration.get("method") == "temperature" else "-")
+    return (f"| {card['task']} | {card['architecture']} | {card['mode']} | {augment} "
             f"| {card['image_size']} | {cfg['epochs']} | {sub} | {images} "
             f"| {t1['best_fold_image_accuracy']:.3f} | {t1['mean_image_accuracy']:.3f} "
             f"| {t1['best_fold_product_accuracy']:.3f} | {t1['mean_product_accuracy']:.3f} | {t1['mean_macro_f1']:.3f} "
-            f"| {hierarchy or '-'} | {card['parameters']:,} | {card['wall_seconds'] / 60:.0f} min |")
+            f"| {hierarchy or '-'} | {ece} | {card['parameters']:,} | {card['wall_seconds'] / 60:.0f} min |")
 
 
 HEADER = ("| task | architecture | mode | augment | px | epochs | subsample | images | best-fold image acc "
           "| mean image acc | best-fold product acc | mean product acc | mean macro F1 | parent/child share "
-          "| parameters | wall time |\n|" + "---|" * 16)
+          "| ECE before -> after calibration | parameters | wall time |\n|" + "---|" * 17)
 
 if __name__ == "__main__":
     print(HEADER)
