@@ -16,10 +16,10 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from pipeline.duplicates import bands
+from models.evaluation import leakage_groups, near_duplicate_pairs
 from pipeline.images.config import DecodeConfig
 from pipeline.images.decode import decode_and_preprocess
-from pipeline.images.features import COLOUR_NAMES, NEAR_DUPLICATE_BITS, dominant_colours, hamming, perceptual_hash
+from pipeline.images.features import COLOUR_NAMES, dominant_colours, perceptual_hash
 
 ROOT = Path(__file__).resolve().parents[1]
 MYNTRA_COLOURS = {
@@ -66,28 +66,10 @@ def main() -> None:
     correct = sum(n for (t, p), n in confusion.items() if t == p)
     per_class = {c: round(confusion[(c, c)] / n, 3) for c in COLOUR_NAMES
                  if (n := sum(v for (t, _), v in confusion.items() if t == c))}
-    # Near-duplicates: LSH bands as in pipeline.duplicates, then exact Hamming checks.
-    buckets: dict[tuple[int, str], list[str]] = {}
-    for image_id, h in hashes.items():
-        for key in bands(h):
-            buckets.setdefault(key, []).append(image_id)
-    parent: dict[str, str] = {}
-
-    def find(x):
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
-    pairs = 0
-    for members in buckets.values():
-        members = members[:500]
-        for i, a in enumerate(members):
-            for b in members[i + 1:]:
-                if hamming(hashes[a], hashes[b]) <= NEAR_DUPLICATE_BITS:
-                    pairs += 1
-                    parent[find(a)] = find(b)
-    grouped = Counter(find(x) for x in parent)
+    # Near-duplicates: the same LSH bands, threshold and union-find as training's fold grouping.
+    ids = list(hashes)
+    pairs = len(near_duplicate_pairs([hashes[i] for i in ids]))
+    grouped = Counter(leakage_groups(ids, [""] * len(ids), [hashes[i] for i in ids]))
     in_groups = sum(n for n in grouped.values() if n > 1)
     result = {
         "images": len(hashes), "colour_evaluated": total, "colour_accuracy": round(correct / total, 4),
