@@ -22,46 +22,17 @@ from schemas.taxonomy import Relation, Taxonomy
 # -- splits and sampling -------------------------------------------------------------------
 def leakage_groups(groups: Sequence[str], hashes: Sequence[str], phashes: Sequence[str] | None = None) -> list[str]:
     """Merge groups that share an image (same content hash under different products or ids) and,
-    given perceptual hashes, groups with near-duplicate images (``pipeline.duplicates``), so that
+    given perceptual hashes, groups with near-duplicate images (``pipeline.grouping``), so that
     no image has a copy on the other side of a fold. Returns one label per sample."""
-    parent: dict[str, str] = {}
+    from pipeline.grouping import UnionFind, near_duplicate_pairs
 
-    def find(x: str) -> str:
-        while parent.setdefault(x, x) != x:
-            parent[x] = parent[parent[x]]
-            x = parent[x]
-        return x
-
+    sets = UnionFind()
     for group, digest in zip(groups, hashes):
         if digest:
-            a, b = find("g:" + group), find("h:" + digest)
-            if a != b:
-                parent[b] = a
+            sets.union("g:" + group, "h:" + digest)
     for i, j in near_duplicate_pairs(phashes or []):
-        a, b = find("g:" + groups[i]), find("g:" + groups[j])
-        if a != b:
-            parent[b] = a
-    return [find("g:" + g) for g in groups]
-
-
-def near_duplicate_pairs(phashes: Sequence[str]) -> list[tuple[int, int]]:
-    """Index pairs of near-duplicate images (the pipeline's LSH bands and Hamming threshold)."""
-    from pipeline.duplicates import MAX_BUCKET, bands
-    from pipeline.images.features import NEAR_DUPLICATE_BITS, hamming
-
-    buckets: dict[tuple[int, str], list[int]] = {}
-    for i, h in enumerate(phashes):
-        if h:
-            for key in bands(h):
-                buckets.setdefault(key, []).append(i)
-    pairs = set()
-    for members in buckets.values():
-        members = members[:MAX_BUCKET]
-        for x, i in enumerate(members):
-            for j in members[x + 1:]:
-                if hamming(phashes[i], phashes[j]) <= NEAR_DUPLICATE_BITS:
-                    pairs.add((i, j))
-    return sorted(pairs)
+        sets.union("g:" + groups[i], "g:" + groups[j])
+    return [sets.find("g:" + g) for g in groups]
 
 
 def grouped_folds(groups: Sequence[str], k: int = 3, *, seed: int = 0) -> np.ndarray:

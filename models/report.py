@@ -119,8 +119,8 @@ def near_duplicate_leakage(model_dir: str, data_dir: str) -> dict:
     """How much near-duplicates between training and held-out folds inflate an exported model's
     held-out accuracy: its fold is recomputed as it was trained, and the held-out images are split
     into those with a perceptual near-duplicate in the training folds and the rest."""
-    from models.evaluation import near_duplicate_pairs
     from models.train import TrainConfig, split
+    from pipeline.grouping import near_duplicate_pairs
     from pipeline.images.features import perceptual_hash
 
     model, card = load_exported(model_dir)

@@ -4,7 +4,8 @@ Two images are near-duplicates when their perceptual hashes (``pipeline.images.f
 differ in at most ``NEAR_DUPLICATE_BITS`` (11) bits. Candidates come from locality-sensitive
 bucketing: the 144-bit hash is cut into twelve 12-bit bands, and two hashes within 11 bits
 share at least one band exactly (pigeonhole), so only images sharing a band are compared. Matching
-products are joined into groups by a union-find ``CombineFn`` over the (few) matching pairs;
+products are joined into groups by a union-find ``CombineFn`` over the (few) matching pairs
+(the bucketing, matching and union-find are :mod:`pipeline.grouping`'s, shared with training);
 each group is named by its smallest member ``retailer/product_id``. Products in no group get
 null, so memory scales with the duplicates, not with the catalog.
 """
@@ -16,15 +17,8 @@ from collections import Counter
 
 import apache_beam as beam
 
-from pipeline.images.features import NEAR_DUPLICATE_BITS, hamming
-
-BANDS = 12  # > NEAR_DUPLICATE_BITS: a match shares at least one band
-MAX_BUCKET = 500  # members compared pairwise per bucket (a flood of identical placeholders stays bounded)
-
-
-def bands(phash: str) -> list[tuple[int, str]]:
-    width = len(phash) // BANDS
-    return [(band, phash[band * width:(band + 1) * width]) for band in range(BANDS)]
+from pipeline.grouping import UnionFind, bands, matching_pairs
+from pipeline.images.features import NEAR_DUPLICATE_BITS
 
 
 def _bands(record):
@@ -37,14 +31,10 @@ def _bands(record):
 
 def _pairs(element, bits: int):
     _, members = element
-    members = sorted(set(members))[:MAX_BUCKET]
-    for i, (product_a, hash_a) in enumerate(members):
-        for product_b, hash_b in members[i + 1:]:
-            if product_a != product_b and hamming(hash_a, hash_b) <= bits:
-                yield (min(product_a, product_b), max(product_a, product_b))
+    yield from matching_pairs(members, bits)
 
 
-class _UnionFind(beam.CombineFn):
+class _Groups(beam.CombineFn):
     """Matching pairs -> {product: (group name, group size)} for every product in a group."""
 
     def create_accumulator(self):
@@ -61,19 +51,11 @@ class _UnionFind(beam.CombineFn):
         return merged
 
     def extract_output(self, pairs):
-        parent: dict[str, str] = {}
-
-        def find(x):
-            while parent.setdefault(x, x) != x:
-                parent[x] = parent[parent[x]]
-                x = parent[x]
-            return x
-
-        for a, b in pairs:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)  # the smallest member names the group
-        groups = {member: find(member) for member in parent}
+        sets = UnionFind()
+        for a, b in sorted(pairs):
+            root_a, root_b = sets.find(a), sets.find(b)
+            sets.union(min(root_a, root_b), max(root_a, root_b))  # the smallest member names the group
+        groups = sets.groups()
         sizes = Counter(groups.values())
         return {member: (group, sizes[group]) for member, group in groups.items()}
 
@@ -91,7 +73,7 @@ class GroupNearDuplicates(beam.PTransform):
             | "Bands" >> beam.FlatMap(_bands)
             | "Buckets" >> beam.GroupByKey()
             | "Pairs" >> beam.FlatMap(_pairs, self._bits)
-            | "Groups" >> beam.CombineGlobally(_UnionFind())
+            | "Groups" >> beam.CombineGlobally(_Groups())
         )
 
 

@@ -82,13 +82,19 @@ def _nested(rows: list[dict], outer: str, inner: str) -> dict[str, dict[str, int
     return dict(out)
 
 
-def summarize(output: str, run_date: str | None = None, *, examples: int = 2) -> dict:
+SUMMARY_PRODUCT_COLUMNS = ["category", "gender", "category_agreement", "gender_agreement",
+                           "category_low_confidence", "category_score"]
+
+
+def summarize(output: str, run_date: str | None = None, *, examples: int = 2,
+              products: pa.Table | None = None) -> dict:
+    """The run's figures. ``products``: the run's products table already read by the caller
+    (at least ``SUMMARY_PRODUCT_COLUMNS`` and ``retailer``), so it is not read twice."""
     manifest = read_manifest(output, run_date)
     run_date = manifest["run_date"]
     images = read_table(output, "images", run_date, ["category_rule", "raw_category"])
-    products = read_table(output, "products", run_date, [
-        "category", "gender", "category_agreement", "gender_agreement", "category_low_confidence",
-        "category_score"])
+    if products is None:
+        products = read_table(output, "products", run_date, SUMMARY_PRODUCT_COLUMNS)
     dead = read_table(output, "dead_letter", run_date, ["stage", "reason", "message", "source_file",
                                                          "source_line", "image_uri"])
     rows = {name: {r["retailer"]: r["count_all"] for r in _counts(t, "retailer")}

@@ -22,22 +22,31 @@ class JobResult:
 def run_job(argv: list[str]) -> JobResult:
     """Validate ``argv``, build the graph on a Beam pipeline, run it to the end, read the manifest."""
     import apache_beam as beam
-    from apache_beam.io.filesystems import FileSystems
     from apache_beam.options.pipeline_options import PipelineOptions
 
     from pipeline.build import build_pipeline
-    from pipeline.memory import tune_child_processes, tune_malloc
     from pipeline.options import RunConfig
+
+    options = PipelineOptions(argv)
+    config = RunConfig.from_options(options)
+    check_writable(config.output)
+    p = beam.Pipeline(options=options)
+    build_pipeline(p, config)
+    return run_pipeline(p, config)
+
+
+def run_pipeline(p, config) -> JobResult:
+    """Run a pipeline that ``build_pipeline`` built for ``config`` to the end; read its manifest.
+    (The Dataflow runner builds and validates its graph itself, then hands it over here.)"""
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipeline.memory import tune_child_processes, tune_malloc
     from pipeline.sinks import manifest_paths
 
     tune_malloc()  # this process holds the DirectRunner's shuffled data
     tune_child_processes()
-    options = PipelineOptions(argv)
-    config = RunConfig.from_options(options)
-    check_writable(config.output)
     started = time.monotonic()
-    with beam.Pipeline(options=options) as p:
-        build_pipeline(p, config)
+    p.run().wait_until_finish()  # the manifest is read below: always wait
     seconds = time.monotonic() - started
     with FileSystems.open(manifest_paths(config.output, config.run_date, config.run_id)[1]) as fh:
         manifest = json.loads(fh.read())

@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import plots
-from pipeline.inspect_output import read_table, summarize
+from pipeline.inspect_output import SUMMARY_PRODUCT_COLUMNS, read_manifest, read_table, summarize
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
@@ -57,10 +57,16 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def disagreements(output: str, run_date: str, limit: int = 20) -> list[dict]:
-    """The products where model and retailer disagree, most confident model first, with their first image."""
-    products = read_table(output, "products", run_date, ["product_id", "title", "category", "category_score",
-                                                          "retailer_category", "category_agreement"])
+_DISAGREEMENT_COLUMNS = ["product_id", "title", "category", "category_score", "retailer_category",
+                         "category_agreement"]
+
+
+def disagreements(output: str, run_date: str, limit: int = 20, *, products: pa.Table | None = None) -> list[dict]:
+    """The products where model and retailer disagree, most confident model first, with their first image.
+    ``products``: the run's products table if the caller has read it already (``_DISAGREEMENT_COLUMNS``)."""
+    if products is None:
+        products = read_table(output, "products", run_date, _DISAGREEMENT_COLUMNS)
+    products = products.select(_DISAGREEMENT_COLUMNS + ["retailer"])
     products = products.filter(pc.equal(products["category_agreement"], "DISAGREE"))
     if products.num_rows == 0:
         return []
@@ -79,8 +85,11 @@ def disagreements(output: str, run_date: str, limit: int = 20) -> list[dict]:
 
 
 def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -> str:
-    s = summarize(output, run_date)
-    run_date = s["run_date"]
+    run_date = read_manifest(output, run_date)["run_date"]
+    # The products table is read once, with every column the sections below use.
+    columns = list(dict.fromkeys(SUMMARY_PRODUCT_COLUMNS + _DISAGREEMENT_COLUMNS))
+    products = read_table(output, "products", run_date, columns)
+    s = summarize(output, run_date, products=products)
     parts = [f"<h1>fashion-enrich run {html.escape(s['run_id'])}</h1>",
              f"<p>run_date {html.escape(run_date)} &middot; output {html.escape(output)} &middot; reconciled: "
              f"{'yes' if s['reconciled'] else '<b>NO</b>'}"
@@ -98,7 +107,6 @@ def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -
     parts += ["<h2>Counts</h2>", _table(["retailer", "records in", "images", "products", "dead letters",
                                          "category disagree", "gender disagree", "low confidence"], rows)]
 
-    products = read_table(output, "products", run_date, ["category", "category_score", "retailer_category"])
     if s["category_distribution"]:
         parts += ["<h2>Model categories per retailer</h2>",
                   _img(plots.stacked_shares(s["category_distribution"], "model category, share of products"),
@@ -155,7 +163,7 @@ def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -
                          html.escape(r["retailer_category"] or ""), html.escape(r["category"] or "")])
         parts.append(_table(["image", "retailer", "product", "title", "priority", "reasons", "retailer says",
                              "model says"], rows))
-    top = disagreements(output, run_date, limit)
+    top = disagreements(output, run_date, limit, products=products)
     parts.append("<h2>Most confident disagreements</h2>")
     if top:
         rows = []

@@ -118,24 +118,30 @@ def check_remote_paths(config) -> None:
         raise ConfigError("on Dataflow these must be gs:// paths: " + "; ".join(local))
 
 
-def build(argv: list[str], *, offline: bool = True):
-    """The Beam pipeline (not run) and RunConfig for a Dataflow command line (gs:// inputs and
-    models are matched and read, which needs credentials; the options themselves do not).
+def _pipeline(argv: list[str], *, offline: bool):
+    """An empty Beam pipeline on these options, validated by Beam (project id, paths, region...).
 
     ``offline``: Beam's own ``--dry_run``, so that validating the options does not look up
     credentials or bucket policies (Pipeline() validates Dataflow options on construction)."""
     import apache_beam as beam
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.build import build_pipeline
     from pipeline.options import ConfigError, RunConfig
 
     options = PipelineOptions(argv + (["--dry_run=True"] if offline else []))
     config = RunConfig.from_options(options)
     try:
-        p = beam.Pipeline(options=options)
+        return beam.Pipeline(options=options), config
     except ValueError as exc:  # Beam's validation of the Dataflow options (project id, paths...)
         raise ConfigError(" ".join(str(exc).split())) from exc
+
+
+def build(argv: list[str], *, offline: bool = True):
+    """The Beam pipeline (not run) and RunConfig for a Dataflow command line (gs:// inputs and
+    models are matched and read, which needs credentials; the options themselves do not)."""
+    from pipeline.build import build_pipeline
+
+    p, config = _pipeline(argv, offline=offline)
     build_pipeline(p, config)
     return p, config
 
@@ -162,7 +168,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    from pipeline.job import run_job
+    from pipeline.job import run_pipeline
     from pipeline.summary import format_summary
 
     args, rest = _parser().parse_known_args(argv)
@@ -174,14 +180,16 @@ def main(argv: list[str]) -> int:
         max_workers=args.max_workers, inference_min_ram=args.inference_min_ram, job_name=args.job_name,
         setup_file=str(setup_file) if args.setup_file else None)
     full = dataflow_args(settings) + rest
-    p, config = build(full)  # offline: validate the graph and paths before anything is submitted
-    check_remote_paths(config)
+    # Options and paths first (offline, cheap), before any input or model is read.
+    check_remote_paths(_pipeline(full, offline=True)[1])
+    # One graph, built once: offline (Beam's --dry_run) for a dry run, for real otherwise.
+    p, config = build(full, offline=args.dry_run)
     if args.dry_run:
         print("fashion-enrich run " + " ".join(shlex.quote(a) for a in full))
         hints = {t.full_label: t.resource_hints for t in _applied(p) if t.resource_hints}
         print(f"graph: {len(_applied(p))} transforms; resource hints: {hints or 'none'}")
         return 0
-    result = run_job(full)
+    result = run_pipeline(p, config)
     print(format_summary(result.manifest, result.seconds))
     return 0 if result.manifest["reconciled"] else 1
 

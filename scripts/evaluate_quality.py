@@ -16,7 +16,8 @@ import json
 from collections import Counter
 from pathlib import Path
 
-from models.evaluation import leakage_groups, near_duplicate_pairs
+from models.evaluation import leakage_groups
+from pipeline.grouping import near_duplicate_pairs
 from pipeline.images.config import DecodeConfig
 from pipeline.images.decode import decode_and_preprocess
 from pipeline.images.features import COLOUR_NAMES, dominant_colours, perceptual_hash

@@ -102,7 +102,8 @@ def test_leakage_groups_merge_products_that_share_image_bytes():
 
 
 def test_near_duplicate_images_are_kept_in_one_fold_group():
-    from models.evaluation import leakage_groups, near_duplicate_pairs
+    from models.evaluation import leakage_groups
+    from pipeline.grouping import near_duplicate_pairs
 
     a = "e68c9973268c65cde68c9973268c65cde68c"
     near = f"{int(a, 16) ^ 0b1011:036x}"  # 3 bits away
@@ -111,3 +112,25 @@ def test_near_duplicate_images_are_kept_in_one_fold_group():
     groups = leakage_groups(["p1", "p2", "p3", "p4"], ["", "", "", ""], [a, near, far, ""])
     assert groups[0] == groups[1] and len({groups[0], groups[2], groups[3]}) == 3
     assert len(set(leakage_groups(["p1", "p2"], ["", ""]))) == 2  # without hashes: products only
+
+
+def test_union_find_joins_chains_and_keeps_the_named_root():
+    from pipeline.grouping import UnionFind
+
+    sets = UnionFind()
+    sets.union("b", "c")
+    sets.union("d", "e")
+    sets.union("a", "c")  # a's root names the merged {a, b, c}
+    sets.union("e", "e")
+    groups = sets.groups()
+    assert groups == {"a": "a", "b": "a", "c": "a", "d": "d", "e": "d"}
+
+
+def test_matching_pairs_compare_a_bounded_bucket_and_skip_same_key():
+    from pipeline.grouping import MAX_BUCKET, matching_pairs
+
+    phash = "0" * 36
+    flood = [(f"p{i:04d}", phash) for i in range(MAX_BUCKET + 50)]
+    pairs = list(matching_pairs(flood))
+    assert len(pairs) == MAX_BUCKET * (MAX_BUCKET - 1) // 2  # only the first MAX_BUCKET members
+    assert list(matching_pairs([("p1", phash), ("p1", "f" * 36), ("p2", phash)])) == [("p1", "p2")]

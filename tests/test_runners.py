@@ -128,6 +128,26 @@ def test_the_dataflow_options_object_also_runs_on_the_direct_runner(samples, tmp
     assert result.manifest["counts"]["images"]["zalando"] == 33
 
 
+def test_dataflow_command_builds_its_graph_once_and_runs_it(samples, tmp_path, monkeypatch, capsys):
+    """The submit path end to end, with the runner swapped for the DirectRunner: options and paths
+    are checked first, then one graph is built (inputs and models read once) and run."""
+    import pipeline.build
+
+    monkeypatch.setattr("runners.dataflow.check_remote_paths", lambda config: None)  # local sample input
+    built = []
+    real = pipeline.build.build_pipeline
+    monkeypatch.setattr(pipeline.build, "build_pipeline", lambda p, config: built.append(config) or real(p, config))
+    out = tmp_path / "out"
+    assert main(["dataflow", "--project", "my-project", "--region", "us-central1", "--temp-location",
+                 "gs://my-bucket/tmp", "--container-image", "img:1", "--gpu-placement", "none",
+                 "--zalando", str(samples / "zalando.jsonl"), "--output", str(out),
+                 "--runner=DirectRunner", "--progress-interval", "0"]) == 0
+    assert len(built) == 1
+    manifest = json.loads(next((out / "manifests").rglob("*.json")).read_text())
+    assert manifest["reconciled"] and manifest["counts"]["images"]["zalando"] == 33
+    assert "reconciled" in capsys.readouterr().out.lower()
+
+
 def all_transforms(p: beam.Pipeline) -> list:
     found = []
 
