@@ -5,7 +5,8 @@
     <out>/model_card.json     task, architecture, mode, image size, classes, parameters, training
                               data, metrics, date, code version, the command that trained it
     <out>/transform_fn/       the TFT transform output of the training data: the vocabularies the
-                              class list comes from (serving reads the classes from the card)
+                              class list comes from (serving checks the card's classes against
+                              it: ``pipeline.inference.transform_vocabulary``)
 
 The inference stage loads ``model.keras`` and preprocesses images with the same function and
 the card's ``image_size``, so training and serving see identical pixels.

@@ -37,6 +37,7 @@ from pipeline.options import ConfigError
 from schemas.taxonomy import load_taxonomy
 
 TASK_CHOICES = ("category", "gender", "person", "age_group")
+OUT_OF_FOLD = "out_of_fold.npz"  # in <out>/cv_report/: example index, fold, product, label, scores
 
 
 @dataclass(frozen=True)
@@ -181,7 +182,7 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
             metrics["hierarchy"] = hierarchy_accuracy([classes[i] for i in labels[val_idx]],
                                                       [classes[i] for i in scores.argmax(axis=1)], load_taxonomy())
         confusion += confusion_matrix(labels[val_idx], scores.argmax(axis=1), len(classes))
-        held_out.append((scores, labels[val_idx]))
+        held_out.append((scores, labels[val_idx], val_idx, fold))
         log(f"fold {fold + 1}: image accuracy {metrics['image_accuracy']:.4f}, "
             f"product accuracy {metrics['product_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
         results.append(metrics)
@@ -200,6 +201,13 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
                                                            else f"fold {best + 1}"},
                         wall_seconds=time.time() - started, command=command)
     _plot_cross_validation(cfg, classes, confusion, card["model_id"])
+    # Every held-out prediction, as scored in training: error analysis, recalibration, and the
+    # check that the exported artifact reproduces its fold's scores after reloading.
+    np.savez_compressed(os.path.join(cfg.out, "cv_report", OUT_OF_FOLD),
+                        example=np.concatenate([h[2] for h in held_out]),
+                        fold=np.concatenate([np.full(len(h[2]), h[3]) for h in held_out]),
+                        product=np.concatenate([data.product_keys[h[2]] for h in held_out]).astype(str),
+                        label=oof_labels, scores=oof_scores.astype(np.float32))
     plots.save(plots.reliability(reliability(oof_scores, oof_labels),
                                  reliability(apply_temperature(oof_scores, calibration["temperature"]), oof_labels),
                                  f"{card['model_id']}: held-out folds"),

@@ -83,11 +83,34 @@ class ModelInfo:
         info = cls(task=card["task"], path=path, model_id=card["model_id"], classes=tuple(card["classes"]),
                    image_size=int(card["image_size"]), sigmoid=card["output"].startswith("sigmoid"),
                    temperature=float((card.get("calibration") or {}).get("temperature", 1.0)))
+        vocabulary = transform_vocabulary(folder, info.task)
+        if vocabulary is not None and tuple(vocabulary) != info.classes:
+            raise ValueError(f"{path}: the card's classes differ from the {info.task!r} vocabulary of the "
+                             f"transform output it was trained with (transform_fn/): {list(info.classes)[:5]}... "
+                             f"vs {vocabulary[:5]}...")
         expected = 1 if info.sigmoid else len(info.classes)
         units = _output_units(folder)
         if units is not None and units != expected:
             raise ValueError(f"{path}: the model has {units} outputs but its card lists {expected}")
         return info
+
+
+def transform_vocabulary(folder: str, task: str) -> list[str] | None:
+    """The task's label vocabulary from the export's TFT transform output (score order), or None
+    where the export has none for the task (the person task's two classes are fixed).
+
+    Read from the transform output's own asset map and vocabulary file (one label per line) through
+    Beam's FileSystems, so a gs:// model needs no copy and workers need no tensorflow-transform."""
+    root = FileSystems.join(folder, "transform_fn")
+    asset_map = FileSystems.join(root, "transformed_metadata", "asset_map")
+    if not FileSystems.exists(asset_map):
+        return None
+    with FileSystems.open(asset_map) as fh:
+        name = json.loads(fh.read()).get(task)
+    if name is None:
+        return None
+    with FileSystems.open(FileSystems.join(root, "transform_fn", "assets", name)) as fh:
+        return [line for line in fh.read().decode("utf-8").splitlines() if line]
 
 
 STEPS = ("combined", "per-model")

@@ -1,7 +1,7 @@
 """Copy an exported model into models/default/<task>/ as served by `fashion-enrich run`.
 
 The copy drops optimizer state (an uncompiled clone) and training-only files, keeping
-model.keras, labels.json, model_card.json, transform_fn/ and cv_report/.
+model.keras, labels.json, model_card.json, transform_fn/ and cv_report/ (its plots).
     python scripts/ship_default_model.py EXPORT_DIR
 """
 
@@ -27,8 +27,8 @@ def ship(source: str) -> Path:
     for name in ("labels.json", "model_card.json"):
         shutil.copy(Path(source) / name, target / name)
     for folder in ("transform_fn", "cv_report"):
-        if (Path(source) / folder).is_dir():
-            shutil.copytree(Path(source) / folder, target / folder)
+        if (Path(source) / folder).is_dir():  # out-of-fold scores stay with the export (MBs)
+            shutil.copytree(Path(source) / folder, target / folder, ignore=shutil.ignore_patterns("*.npz"))
     card_path = target / "model_card.json"
     card = json.loads(card_path.read_text())
     card["shipped_from"] = str(source)

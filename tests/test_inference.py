@@ -126,6 +126,28 @@ def test_a_card_that_does_not_match_the_model_is_refused(tmp_path):
         ModelInfo.read(info.path)
 
 
+def test_classes_are_checked_against_the_transform_output_vocabulary(tmp_path):
+    """Serving uses the TFT transform output written at training: the shipped category model's
+    card lists its vocabulary in the same order; a card whose class order drifted is refused."""
+    import json
+    import shutil
+
+    from models.defaults import default_model_dir
+    from pipeline.inference import transform_vocabulary
+
+    shipped = str(default_model_dir("category"))
+    info = ModelInfo.read("default:category")
+    assert transform_vocabulary(shipped, "category") == list(info.classes)
+    assert transform_vocabulary(shipped, "person") is None  # no vocabulary: fixed PRODUCT / PERSON
+    copy = tmp_path / "category"
+    shutil.copytree(shipped, copy)
+    card = json.loads((copy / "model_card.json").read_text())
+    card["classes"][0], card["classes"][1] = card["classes"][1], card["classes"][0]
+    (copy / "model_card.json").write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="vocabulary of the transform output"):
+        ModelInfo.read(str(copy))
+
+
 def test_a_failing_element_is_isolated_within_its_batch(models):
     from pipeline.inference import InferenceFailure
 

@@ -104,6 +104,9 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
     model, loaded_card = load_exported(str(tmp_path / "model"))
     assert loaded_card["model_id"] == card["model_id"]
     assert json.loads((tmp_path / "model" / "labels.json").read_text()) == card["classes"]
+    from pipeline.inference import transform_vocabulary
+
+    assert transform_vocabulary(str(tmp_path / "model"), "category") == card["classes"]  # TFT's, served
     # The reloaded artifact scores its held-out fold exactly as the in-memory model did in training.
     from models.evaluation import fold_metrics
     from models.train import split
@@ -116,6 +119,13 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
         split(data, dataclasses.replace(cfg, group_near_duplicates=True))
     best = int(card["metrics"]["exported"].split()[-1]) - 1
     held = index[folds == best]
+    # Identical predictions after reload: the exported file vs the scores the trained model gave.
+    oof = np.load(tmp_path / "model" / "cv_report" / "out_of_fold.npz")
+    assert sorted(oof["example"]) == sorted(index) and oof["scores"].shape == (64, 2)  # each image once
+    mine = oof["fold"] == best
+    assert sorted(oof["example"][mine]) == sorted(held)
+    np.testing.assert_allclose(model.predict(data.images[oof["example"][mine]], verbose=0), oof["scores"][mine],
+                               rtol=1e-5, atol=1e-6)
     again = fold_metrics(model.predict(data.images[held], verbose=0), data.labels["category"][held],
                          list(data.product_keys[held]), card["classes"])
     assert again["image_accuracy"] == card["metrics"]["folds"][best]["image_accuracy"]
@@ -158,5 +168,13 @@ def test_person_task_with_augmentation_and_size_mismatch(prepared, tmp_path):
     card = train(TrainConfig(task="person", data=out, out=str(tmp_path / "person"), arch="vgg_person", folds=2,
                              epochs=1, batch_size=16, max_folds_run=1, group_near_duplicates=False), log=lambda _: None)
     assert card["classes"] == ["PRODUCT", "PERSON"] and card["output"].startswith("sigmoid")
+    from models.export import load_exported
+
+    model, _ = load_exported(str(tmp_path / "person"))
+    oof = np.load(tmp_path / "person" / "cv_report" / "out_of_fold.npz")
+    assert set(oof["fold"]) == {0} and oof["scores"].shape == (len(oof["example"]), 2)  # [1 - p, p]
+    p = model.predict(load_prepared(out).images[oof["example"]], verbose=0)
+    assert p.shape == (len(oof["example"]), 1)
+    np.testing.assert_allclose(p[:, 0], oof["scores"][:, 1], rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="differs from the prepared"):
         train(TrainConfig(task="gender", data=out, out=str(tmp_path / "g"), image_size=64), log=lambda _: None)
