@@ -42,7 +42,9 @@ def prepare_main(argv: list[str]) -> int:
         person.append((retailer, path))
     info = prepare(PrepareConfig(sources=cfg.sources, out=args.out, image_size=cfg.decode.size,
                                  category_min_count=args.category_min_count, person_labels=tuple(person),
-                                 fetch=cfg.fetch, decode_threads=cfg.decode_threads, extra_roots=cfg.extra_roots))
+                                 fetch=cfg.fetch, decode_threads=cfg.decode_threads, extra_roots=cfg.extra_roots,
+                                 taxonomy_path=cfg.taxonomy_path,
+                                 command=shlex.join(["fashion-enrich", "prepare", *argv])))
     print(f"prepared {info['examples']} images of {info['products']} products at {info['image_size']} px "
           f"-> {args.out}; labelled: {info['labelled']}; dead letters: {info['dead_letter'] or 'none'}")
     return 0

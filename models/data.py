@@ -48,6 +48,8 @@ class PrepareConfig:
     extra_roots: tuple[str, ...] = ()
     fetch: FetchConfig = FetchConfig()
     decode_threads: int = 2
+    taxonomy_path: str | None = None  # a custom taxonomy (--taxonomy); None: the shipped one
+    command: str = ""  # the command line, recorded in prepared.json (and so in every model card)
 
     @property
     def decode(self) -> DecodeConfig:
@@ -114,8 +116,8 @@ def build_prepare_pipeline(p: beam.Pipeline, cfg: PrepareConfig, *, temp_dir: st
     import tensorflow_transform.beam as tft_beam
     from tensorflow_transform.tf_metadata import dataset_metadata, schema_utils
 
-    catalog = load_catalog(p, cfg.sources, extra_roots=cfg.extra_roots, taxonomy_path=None, fetch=cfg.fetch,
-                           decode=cfg.decode, decode_threads=cfg.decode_threads)
+    catalog = load_catalog(p, cfg.sources, extra_roots=cfg.extra_roots, taxonomy_path=cfg.taxonomy_path,
+                           fetch=cfg.fetch, decode=cfg.decode, decode_threads=cfg.decode_threads)
     person = {retailer: read_person_labels(path) for retailer, path in cfg.person_labels}
     raw = catalog.images | "ToInstances" >> beam.Map(to_instance, person)
     metadata = dataset_metadata.DatasetMetadata(schema_utils.schema_from_feature_spec(raw_feature_spec()))
@@ -157,6 +159,8 @@ def prepare(cfg: PrepareConfig, *, pipeline_args: list[str] | None = None) -> di
         "category_min_count": cfg.category_min_count,
         "sources": [{"retailer": s.retailer, "pattern": s.pattern, "mapping": s.mapping.path} for s in cfg.sources],
         "person_labels": [list(p) for p in cfg.person_labels],
+        "taxonomy": cfg.taxonomy_path,  # None: the shipped schemas/taxonomy.yaml
+        "command": cfg.command,
         "labelled": {t: int((data.labels[t] >= 0).sum()) for t in TASKS},
         "vocabularies": data.vocabularies,
     }
@@ -175,6 +179,7 @@ class Prepared:
     sha256: np.ndarray  # (n,) str: content hash of the source image bytes
     vocabularies: dict[str, list[str]]
     image_size: int
+    taxonomy_path: str | None = None  # the taxonomy the labels were mapped onto (None: the shipped one)
 
     def classes(self, task: str) -> list[str]:
         return ["PRODUCT", "PERSON"] if task == "person" else self.vocabularies[task]
@@ -184,7 +189,8 @@ def load_prepared(folder: str) -> Prepared:
     """Read a prepared folder into memory (14k images at 64 px are ~170 MB)."""
     with open(os.path.join(folder, "prepared.json"), encoding="utf-8") as fh:
         info = json.load(fh)
-    return load_prepared_arrays(folder, int(info["image_size"]))
+    return dataclasses.replace(load_prepared_arrays(folder, int(info["image_size"])),
+                               taxonomy_path=info.get("taxonomy"))
 
 
 def load_prepared_arrays(folder: str, size: int) -> Prepared:

@@ -126,20 +126,26 @@ def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -
 
 
 def hierarchy_accuracy(true_nodes: Sequence[str], pred_nodes: Sequence[str], taxonomy: Taxonomy) -> dict[str, float]:
-    """Shares of exact hits, parent/child near-misses, other same-branch and unrelated misses."""
+    """Shares of exact hits; near misses where the prediction is the true node's ``parent`` (too
+    coarse) or one of its ``child`` nodes (too specific), also summed as ``parent_or_child``; other
+    ``same_branch`` predictions (further ancestors or descendants); and unrelated ``miss``es.
+    exact + parent_or_child + same_branch + miss = 1."""
     counts = Counter()
     for truth, pred in zip(true_nodes, pred_nodes):
         relation = taxonomy.relation(truth, pred)
         if relation is Relation.SAME:
             counts["exact"] += 1
-        elif relation in (Relation.PARENT, Relation.CHILD):
-            counts["parent_or_child"] += 1
+        elif relation is Relation.PARENT:
+            counts["parent"] += 1
+        elif relation is Relation.CHILD:
+            counts["child"] += 1
         elif relation in (Relation.ANCESTOR, Relation.DESCENDANT):
             counts["same_branch"] += 1
         else:
             counts["miss"] += 1
+    counts["parent_or_child"] = counts["parent"] + counts["child"]
     total = max(1, len(true_nodes))
-    return {k: counts[k] / total for k in ("exact", "parent_or_child", "same_branch", "miss")}
+    return {k: counts[k] / total for k in ("exact", "parent", "child", "parent_or_child", "same_branch", "miss")}
 
 
 def class_scores(raw: np.ndarray, sigmoid: bool) -> np.ndarray:

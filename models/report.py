@@ -59,7 +59,7 @@ def evaluate(model_dir: str, data_dir: str, report_dir: str) -> dict:
     metrics["confusion_matrix"] = {"classes": classes, "counts": matrix.tolist()}
     if task == "category":
         metrics["hierarchy"] = hierarchy_accuracy([classes[t] for t in truth], [classes[p] for p in predicted],
-                                                  load_taxonomy())
+                                                  load_taxonomy(data.taxonomy_path))
     metrics.update(model=card["model_id"], data=data_dir)
     os.makedirs(report_dir, exist_ok=True)
     with open(os.path.join(report_dir, "metrics.json"), "w", encoding="utf-8") as fh:

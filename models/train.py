@@ -180,7 +180,8 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
         metrics = fold_metrics(scores, labels[val_idx], list(data.product_keys[val_idx]), classes)
         if cfg.task == "category":
             metrics["hierarchy"] = hierarchy_accuracy([classes[i] for i in labels[val_idx]],
-                                                      [classes[i] for i in scores.argmax(axis=1)], load_taxonomy())
+                                                      [classes[i] for i in scores.argmax(axis=1)],
+                                                      load_taxonomy(data.taxonomy_path))
         confusion += confusion_matrix(labels[val_idx], scores.argmax(axis=1), len(classes))
         held_out.append((scores, labels[val_idx], val_idx, fold))
         log(f"fold {fold + 1}: image accuracy {metrics['image_accuracy']:.4f}, "

@@ -10,6 +10,25 @@ import sys
 from pathlib import Path
 
 
+def _parent_child(folder: str, folds: list[dict]) -> tuple[float, float] | None:
+    """Mean shares of predictions that are the true node's parent / one of its children: from the
+    folds (cards since the split was recorded) or recounted from the held-out confusion matrix."""
+    if all("parent" in f["hierarchy"] for f in folds):
+        return tuple(sum(f["hierarchy"][k] for f in folds) / len(folds) for k in ("parent", "child"))
+    confusion = Path(folder) / "cv_report" / "confusion.json"
+    if not confusion.is_file():
+        return None
+    from schemas.taxonomy import Relation, load_taxonomy
+
+    taxonomy, matrix = load_taxonomy(), json.loads(confusion.read_text())
+    classes, counts = matrix["classes"], matrix["counts"]
+    total = sum(map(sum, counts))
+    share = {relation: sum(counts[i][j] for i, truth in enumerate(classes) for j, pred in enumerate(classes)
+                           if taxonomy.relation(truth, pred) is relation) / total
+             for relation in (Relation.PARENT, Relation.CHILD)}
+    return share[Relation.PARENT], share[Relation.CHILD]
+
+
 def row(folder: str) -> str:
     card = json.loads((Path(folder) / "model_card.json").read_text())
     cfg, t1 = card["train_config"], card["metrics"]["table_one"]
@@ -17,7 +36,8 @@ def row(folder: str) -> str:
     hierarchy = ""
     if card["task"] == "category" and all("hierarchy" in f for f in folds):
         near = sum(f["hierarchy"]["parent_or_child"] for f in folds) / len(folds)
-        hierarchy = f"{near:.3f}"
+        split = _parent_child(folder, folds)
+        hierarchy = f"{near:.3f}" + (f" ({split[0]:.3f} / {split[1]:.3f})" if split else "")
     sub = f"{cfg['subsample_fraction']:.2f}" if cfg.get("subsample_fraction") else "-"
     images = sum(f["images"] for f in folds)
     augment = f"{cfg.get('augment_range', 0.25):g}" if cfg["augment"] else "no"  # shift/zoom range; flip always
@@ -32,8 +52,9 @@ def row(folder: str) -> str:
 
 
 HEADER = ("| task | architecture | mode | augment | px | epochs | subsample | images | best-fold image acc "
-          "| mean image acc | best-fold product acc | mean product acc | mean macro F1 | parent/child share "
-          "| ECE before -> after calibration | parameters | wall time |\n|" + "---|" * 17)
+          "| mean image acc | best-fold product acc | mean product acc | mean macro F1 "
+          "| parent/child share (parent / child) | ECE before -> after calibration | parameters "
+          "| wall time |\n|" + "---|" * 17)
 
 if __name__ == "__main__":
     print(HEADER)

@@ -8,6 +8,7 @@ import io
 import json
 import os
 import zipfile
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -82,6 +83,27 @@ def test_prepare_writes_examples_vocabularies_and_transform_output(prepared):
     assert dress[16, 16, 0] > 150 and dress[16, 16, 2] < 90
 
 
+def test_prepare_maps_onto_a_custom_taxonomy_and_records_it(catalog, tmp_path):
+    """--taxonomy reaches the map stage of prepare (not only the mapping validation), and the
+    prepared folder records it (and the command) for train and evaluate."""
+    from models.cli import prepare_main
+
+    taxonomy = tmp_path / "taxonomy.yaml"
+    shipped = (Path(__file__).resolve().parents[1] / "schemas" / "taxonomy.yaml").read_text()
+    # TOPS renamed UPPERS: a node the shipped taxonomy lacks (43 nodes still, keywords unaffected).
+    taxonomy.write_text(shipped.replace("- TOPS: CLOTHING", "- UPPERS: CLOTHING").replace(": TOPS\n", ": UPPERS\n"))
+    mapping = tmp_path / "uppers.yaml"
+    mapping.write_text((catalog / "shop.yaml").read_text().replace("dress: DRESSES", "dress: UPPERS"))
+    out = tmp_path / "prepared"
+    argv = ["--source", f"shop={catalog / 'shop.csv'}:{mapping}", "--taxonomy", str(taxonomy),
+            "--image-size", "32", "--category-min-count", "10", "--out", str(out)]
+    assert prepare_main(argv) == 0
+    info = json.loads((out / "prepared.json").read_text())
+    assert sorted(info["vocabularies"]["category"]) == ["JEANS", "UPPERS"]
+    assert info["taxonomy"] == str(taxonomy) and info["command"].startswith("fashion-enrich prepare --source")
+    assert load_prepared(str(out)).taxonomy_path == str(taxonomy)
+
+
 def test_train_export_reload_and_evaluate(prepared, tmp_path):
     from models.export import load_exported
     from models.report import evaluate
@@ -132,7 +154,8 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
     assert again["macro_f1"] == pytest.approx(card["metrics"]["folds"][best]["macro_f1"])
     metrics = evaluate(str(tmp_path / "model"), out, str(tmp_path / "report"))
     assert metrics["images"] == 64 and 0 <= metrics["image_accuracy"] <= 1
-    assert set(metrics["hierarchy"]) == {"exact", "parent_or_child", "same_branch", "miss"}
+    assert set(metrics["hierarchy"]) == {"exact", "parent", "child", "parent_or_child", "same_branch",
+                                        "miss"}
     assert (tmp_path / "report" / "confusion_matrix.png").stat().st_size > 1000
     assert (tmp_path / "report" / "per_class_accuracy.png").stat().st_size > 1000
     cv = json.loads((tmp_path / "model" / "cv_report" / "confusion.json").read_text())
