@@ -50,9 +50,7 @@ def prepare_main(argv: list[str]) -> int:
     return 0
 
 
-def train_main(argv: list[str]) -> int:
-    from models.train import train
-
+def _train_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fashion-enrich train", description="Grouped k-fold training + export.")
     parser.add_argument("--task", required=True, choices=TASK_CHOICES)
     parser.add_argument("--arch", default="custom_cnn", choices=ARCHITECTURES)
@@ -76,18 +74,50 @@ def train_main(argv: list[str]) -> int:
                         help="group folds by product and identical bytes only, not by perceptual near-duplicates")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def train_main(argv: list[str]) -> int:
+    from models.train import train
+
+    args = _train_parser().parse_args(argv)
     try:
         cfg = _train_config(args)
         if args.weights and args.mode == "clean":
             raise ValueError("--weights is for --mode top or finetune; clean mode starts from random weights")
+        if args.weights and args.weights != "imagenet" and not os.path.isfile(args.weights):
+            raise ValueError(f"--weights {args.weights}: no such file (a base saved with include_top=False, "
+                             "or 'imagenet' on a machine that can download it)")
         size = _prepared_size(args.data)
         ModelSpec(args.arch, mode=args.mode, weights=args.weights, image_size=size)  # consistent with the data?
     except (ValueError, OSError) as exc:
         raise ConfigError(str(exc)) from exc
-    train(cfg, log=lambda line: print(line, flush=True),
-          command="fashion-enrich train " + " ".join(shlex.quote(a) for a in argv))
+    train(cfg, log=lambda line: print(line, flush=True), command=shlex.join(["fashion-enrich", "train", *argv]))
     return 0
+
+
+def explicit_command(train_config: dict) -> str:
+    """A card's ``train_config`` as a ``fashion-enrich train`` command with every setting spelled
+    out, defaults included: it reproduces the folds and the model even after a default changed.
+    Cards written before near-duplicate fold grouping existed trained without it."""
+    c = {"group_near_duplicates": False, "augment_range": 0.25, "width": 32, **train_config}
+    argv = ["fashion-enrich", "train", "--task", c["task"], "--arch", c["arch"], "--mode", c["mode"],
+            "--data", c["data"], "--folds", str(c["folds"]), "--epochs", str(c["epochs"]),
+            "--batch-size", str(c["batch_size"]), "--width", str(c["width"]), "--seed", str(c["seed"])]
+    if c.get("weights"):
+        argv += ["--weights", c["weights"]]
+    if c.get("image_size"):
+        argv += ["--image-size", str(c["image_size"])]
+    if c.get("learning_rate"):
+        argv += ["--learning-rate", repr(c["learning_rate"])]
+    argv += ["--augment-range", repr(c["augment_range"])] if c["augment"] else ["--no-augment"]
+    if c.get("subsample_fraction"):
+        argv += ["--subsample-fraction", repr(c["subsample_fraction"]), "--subsample-floor", str(c["subsample_floor"])]
+    if c.get("final_fit"):
+        argv.append("--final-fit")
+    if not c["group_near_duplicates"]:
+        argv.append("--no-near-duplicate-groups")
+    return shlex.join(argv + ["--out", c["out"]])
 
 
 def _prepared_size(folder: str) -> int:

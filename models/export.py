@@ -3,7 +3,8 @@
     <out>/model.keras         uint8 (size, size, 3) in, class scores out (input scaling inside)
     <out>/labels.json         class names in score order
     <out>/model_card.json     task, architecture, mode, image size, classes, parameters, training
-                              data, metrics, date, code version, the command that trained it
+                              data (with the prepare command), metrics, date, code version,
+                              the command that trained it, as typed and with every setting explicit
     <out>/transform_fn/       the TFT transform output of the training data: the vocabularies the
                               class list comes from (serving checks the card's classes against
                               it: ``pipeline.inference.transform_vocabulary``)
@@ -51,7 +52,7 @@ def serving_copy(model):
 
 def export_model(model, *, out: str, spec: ModelSpec, task: str, classes: list[str], data_dir: str,
                  train_config: dict, metrics: dict, wall_seconds: float, command: str = "",
-                 calibration: dict | None = None) -> dict:
+                 command_explicit: str = "", calibration: dict | None = None) -> dict:
     os.makedirs(out, exist_ok=True)
     serving_copy(model).save(os.path.join(out, "model.keras"))
     with open(os.path.join(out, "labels.json"), "w", encoding="utf-8") as fh:
@@ -83,7 +84,8 @@ def export_model(model, *, out: str, spec: ModelSpec, task: str, classes: list[s
         "trained_at": trained_at.isoformat(timespec="seconds"),
         "wall_seconds": round(wall_seconds, 1),
         "code_version": code_version(),
-        "command": command,
+        "command": command,  # as typed
+        "command_explicit": command_explicit,  # every setting spelled out (models.cli.explicit_command)
     }
     with open(os.path.join(out, CARD), "w", encoding="utf-8") as fh:
         json.dump(card, fh, indent=2, default=str)

@@ -95,7 +95,11 @@ def split(data: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, list[str], np.n
 
         phashes = [perceptual_hash(image) for image in data.images[index]]
     groups = np.array(leakage_groups(list(data.groups[index]), list(data.sha256[index]), phashes))
-    return index, classes, groups, grouped_folds(list(groups), cfg.folds, seed=cfg.seed)
+    try:
+        folds = grouped_folds(list(groups), cfg.folds, seed=cfg.seed)
+    except ValueError as exc:  # too few groups (products, contributors, near-duplicate clusters)
+        raise ConfigError(f"{exc}: use fewer --folds, more data, or --no-near-duplicate-groups") from exc
+    return index, classes, groups, folds
 
 
 def _augmenter(seed: int, extent: float = 0.25):
@@ -157,6 +161,7 @@ def _fit(cfg: TrainConfig, spec: ModelSpec, data: Prepared, train_idx, val_idx, 
 
 def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str = "") -> dict:
     """Cross-validate, export, and return the model card."""
+    from models.cli import explicit_command
     from models.export import export_model
 
     started = time.time()
@@ -200,7 +205,8 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
                         train_config=asdict(cfg), metrics={"table_one": summary, "folds": results,
                                                            "exported": "final_fit" if cfg.final_fit
                                                            else f"fold {best + 1}"},
-                        wall_seconds=time.time() - started, command=command)
+                        wall_seconds=time.time() - started, command=command,
+                        command_explicit=explicit_command(asdict(cfg)))
     _plot_cross_validation(cfg, classes, confusion, card["model_id"])
     # Every held-out prediction, as scored in training: error analysis, recalibration, and the
     # check that the exported artifact reproduces its fold's scores after reloading.

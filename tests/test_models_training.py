@@ -125,6 +125,7 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
         assert "optimizer" not in weights  # the serving artifact carries no training state
     model, loaded_card = load_exported(str(tmp_path / "model"))
     assert loaded_card["model_id"] == card["model_id"]
+    assert card["command"] == "test" and "--no-near-duplicate-groups" in card["command_explicit"]
     assert json.loads((tmp_path / "model" / "labels.json").read_text()) == card["classes"]
     from pipeline.inference import transform_vocabulary
 
@@ -201,3 +202,26 @@ def test_person_task_with_augmentation_and_size_mismatch(prepared, tmp_path):
     np.testing.assert_allclose(p[:, 0], oof["scores"][:, 1], rtol=1e-5, atol=1e-6)
     with pytest.raises(ConfigError, match="differs from the prepared"):
         train(TrainConfig(task="gender", data=out, out=str(tmp_path / "g"), image_size=64), log=lambda _: None)
+
+
+def test_explicit_command_reproduces_the_train_config():
+    import shlex
+
+    from models.cli import _train_config, _train_parser, explicit_command
+    from models.train import TrainConfig
+
+    def round_trip(cfg: TrainConfig) -> TrainConfig:
+        argv = shlex.split(explicit_command(dataclasses.asdict(cfg)))
+        assert argv[:2] == ["fashion-enrich", "train"]
+        return _train_config(_train_parser().parse_args(argv[2:]))
+
+    tuned = TrainConfig(task="gender", data="/d", out="/o m", epochs=12, augment_range=0.1, width=48,
+                        learning_rate=3e-4, subsample_fraction=0.15, subsample_floor=60, seed=3,
+                        group_near_duplicates=False, final_fit=True)
+    assert round_trip(tuned) == tuned
+    plain = TrainConfig(task="category", data="/d", out="/o", augment=False)
+    assert round_trip(plain) == plain
+    # A card written before near-duplicate grouping existed (and was made the default) trained without it.
+    old = {k: v for k, v in dataclasses.asdict(plain).items() if k != "group_near_duplicates"}
+    assert "--no-near-duplicate-groups" in explicit_command(old)
+    assert "--no-near-duplicate-groups" not in explicit_command(dataclasses.asdict(plain))
