@@ -62,6 +62,7 @@ class TrainConfig:
     width: int = 32
     group_near_duplicates: bool = True  # folds also keep perceptual near-duplicates together
     max_folds_run: int | None = None  # run only the first n folds (smoke tests)
+    progress_seconds: float = 20.0  # a progress line within an epoch at most this often
 
     def __post_init__(self):
         if self.task not in TASK_CHOICES:
@@ -146,9 +147,24 @@ def _fit(cfg: TrainConfig, spec: ModelSpec, data: Prepared, train_idx, val_idx, 
     target = labels.astype("float32") if spec.multilabel else labels
     val = None if val_idx is None else _dataset(data.images[val_idx], target[val_idx], cfg, training=False)
 
+    steps_per_epoch = -(-len(train_idx) // cfg.batch_size)
+
     class EpochLog(keras.callbacks.Callback):
+        """Per-epoch metrics, and within an epoch a progress line every ``progress_seconds``."""
+
         def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.time()
+            self.started = self.shown = time.time()
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.time()
+            if now - self.shown < cfg.progress_seconds or batch + 1 == steps_per_epoch:
+                return
+            self.shown = now
+            done = (batch + 1) / steps_per_epoch
+            shown = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())
+            log(f"  epoch {self.epoch + 1}/{cfg.epochs}: step {batch + 1}/{steps_per_epoch}, {shown} "
+                f"({now - self.started:.0f} s, ~{(now - self.started) * (1 - done) / done:.0f} s to go)")
 
         def on_epoch_end(self, epoch, logs=None):
             shown = ", ".join(f"{k} {v:.4f}" for k, v in (logs or {}).items())

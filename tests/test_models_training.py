@@ -189,8 +189,14 @@ def test_person_task_with_augmentation_and_size_mismatch(prepared, tmp_path):
     from models.train import TrainConfig, train
 
     out, _ = prepared
+    lines = []
     card = train(TrainConfig(task="person", data=out, out=str(tmp_path / "person"), arch="vgg_person", folds=2,
-                             epochs=1, batch_size=16, max_folds_run=1, group_near_duplicates=False), log=lambda _: None)
+                             epochs=1, batch_size=16, max_folds_run=1, group_near_duplicates=False,
+                             progress_seconds=0), log=lines.append)
+    # Progress within the epoch (36 training images: steps 1 and 2 of 3), then the epoch's metrics.
+    assert [line.split(",")[0] for line in lines if "step" in line] == ["  epoch 1/1: step 1/3",
+                                                                        "  epoch 1/1: step 2/3"]
+    assert any(line.startswith("  epoch 1/1: ") and "step" not in line and "val_loss" in line for line in lines)
     assert card["classes"] == ["PRODUCT", "PERSON"] and card["output"].startswith("sigmoid")
     from models.export import load_exported
 
