@@ -51,22 +51,30 @@ def test_invalid_specs(kwargs, message):
         ModelSpec(**kwargs)
 
 
-@pytest.fixture(scope="module")
-def vgg16_weights(tmp_path_factory) -> str:
-    """A local weights file saved from a randomly initialised VGG16 base (stands in for ImageNet)."""
-    path = str(tmp_path_factory.mktemp("weights") / "vgg16_notop.weights.h5")
-    keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3)).save_weights(path)
-    return path
+BASES = {"vgg16": (keras.applications.VGG16, 32), "vgg19": (keras.applications.VGG19, 32),
+         "inception_v3": (keras.applications.InceptionV3, 75)}
+
+
+@pytest.fixture(scope="module", params=sorted(BASES))
+def local_weights(request, tmp_path_factory) -> tuple[str, int, str]:
+    """(arch, size, a local weights file saved from a randomly initialised base): stands in for
+    ImageNet's, which this machine cannot download."""
+    constructor, size = BASES[request.param]
+    path = str(tmp_path_factory.mktemp("weights") / f"{request.param}_notop.weights.h5")
+    constructor(include_top=False, weights=None, input_shape=(size, size, 3)).save_weights(path)
+    return request.param, size, path
 
 
 def _base(model: keras.Model) -> keras.Model:
     return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
 
-def test_top_mode_loads_local_weights_and_freezes_the_base(vgg16_weights):
-    reference = keras.applications.VGG16(include_top=False, weights=None, input_shape=(32, 32, 3))
-    reference.load_weights(vgg16_weights)
-    model = build_model(ModelSpec("vgg16", mode="top", weights=vgg16_weights, image_size=32, num_outputs=3))
+def test_top_mode_loads_local_weights_and_freezes_the_base(local_weights):
+    arch, size, path = local_weights
+    constructor, _ = BASES[arch]
+    reference = constructor(include_top=False, weights=None, input_shape=(size, size, 3))
+    reference.load_weights(path)
+    model = build_model(ModelSpec(arch, mode="top", weights=path, image_size=size, num_outputs=3))
     base = _base(model)
     assert not base.trainable
     for mine, theirs in zip(base.get_weights(), reference.get_weights()):
@@ -75,12 +83,33 @@ def test_top_mode_loads_local_weights_and_freezes_the_base(vgg16_weights):
     assert trainable and all(p.startswith("scores") for p in trainable)  # only the new head learns
 
 
-def test_finetune_mode_trains_everything_with_a_lower_learning_rate(vgg16_weights):
-    spec = ModelSpec("vgg16", mode="finetune", weights=vgg16_weights, image_size=32, num_outputs=3)
+def test_top_mode_training_leaves_the_base_alone_and_exports(local_weights, tmp_path):
+    """A training step changes the head only (InceptionV3's BatchNorm statistics included), and
+    the serving copy (no optimizer) reloads with identical predictions."""
+    from models.export import serving_copy
+
+    arch, size, path = local_weights
+    spec = ModelSpec(arch, mode="top", weights=path, image_size=size, num_outputs=3)
+    model = compile_model(build_model(spec), spec)
+    before = [w.copy() for w in _base(model).get_weights()]
+    head = model.get_layer("scores").get_weights()[0].copy()
+    model.fit(images(6, size), np.arange(6) % 3, epochs=1, batch_size=6, verbose=0)
+    for mine, then in zip(_base(model).get_weights(), before):
+        np.testing.assert_array_equal(mine, then)
+    assert not np.array_equal(model.get_layer("scores").get_weights()[0], head)
+    serving_copy(model).save(tmp_path / "model.keras")
+    again = keras.models.load_model(tmp_path / "model.keras")
+    batch = images(3, size)
+    np.testing.assert_allclose(again.predict(batch, verbose=0), model.predict(batch, verbose=0), rtol=1e-5, atol=1e-6)
+
+
+def test_finetune_mode_trains_everything_with_a_lower_learning_rate(local_weights):
+    arch, size, path = local_weights
+    spec = ModelSpec(arch, mode="finetune", weights=path, image_size=size, num_outputs=3)
     model = compile_model(build_model(spec), spec)
     assert _base(model).trainable
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-4)
-    clean = ModelSpec("vgg16", image_size=32, num_outputs=3)
+    clean = ModelSpec(arch, image_size=size, num_outputs=3)
     assert float(compile_model(build_model(clean), clean).optimizer.learning_rate) == pytest.approx(1e-3)
 
 
