@@ -16,7 +16,8 @@ setup(
         "schemas": ["*.yaml", "mappings/*.yaml"],
         "pipeline": ["samples/*.jsonl", "samples/*.tsv", "samples/*.xml", "samples/*.md",
                      "samples/images/*.jpg"],
-        "models": ["default/*/*.json", "default/*/*.keras", "default/*/transform_fn/**/*", "RESULTS.md"],
+        "models": ["default/*/*.json", "default/*/*.keras", "default/*/transform_fn/**/*",
+                   "default/*/cv_report/*", "RESULTS.md"],
     },
     install_requires=[
         "apache-beam[gcp]>=2.77.0,<2.78",
