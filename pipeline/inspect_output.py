@@ -87,10 +87,10 @@ SUMMARY_PRODUCT_COLUMNS = ["category", "gender", "category_agreement", "gender_a
 
 
 def summarize(output: str, run_date: str | None = None, *, examples: int = 2,
-              products: pa.Table | None = None) -> dict:
-    """The run's figures. ``products``: the run's products table already read by the caller
-    (at least ``SUMMARY_PRODUCT_COLUMNS`` and ``retailer``), so it is not read twice."""
-    manifest = read_manifest(output, run_date)
+              manifest: dict | None = None, products: pa.Table | None = None) -> dict:
+    """The run's figures. ``manifest`` and ``products``: the run's manifest and products table
+    (at least ``SUMMARY_PRODUCT_COLUMNS`` and ``retailer``) when the caller has read them already."""
+    manifest = manifest or read_manifest(output, run_date)
     run_date = manifest["run_date"]
     images = read_table(output, "images", run_date, ["category_rule", "raw_category"])
     if products is None:

@@ -85,11 +85,12 @@ def disagreements(output: str, run_date: str, limit: int = 20, *, products: pa.T
 
 
 def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -> str:
-    run_date = read_manifest(output, run_date)["run_date"]
+    manifest = read_manifest(output, run_date)
+    run_date = manifest["run_date"]
     # The products table is read once, with every column the sections below use.
     columns = list(dict.fromkeys(SUMMARY_PRODUCT_COLUMNS + _DISAGREEMENT_COLUMNS))
     products = read_table(output, "products", run_date, columns)
-    s = summarize(output, run_date, products=products)
+    s = summarize(output, run_date, manifest=manifest, products=products)
     parts = [f"<h1>fashion-enrich run {html.escape(s['run_id'])}</h1>",
              f"<p>run_date {html.escape(run_date)} &middot; output {html.escape(output)} &middot; reconciled: "
              f"{'yes' if s['reconciled'] else '<b>NO</b>'}"
