@@ -170,7 +170,9 @@ def fold_metrics(scores: np.ndarray, y_true: np.ndarray, groups: Sequence[str], 
 
 
 def table_one(folds: list[dict]) -> dict[str, float]:
-    """The study's Table I columns over k folds."""
+    """The study's Table I columns over k folds. "Best fold" is one fold, the one with the best
+    per-product accuracy (the fold whose model is exported): both best-fold columns are that
+    fold's, so they describe one model rather than the maxima of two different folds."""
     best = max(folds, key=lambda f: f["product_accuracy"])
     return {
         "best_fold_image_accuracy": best["image_accuracy"],
