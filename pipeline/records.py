@@ -127,7 +127,7 @@ class ImageRecord:
     fetch_attempts: int | None = None
     fetch_ms: float | None = None
     cache_hit: bool | None = None
-    image_phash: str | None = None  # 64-bit perceptual hash, 16 hex digits (flip-invariant)
+    image_phash: str | None = None  # 144-bit perceptual hash, 36 hex digits (mirror-invariant)
     dominant_colour: str | None = None  # foreground colour, white background discounted
     dominant_colour_no_skin: str | None = None  # the same with skin tones discounted (person shots)
     # Model scores (ScoreImages); the category vocabulary is in the table metadata and manifest.
