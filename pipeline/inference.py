@@ -264,10 +264,18 @@ def _inference_dead_letter(record: ImageRecord, infos: tuple[ModelInfo, ...], me
                            product_id=record.product_id, image_uri=record.image_uri)
 
 
+def describe_failure(error) -> str:
+    """One line for Beam's exception-handling output: ``(exc_type, repr(exc), traceback lines)``
+    (or an exception object), without the traceback."""
+    if isinstance(error, tuple) and len(error) >= 2 and isinstance(error[0], type):
+        return f"{error[0].__name__}: {error[1]}"[:1000]
+    return f"{type(error).__name__}: {error}"[:1000]
+
+
 def _failed_batch_to_dead_letters(element, infos: tuple[ModelInfo, ...]):
     batch, error = element
     for record, _array in batch:
-        yield _inference_dead_letter(record, infos, f"{type(error).__name__}: {error}")
+        yield _inference_dead_letter(record, infos, describe_failure(error))
 
 
 class _ApplyScores(beam.DoFn):

@@ -6,6 +6,7 @@ after 64 MiB or 10 s, so the server always finishes on its own.
 
 from __future__ import annotations
 
+import gzip
 import io
 import struct
 import threading
@@ -148,6 +149,11 @@ class ImageServer:
                     return self._send(200, jpeg())
                 if path == "/endless.jpg":
                     return self._endless()
+                if path == "/drip.jpg":
+                    return self._drip()
+                if path == "/gzip.jpg":  # Content-Encoding: gzip, decoded by the client
+                    body = jpeg(color=(7, 8, 9))
+                    return self._send(200, gzip.compress(body), "image/jpeg", {"Content-Encoding": "gzip"})
                 if path == "/etag.jpg":
                     if self.headers.get("If-None-Match") == '"v1"':
                         return self._send(304, b"", "image/jpeg", {"ETag": '"v1"'})
@@ -163,6 +169,21 @@ class ImageServer:
                 if path == "/loop.jpg":
                     return self._send(302, b"", "text/plain", {"Location": "/loop.jpg"})
                 return self._send(404, b"unknown route", "text/plain")
+
+            def _drip(self):
+                """A byte every 0.2 s (each well within a read timeout), 40 bytes: 8 s in all."""
+                body = jpeg()[:40]
+                self.send_response(200)
+                self.send_header("Content-Type", "image/jpeg")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                try:
+                    for i in range(len(body)):
+                        self.wfile.write(body[i:i + 1])
+                        self.wfile.flush()
+                        time.sleep(0.2)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
 
             def _endless(self):
                 self.send_response(200)

@@ -54,6 +54,10 @@ def run(tmp_path, retailer: str, name: str, content: bytes, expected: dict) -> N
      [("A1", 1), ("A2", 1)], [], [(2, 2, 0, False)]),
     ("bom.jsonl", b"\xef\xbb\xbf" + (json.dumps(article("A1")) + "\n").encode(),
      [("A1", 1)], [], [(1, 1, 0, False)]),
+    # Valid JSON, but a lone surrogate escape cannot become UTF-8 (Beam keys, Parquet): dead-lettered
+    # at read instead of crashing a later stage; a proper surrogate pair (an emoji) is fine.
+    ("surrogate.jsonl", (json.dumps(article("A\ud800")) + "\n" + json.dumps(article("A\U0001F600")) + "\n").encode(),
+     [("A\U0001F600", 1)], [(1, "INVALID_ENCODING")], [(2, 1, 1, False)]),
 ])
 def test_hostile_zalando_lines(tmp_path, name, content, records, dead, stats):
     run(tmp_path, "zalando", name, content, dict(records=records, dead=dead, stats=stats))
@@ -68,6 +72,16 @@ def test_hostile_zalando_lines(tmp_path, name, content, records, dead, stats):
                                "</item>" for i in range(5))
                      + "<item><g:id>bad</g:title></item></channel></rss>").encode(),
      [(f"X{i}", 1) for i in range(5)], [(1, "MALFORMED_XML")], [(6, 5, 1, True)]),
+    # A declared encoding expat cannot read: one fatal dead letter, not a crash of the job.
+    ("shiftjis.xml", (b'<?xml version="1.0" encoding="shift_jis"?>\n<rss><channel><item><g:id>X1</g:id>'
+                      b"</item></channel></rss>"), [], [(1, "INVALID_ENCODING")], [(1, 0, 1, True)]),
+    ("bogus.xml", b'<?xml version="1.0" encoding="no-such-codec"?>\n<rss/>', [], [(1, "INVALID_ENCODING")],
+     [(1, 0, 1, True)]),
+    # Well-formed, but no <item> / <entry>: said, not silently read as zero products.
+    ("products.xml", b"<feed><product><id>X1</id></product></feed>", [], [(0, "MALFORMED_XML")], [(1, 0, 1, True)]),
+    # A header that is not UTF-8: the file is refused, not read with its first row as the header.
+    ("badheader.tsv", HEADER.replace("title", "titl\xe9").encode("latin-1") + (row("F1") + row("F2")).encode(),
+     [], [(1, "INVALID_ENCODING")], [(1, 0, 1, True)]),
 ])
 def test_hostile_farfetch_feeds(tmp_path, name, content, records, dead, stats):
     run(tmp_path, "farfetch", name, content, dict(records=records, dead=dead, stats=stats))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import time
 
 import apache_beam as beam
 import numpy as np
@@ -113,6 +114,18 @@ def test_http_outcomes(server):
     assert fetch_reason(fetcher, server.url("/to-ftp.jpg")) == "FORBIDDEN_URI"
     assert fetch_reason(fetcher, server.url("/loop.jpg")) == "TOO_MANY_REDIRECTS"
     assert fetcher.fetch(server.url("/to-good.jpg")).data == server.routes["/good.jpg"][1]
+    fetcher.close()
+
+
+def test_a_dripping_body_times_out_at_the_total_deadline(server):
+    """A server sending one byte every 0.2 s never trips the 0.5 s read timeout; the total
+    deadline (1 s here) must still end the fetch, per attempt, instead of after the whole drip."""
+    fetcher = Fetcher(fast_fetch(total_timeout_s=1.0, max_retries=0), sleep=lambda _: None)
+    started = time.monotonic()
+    assert fetch_reason(fetcher, server.url("/drip.jpg")) == "TIMEOUT"
+    assert time.monotonic() - started < 3.0  # the drip itself lasts 8 s
+    # Content-Encoding is still decoded with the chunked reads.
+    assert fetcher.fetch(server.url("/gzip.jpg")).data == jpeg(color=(7, 8, 9))
     fetcher.close()
 
 

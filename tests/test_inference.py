@@ -90,6 +90,10 @@ def test_score_images_on_a_pipeline_and_failures_to_dead_letter(models, steps):
             equal_to([(f"p{i}", 4, 3, True, True, (SIZE, SIZE, 3)) for i in range(5)]), label="scored")
         assert_that(out["dead_letter"] | "Dead" >> beam.Map(lambda d: (d.product_id, d.stage, d.reason)),
                     equal_to([("p99", "inference", "INFERENCE_ERROR")]), label="dead")
+        # One readable line naming the models and the error, not a repr of Beam's error tuple.
+        assert_that(out["dead_letter"] | "Message" >> beam.Map(
+            lambda d: (d.message.startswith("person model "), "Traceback" in d.message, "<class" in d.message)),
+            equal_to([(True, False, False)]), label="message")
 
 
 def test_combined_and_per_model_steps_give_the_same_scores(models):
@@ -157,3 +161,11 @@ def test_a_failing_element_is_isolated_within_its_batch(models):
     results = handler.run_inference([arrays(1), arrays(2, size=SIZE + 8), arrays(3)], model)
     assert [isinstance(r.inference, InferenceFailure) for r in results] == [False, True, False]
     assert results[0].inference[0].shape == (4,)
+
+
+def test_beam_failure_tuples_become_one_line():
+    from pipeline.inference import describe_failure
+
+    beam_style = (ValueError, "ValueError('bad shape')", ["Traceback (most recent call last):\n", "  ...\n"])
+    assert describe_failure(beam_style) == "ValueError: ValueError('bad shape')"
+    assert describe_failure(RuntimeError("boom")) == "RuntimeError: boom"

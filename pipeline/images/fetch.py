@@ -292,7 +292,10 @@ class Fetcher:
         chunks, total = [], 0
         deadline = self._clock() + self._cfg.total_timeout_s
         try:
-            for chunk in response.iter_content(chunk_size=65536):
+            # read1: what one socket read brings (at most 64 KiB), so the deadline is checked after
+            # every arrival; a fixed-size read would wait for 64 KiB, and a server dripping a byte
+            # every few seconds (each within the read timeout) would hold the thread for days.
+            while chunk := response.raw.read1(65536, decode_content=True):
                 total += len(chunk)
                 if total > limit:
                     raise FetchError(Reason.TOO_LARGE, f"body exceeds {limit} bytes", status=response.status_code)
@@ -300,7 +303,9 @@ class Fetcher:
                     raise FetchError(Reason.TIMEOUT, f"body not complete after {self._cfg.total_timeout_s} s",
                                      status=response.status_code)
                 chunks.append(chunk)
-        except requests.exceptions.RequestException as exc:  # read timeout, reset mid-body
-            reason = Reason.TIMEOUT if "timed out" in str(exc).lower() else Reason.CONNECTION_ERROR
-            raise FetchError(reason, f"reading body failed: {exc}", status=response.status_code) from exc
+        except (urllib3.exceptions.HTTPError, requests.exceptions.RequestException, OSError) as exc:
+            # read timeout, connection reset mid-body, broken chunked encoding or gzip
+            timed_out = isinstance(exc, (urllib3.exceptions.TimeoutError, TimeoutError)) or "timed out" in str(exc)
+            raise FetchError(Reason.TIMEOUT if timed_out else Reason.CONNECTION_ERROR, f"reading body failed: {exc}",
+                             status=response.status_code) from exc
         return b"".join(chunks)

@@ -197,20 +197,52 @@ class _ReadDumpFn(beam.DoFn):
             return beam.pvalue.TaggedOutput(DEAD_LETTER, ctx.dead_letter(reason, message))
 
         file_ctx = UnitContext(self._retailer, path, dump_folder(path), line=0, offset=None, extra_roots=self._roots)
+        for unit in self._frames(readable, path, stats):
+            if isinstance(unit, tuple):  # the file itself failed: one dead letter for it
+                reason, message = unit
+                stats["aborted"] |= reason is not Reason.EMPTY_FILE
+                yield error(file_ctx, reason, message)
+            else:
+                yield from self._unit(unit, path, stats)
+        counter(METRICS_NAMESPACE, "files").inc()
+        yield beam.pvalue.TaggedOutput(FILE_STATS, FileStats(retailer=self._retailer, source_file=path, **stats))
+
+    def _frames(self, readable: fileio.ReadableFile, path: str, stats: dict) -> Iterable:
+        """The file's units, then, if the file itself fails (empty, truncated, unreadable, or a
+        fault the framer did not foresee), one (reason, message) pair, and nothing after it.
+
+        Only opening and framing are guarded here: an exception raised downstream while a unit
+        is being emitted (fused stages run inside ``yield``) is not this file's fault and is not
+        caught."""
         try:
             stream = PeekStream(_open_decompressed(readable))
             if not stream.first_char():
-                yield error(file_ctx, Reason.EMPTY_FILE, "file is empty (no records)")
-            else:
-                for unit in self._decoder.frame(stream, path):
-                    yield from self._unit(unit, path, stats)
+                yield Reason.EMPTY_FILE, "file is empty (no records)"
+                return
+            frames = iter(self._decoder.frame(stream, path))
         except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            yield error(file_ctx, Reason.TRUNCATED_FILE,
-                        f"compressed file is truncated or corrupt after {stats['units']} units: {exc}")
+            yield Reason.TRUNCATED_FILE, f"compressed file is truncated or corrupt: {exc}"
+            return
         except OSError as exc:
-            yield error(file_ctx, Reason.UNREADABLE_FILE, f"cannot read file: {exc}")
-        counter(METRICS_NAMESPACE, "files").inc()
-        yield beam.pvalue.TaggedOutput(FILE_STATS, FileStats(retailer=self._retailer, source_file=path, **stats))
+            yield Reason.UNREADABLE_FILE, f"cannot read file: {exc}"
+            return
+        while True:
+            try:
+                unit = next(frames)
+            except StopIteration:
+                return
+            except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+                yield (Reason.TRUNCATED_FILE,
+                       f"compressed file is truncated or corrupt after {stats['units']} units: {exc}")
+                return
+            except OSError as exc:
+                yield Reason.UNREADABLE_FILE, f"cannot read file after {stats['units']} units: {exc}"
+                return
+            except Exception as exc:  # noqa: BLE001 - a framer fault ends this file, not the job
+                yield (Reason.UNREADABLE_FILE, f"cannot read the rest of the file after {stats['units']} units: "
+                                               f"{type(exc).__name__}: {exc}"[:500])
+                return
+            yield unit
 
     def _unit(self, unit: RawUnit | UnitError, path: str, stats: dict) -> Iterable:
         ctx = UnitContext(self._retailer, path, dump_folder(path), unit.line or 0, unit.offset, unit.raw,

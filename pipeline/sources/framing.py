@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,6 +45,20 @@ _BOM = b"\xef\xbb\xbf"
 
 
 Frame = Iterator[RawUnit | UnitError]
+# A \uD800-\uDFFF escape: JSON allows it, but an unpaired one decodes to a lone surrogate,
+# which no later stage can encode as UTF-8 (Beam coders, Parquet).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+
+
+def _unencodable(payload: object, text: str) -> str | None:
+    """Why ``payload`` cannot be written as UTF-8 (a lone surrogate escape), or None."""
+    if not _SURROGATE_ESCAPE.search(text):  # the fast path: no such escape at all
+        return None
+    try:
+        json.dumps(payload, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"unpaired UTF-16 surrogate escape in the JSON text ({exc.reason}): not representable as UTF-8"
+    return None
 
 
 class LineTooLong(Exception):
@@ -183,6 +198,9 @@ def _frame_json_lines(stream) -> Frame:
             yield UnitError(number, offset, Reason.NOT_AN_OBJECT,
                             f"expected a JSON object, got {type(payload).__name__}", text)
             continue
+        if problem := _unencodable(payload, text):
+            yield UnitError(number, offset, Reason.INVALID_ENCODING, problem, text)
+            continue
         yield RawUnit(number, offset, payload, text)
 
 
@@ -223,7 +241,9 @@ def _frame_json_array(data: bytes) -> Frame:
                             text[pos: pos + 500], fatal=True)
             return
         raw = text[pos:end]
-        if isinstance(payload, dict):
+        if isinstance(payload, dict) and (problem := _unencodable(payload, raw)):
+            yield UnitError(line, offset, Reason.INVALID_ENCODING, problem, raw)
+        elif isinstance(payload, dict):
             yield RawUnit(line, offset, payload, raw)
         else:
             yield UnitError(line, offset, Reason.NOT_AN_OBJECT,
@@ -256,12 +276,18 @@ def frame_delimited(stream: BinaryIO, delimiter: str) -> Frame:
         except StopIteration:
             break
         except csv.Error as exc:
-            yield from errors
-            errors.clear()
             line, offset = row_lines[0] if row_lines else (None, None)
             row_lines.clear()
+            if header is None:  # the header row itself: no row after it could be read correctly
+                yield from _header_unreadable(errors, line, offset, f"CSV error: {exc}")
+                return
+            yield from errors
+            errors.clear()
             yield UnitError(line, offset, Reason.MALFORMED_ROW, f"CSV error: {exc}")
             continue
+        if header is None and errors:  # an undecodable line where the header should be
+            yield from _header_unreadable(errors, errors[0].line, errors[0].offset, "the header row is not valid UTF-8")
+            return
         yield from errors
         errors.clear()
         line, offset = row_lines[0]
@@ -281,6 +307,15 @@ def frame_delimited(stream: BinaryIO, delimiter: str) -> Frame:
             continue
         yield RawUnit(line, offset, dict(zip(header, row)), raw)
     yield from errors
+
+
+def _header_unreadable(errors: list[UnitError], line, offset, why: str) -> Frame:
+    """A delimited file whose header row cannot be read ends with one fatal error: taking the
+    next row as the header would swallow it and misread every row after it."""
+    first = errors[0] if errors else None
+    yield UnitError(line, offset, first.reason if first else Reason.MALFORMED_ROW,
+                    f"{why}: the columns are unknown, so the file is not read", first.raw if first else "",
+                    fatal=True)
 
 
 def _local(tag: str) -> str:
@@ -307,7 +342,7 @@ def frame_xml(stream: BinaryIO, item_tags: tuple[str, ...] = ("item", "entry")) 
     """
     parser = ET.XMLPullParser(events=("start", "end"))
     stack: list[ET.Element] = []
-    item_start, number = 0, 1
+    item_start, number, items = 0, 1, 0
     while True:
         chunk = stream.readline(1024 * 1024)
         try:
@@ -323,6 +358,7 @@ def frame_xml(stream: BinaryIO, item_tags: tuple[str, ...] = ("item", "entry")) 
                     continue
                 stack.pop()
                 if _local(elem.tag) in item_tags:
+                    items += 1
                     yield RawUnit(item_start, None, _item_payload(elem), ET.tostring(elem, encoding="unicode"))
                     if stack:
                         stack[-1].remove(elem)  # keep memory flat on large feeds
@@ -334,6 +370,15 @@ def frame_xml(stream: BinaryIO, item_tags: tuple[str, ...] = ("item", "entry")) 
                             f"XML is not well-formed: {exc} (the rest of the file is skipped)",
                             chunk[:500].decode("utf-8", "replace"), fatal=True)
             return
+        except (ValueError, LookupError) as exc:  # a declared encoding expat cannot read (shift_jis, gbk, bogus)
+            yield UnitError(number, None, Reason.INVALID_ENCODING,
+                            f"cannot decode the feed: {exc} (re-encode it as UTF-8; the rest of the file is skipped)",
+                            chunk[:500].decode("utf-8", "replace"), fatal=True)
+            return
         if not chunk:
+            if not items:  # well-formed, but nothing a product could come from: say so
+                yield UnitError(None, None, Reason.MALFORMED_XML,
+                                f"no <{'> or <'.join(item_tags)}> element in the feed: an empty feed, or not "
+                                "RSS 2.0 / Atom", fatal=True)
             return
         number += chunk.endswith(b"\n")
