@@ -78,8 +78,21 @@ class _WorkerLogFilter(logging.Filter):
         return True
 
 
+class _BenignFilter(logging.Filter):
+    """Beam's RunInference warns on every model load that it cannot measure memory when its
+    optional PyTorch-based model manager is not installed (it then also drops ``resource``):
+    environment chatter, not a problem of the run."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (isinstance(record.msg, str) and record.msg.startswith(_BENIGN[0])
+                    and record.pathname.replace("\\", "/").endswith("apache_beam/ml/inference/base.py"))
+
+
 def show_progress() -> None:
     """Print progress lines at INFO in this process, including those of multi-processing workers."""
+    root = logging.getLogger()
+    if not any(isinstance(f, _BenignFilter) for f in root.filters):
+        root.addFilter(_BenignFilter())
     logging.getLogger(LOGGER).setLevel(logging.INFO)
     worker = logging.getLogger(_WORKER_LOGGER)
     if not any(isinstance(f, _WorkerLogFilter) for f in worker.filters):

@@ -289,3 +289,16 @@ def test_malloc_tuning_applies_here_and_to_spawned_workers(monkeypatch):
     monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")  # a user's own setting wins
     tune_child_processes()
     assert os.environ["MALLOC_ARENA_MAX"] == "2" and os.environ["MALLOC_MMAP_THRESHOLD_"] == "131072"
+
+
+def test_beams_memory_warning_is_dropped_and_other_warnings_kept():
+    from pipeline.progress import _BenignFilter
+
+    def record(msg: str, path: str) -> logging.LogRecord:
+        return logging.LogRecord("root", logging.WARNING, path, 1, msg, (), None)
+
+    beam_base = "/site-packages/apache_beam/ml/inference/base.py"
+    benign = "Resource module is not available for current platform, memory usage cannot be fetched."
+    assert not _BenignFilter().filter(record(benign, beam_base))
+    assert _BenignFilter().filter(record(benign, "/work/pipeline/inference.py"))  # only Beam's own
+    assert _BenignFilter().filter(record("Model load failed", beam_base))
