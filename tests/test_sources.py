@@ -544,6 +544,9 @@ def test_truncated_gz(tmp_path):
                     | "TruncDl" >> beam.Map(reason),
                     equal_to([("cut.jsonl.gz", 0, "TRUNCATED_FILE"), ("no_trailer.jsonl.gz", 0, "TRUNCATED_FILE")]),
                     label="TruncDeadLetters")
+        # The manifest says these files were not read to their end.
+        assert_that(out[FILE_STATS] | "TruncStats" >> beam.Map(lambda s: (name(s.source_file), s.aborted)),
+                    equal_to([("cut.jsonl.gz", True), ("no_trailer.jsonl.gz", True)]), label="TruncAborted")
 
 
 def test_invalid_utf8_lines(tmp_path):
