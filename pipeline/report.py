@@ -47,6 +47,12 @@ def _thumbnail(uri: str | None, size: int = 96) -> str | None:
         return None
 
 
+def _thumbnail_cell(uri: str | None) -> str:
+    """A table cell with the image's thumbnail, or "n/a" where it cannot be read here."""
+    thumb = _thumbnail(uri)
+    return f'<img class="thumb" alt="product image" src="{thumb}">' if thumb else "<span class=muted>n/a</span>"
+
+
 def _img(png: bytes, alt: str) -> str:
     return f'<img class="plot" alt="{html.escape(alt)}" src="{plots.data_uri(png)}">'
 
@@ -157,9 +163,8 @@ def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -
         first = review.sort_by([("review_priority", "descending")]).slice(0, limit).to_pylist()
         rows = []
         for r in first:
-            thumb = _thumbnail(r["primary_image_uri"])
-            cell = f'<img class="thumb" alt="product image" src="{thumb}">' if thumb else "<span class=muted>n/a</span>"
-            rows.append([cell, html.escape(r["retailer"]), html.escape(r["product_id"]), html.escape(r["title"] or ""),
+            rows.append([_thumbnail_cell(r["primary_image_uri"]), html.escape(r["retailer"]),
+                         html.escape(r["product_id"]), html.escape(r["title"] or ""),
                          f"{r['review_priority']:.3f}", html.escape(", ".join(r["review_reasons"])),
                          html.escape(r["retailer_category"] or ""), html.escape(r["category"] or "")])
         parts.append(_table(["image", "retailer", "product", "title", "priority", "reasons", "retailer says",
@@ -169,9 +174,8 @@ def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -
     if top:
         rows = []
         for p in top:
-            thumb = _thumbnail(p["image_uri"])
-            cell = f'<img class="thumb" alt="product image" src="{thumb}">' if thumb else "<span class=muted>n/a</span>"
-            rows.append([cell, html.escape(p["retailer"]), html.escape(p["product_id"]), html.escape(p["title"] or ""),
+            rows.append([_thumbnail_cell(p["image_uri"]), html.escape(p["retailer"]), html.escape(p["product_id"]),
+                         html.escape(p["title"] or ""),
                          html.escape(p["retailer_category"] or ""), html.escape(p["category"] or ""),
                          f"{p['category_score']:.3f}"])
         parts.append(_table(["image", "retailer", "product", "title", "retailer says", "model says", "score"], rows))
