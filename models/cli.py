@@ -100,7 +100,11 @@ def explicit_command(train_config: dict) -> str:
     """A card's ``train_config`` as a ``fashion-enrich train`` command with every setting spelled
     out, defaults included: it reproduces the folds and the model even after a default changed.
     Cards written before near-duplicate fold grouping existed trained without it."""
-    c = {"group_near_duplicates": False, "augment_range": 0.25, "width": 32, **train_config}
+    from dataclasses import asdict
+
+    from models.train import config_from_card
+
+    c = asdict(config_from_card(train_config))
     argv = ["fashion-enrich", "train", "--task", c["task"], "--arch", c["arch"], "--mode", c["mode"],
             "--data", c["data"], "--folds", str(c["folds"]), "--epochs", str(c["epochs"]),
             "--batch-size", str(c["batch_size"]), "--width", str(c["width"]), "--seed", str(c["seed"])]

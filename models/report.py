@@ -31,6 +31,21 @@ def plot_confusion(matrix: np.ndarray, classes: list[str], path: str, title: str
     plots.save(plots.confusion(matrix, classes, None, title), path)
 
 
+def plot_reliability(scores: np.ndarray, calibrated: np.ndarray, labels: np.ndarray, path: str, title: str) -> None:
+    """Reliability diagram of the scores before and after calibration."""
+    plots.save(plots.reliability(reliability(scores, labels), reliability(calibrated, labels), title), path)
+
+
+def _recomputed_folds(card: dict, data, data_dir: str):
+    """(training config, example indices, classes, fold per example, the exported fold) of an
+    exported model: its folds recomputed from its card on the prepared folder it was trained on."""
+    from models.train import config_from_card, split
+
+    cfg = config_from_card(card["train_config"], data=data_dir)
+    index, classes, _, folds = split(data, cfg)
+    return cfg, index, classes, folds, int(card["metrics"]["exported"].split()[1]) - 1
+
+
 def evaluate(model_dir: str, data_dir: str, report_dir: str) -> dict:
     model, card = load_exported(model_dir)
     data = load_prepared(data_dir)
@@ -68,9 +83,8 @@ def evaluate(model_dir: str, data_dir: str, report_dir: str) -> dict:
                             f"{card['model_id']}: per-class accuracy")
     plot_confusion(matrix, classes, os.path.join(report_dir, "confusion_matrix.png"),
                    f"{card['model_id']}: confusion matrix")
-    plots.save(plots.reliability(reliability(scores, truth), reliability(calibrated, truth),
-                                 f"{card['model_id']}: reliability (T = {temperature})"),
-               os.path.join(report_dir, "reliability.png"))
+    plot_reliability(scores, calibrated, truth, os.path.join(report_dir, "reliability.png"),
+                     f"{card['model_id']}: reliability (T = {temperature})")
     return metrics
 
 
@@ -82,7 +96,6 @@ def calibrate_export(model_dir: str, data_dir: str) -> dict:
     calibration existed get it this way; new trainings calibrate on out-of-fold predictions."""
     from models.calibration import calibrate
     from models.export import CARD
-    from models.train import TrainConfig, split
 
     model, card = load_exported(model_dir)
     exported = card["metrics"].get("exported", "")
@@ -93,12 +106,9 @@ def calibrate_export(model_dir: str, data_dir: str) -> dict:
     if trained_on is not None and trained_on != len(data.images):
         raise ConfigError(f"{data_dir} has {len(data.images)} examples, the model was trained on {trained_on}: "
                           "calibrate on the prepared folder it was trained on")
-    # Cards from before near-duplicate grouping were split without it: recompute their folds alike.
-    cfg = TrainConfig(**{"group_near_duplicates": False, **card["train_config"], "data": data_dir})
-    index, classes, _, folds = split(data, cfg)
+    cfg, index, classes, folds, fold = _recomputed_folds(card, data, data_dir)
     if classes != card["classes"]:
         raise ConfigError("the prepared folder's classes differ from the model's")
-    fold = int(exported.split()[1]) - 1
     held = index[folds == fold]
     scores = class_scores(model.predict(data.images[held], batch_size=256, verbose=0),
                           card["output"].startswith("sigmoid"))
@@ -109,9 +119,8 @@ def calibrate_export(model_dir: str, data_dir: str) -> dict:
         json.dump(card, fh, indent=2, default=str)
     folder = os.path.join(model_dir, "cv_report")
     os.makedirs(folder, exist_ok=True)
-    plots.save(plots.reliability(reliability(scores, labels),
-                                 reliability(apply_temperature(scores, calibration["temperature"]), labels),
-                                 f"{card['model_id']}: held-out {exported}"), os.path.join(folder, "reliability.png"))
+    plot_reliability(scores, apply_temperature(scores, calibration["temperature"]), labels,
+                     os.path.join(folder, "reliability.png"), f"{card['model_id']}: held-out {exported}")
     return calibration
 
 
@@ -119,7 +128,6 @@ def near_duplicate_leakage(model_dir: str, data_dir: str) -> dict:
     """How much near-duplicates between training and held-out folds inflate an exported model's
     held-out accuracy: its fold is recomputed as it was trained, and the held-out images are split
     into those with a perceptual near-duplicate in the training folds and the rest."""
-    from models.train import TrainConfig, split
     from pipeline.grouping import near_duplicate_pairs
     from pipeline.images.features import perceptual_hash
 
@@ -128,9 +136,7 @@ def near_duplicate_leakage(model_dir: str, data_dir: str) -> dict:
     if not exported.startswith("fold "):
         raise ConfigError(f"{model_dir} has no held-out fold ({exported})")
     data = load_prepared(data_dir)
-    cfg = TrainConfig(**{"group_near_duplicates": False, **card["train_config"], "data": data_dir})
-    index, _, _, folds = split(data, cfg)
-    fold = int(exported.split()[1]) - 1
+    cfg, index, _, folds, fold = _recomputed_folds(card, data, data_dir)
     phashes = [perceptual_hash(image) for image in data.images[index]]
     leaked = np.zeros(len(index), dtype=bool)
     for i, j in near_duplicate_pairs(phashes):

@@ -20,7 +20,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from models.architectures import ModelSpec, build_model, compile_model
-from models.calibration import apply_temperature, calibrate, reliability
+from models.calibration import apply_temperature, calibrate
 from models.data import Prepared, load_prepared
 from models.evaluation import (
     class_scores,
@@ -32,7 +32,6 @@ from models.evaluation import (
     subsample_products,
     table_one,
 )
-from pipeline import plots
 from pipeline.options import ConfigError
 from schemas.taxonomy import load_taxonomy
 
@@ -71,6 +70,12 @@ class TrainConfig:
             raise ValueError("folds >= 2, epochs >= 1 and batch_size >= 1 are required")
         if not 0 <= self.augment_range < 1:
             raise ValueError("augment_range must be in [0, 1)")
+
+
+def config_from_card(train_config: dict, **overrides) -> TrainConfig:
+    """A model card's ``train_config`` as a TrainConfig (``overrides`` on top, e.g. ``data``).
+    Cards written before near-duplicate fold grouping existed were split without it."""
+    return TrainConfig(**{"group_near_duplicates": False, **train_config, **overrides})
 
 
 def select(data: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, list[str]]:
@@ -193,6 +198,7 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
         f"{cfg.arch}/{cfg.mode} at {data.image_size} px, {cfg.folds} folds x {cfg.epochs} epochs")
     results, models, held_out = [], [], []
     confusion = np.zeros((len(classes), len(classes)), dtype=np.int64)
+    taxonomy = load_taxonomy(data.taxonomy_path) if cfg.task == "category" else None
     for fold in range(min(cfg.folds, cfg.max_folds_run or cfg.folds)):
         train_idx, val_idx = index[folds != fold], index[folds == fold]
         log(f"fold {fold + 1}/{cfg.folds}: train {len(train_idx)}, test {len(val_idx)}")
@@ -201,8 +207,7 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
         metrics = fold_metrics(scores, labels[val_idx], list(data.product_keys[val_idx]), classes)
         if cfg.task == "category":
             metrics["hierarchy"] = hierarchy_accuracy([classes[i] for i in labels[val_idx]],
-                                                      [classes[i] for i in scores.argmax(axis=1)],
-                                                      load_taxonomy(data.taxonomy_path))
+                                                      [classes[i] for i in scores.argmax(axis=1)], taxonomy)
         confusion += confusion_matrix(labels[val_idx], scores.argmax(axis=1), len(classes))
         held_out.append((scores, labels[val_idx], val_idx, fold))
         log(f"fold {fold + 1}: image accuracy {metrics['image_accuracy']:.4f}, "
@@ -231,10 +236,10 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
                         fold=np.concatenate([np.full(len(h[2]), h[3]) for h in held_out]),
                         product=np.concatenate([data.product_keys[h[2]] for h in held_out]).astype(str),
                         label=oof_labels, scores=oof_scores.astype(np.float32))
-    plots.save(plots.reliability(reliability(oof_scores, oof_labels),
-                                 reliability(apply_temperature(oof_scores, calibration["temperature"]), oof_labels),
-                                 f"{card['model_id']}: held-out folds"),
-               os.path.join(cfg.out, "cv_report", "reliability.png"))
+    from models.report import plot_reliability
+
+    plot_reliability(oof_scores, apply_temperature(oof_scores, calibration["temperature"]), oof_labels,
+                     os.path.join(cfg.out, "cv_report", "reliability.png"), f"{card['model_id']}: held-out folds")
     log(f"exported {cfg.out}: " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
     return card
 
