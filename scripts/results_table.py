@@ -18,15 +18,17 @@ def _parent_child(folder: str, folds: list[dict]) -> tuple[float, float] | None:
     confusion = Path(folder) / "cv_report" / "confusion.json"
     if not confusion.is_file():
         return None
-    from schemas.taxonomy import Relation, load_taxonomy
+    import numpy as np
 
-    taxonomy, matrix = load_taxonomy(), json.loads(confusion.read_text())
-    classes, counts = matrix["classes"], matrix["counts"]
-    total = sum(map(sum, counts))
-    share = {relation: sum(counts[i][j] for i, truth in enumerate(classes) for j, pred in enumerate(classes)
-                           if taxonomy.relation(truth, pred) is relation) / total
-             for relation in (Relation.PARENT, Relation.CHILD)}
-    return share[Relation.PARENT], share[Relation.CHILD]
+    from models.evaluation import hierarchy_accuracy
+    from schemas.taxonomy import load_taxonomy
+
+    matrix = json.loads(confusion.read_text())
+    classes, counts = np.array(matrix["classes"]), np.array(matrix["counts"])
+    truth, pred = np.nonzero(counts)  # one (truth, prediction) pair per cell, repeated by its count
+    shares = hierarchy_accuracy(np.repeat(classes[truth], counts[truth, pred]),
+                                np.repeat(classes[pred], counts[truth, pred]), load_taxonomy())
+    return shares["parent"], shares["child"]
 
 
 def row(folder: str) -> str:
