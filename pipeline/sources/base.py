@@ -214,18 +214,14 @@ class _ReadDumpFn(beam.DoFn):
         Only opening and framing are guarded here: an exception raised downstream while a unit
         is being emitted (fused stages run inside ``yield``) is not this file's fault and is not
         caught."""
-        try:
+        def units():
             stream = PeekStream(_open_decompressed(readable))
             if not stream.first_char():
                 yield Reason.EMPTY_FILE, "file is empty (no records)"
                 return
-            frames = iter(self._decoder.frame(stream, path))
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-            yield Reason.TRUNCATED_FILE, f"compressed file is truncated or corrupt: {exc}"
-            return
-        except OSError as exc:
-            yield Reason.UNREADABLE_FILE, f"cannot read file: {exc}"
-            return
+            yield from self._decoder.frame(stream, path)
+
+        frames = units()
         while True:
             try:
                 unit = next(frames)
