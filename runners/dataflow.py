@@ -118,21 +118,24 @@ def check_remote_paths(config) -> None:
         raise ConfigError("on Dataflow these must be gs:// paths: " + "; ".join(local))
 
 
-def _pipeline(argv: list[str], *, offline: bool):
-    """An empty Beam pipeline on these options, validated by Beam (project id, paths, region...).
-
-    ``offline``: Beam's own ``--dry_run``, so that validating the options does not look up
-    credentials or bucket policies (Pipeline() validates Dataflow options on construction)."""
-    import apache_beam as beam
+def _options(argv: list[str], *, offline: bool):
+    """Pipeline options of the command line. ``offline``: with Beam's own ``--dry_run``, so that
+    validating them does not look up credentials or bucket policies."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    from pipeline.options import ConfigError, RunConfig
+    return PipelineOptions(argv + (["--dry_run=True"] if offline else []))
 
-    options = PipelineOptions(argv + (["--dry_run=True"] if offline else []))
-    config = RunConfig.from_options(options)
+
+def _validated_pipeline(options):
+    """An empty Beam pipeline on these options: Pipeline() validates Dataflow options (project
+    id, paths, region...) on construction; its complaint becomes one line."""
+    import apache_beam as beam
+
+    from pipeline.options import ConfigError
+
     try:
-        return beam.Pipeline(options=options), config
-    except ValueError as exc:  # Beam's validation of the Dataflow options (project id, paths...)
+        return beam.Pipeline(options=options)
+    except ValueError as exc:
         raise ConfigError(" ".join(str(exc).split())) from exc
 
 
@@ -140,8 +143,11 @@ def build(argv: list[str], *, offline: bool = True):
     """The Beam pipeline (not run) and RunConfig for a Dataflow command line (gs:// inputs and
     models are matched and read, which needs credentials; the options themselves do not)."""
     from pipeline.build import build_pipeline
+    from pipeline.options import RunConfig
 
-    p, config = _pipeline(argv, offline=offline)
+    options = _options(argv, offline=offline)
+    config = RunConfig.from_options(options)
+    p = _validated_pipeline(options)
     build_pipeline(p, config)
     return p, config
 
@@ -168,7 +174,9 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    from pipeline.build import build_pipeline
     from pipeline.job import run_pipeline
+    from pipeline.options import RunConfig
     from pipeline.summary import format_summary
 
     args, rest = _parser().parse_known_args(argv)
@@ -180,10 +188,15 @@ def main(argv: list[str]) -> int:
         max_workers=args.max_workers, inference_min_ram=args.inference_min_ram, job_name=args.job_name,
         setup_file=str(setup_file) if args.setup_file else None)
     full = dataflow_args(settings) + rest
-    # Options and paths first (offline, cheap), before any input or model is read.
-    check_remote_paths(_pipeline(full, offline=True)[1])
-    # One graph, built once: offline (Beam's --dry_run) for a dry run, for real otherwise.
-    p, config = build(full, offline=args.dry_run)
+    # Options and paths first (offline, cheap), before any input is matched; the config (model
+    # cards included) is read once and the graph built once.
+    offline = _options(full, offline=True)
+    config = RunConfig.from_options(offline)
+    p = _validated_pipeline(offline)
+    check_remote_paths(config)
+    if not args.dry_run:
+        p = _validated_pipeline(_options(full, offline=False))
+    build_pipeline(p, config)
     if args.dry_run:
         print("fashion-enrich run " + " ".join(shlex.quote(a) for a in full))
         hints = {t.full_label: t.resource_hints for t in _applied(p) if t.resource_hints}
