@@ -55,7 +55,8 @@ class LogProgress(beam.PTransform):
 
 # Worker warnings that say nothing about the run (the DirectRunner's own environment).
 _MESSAGE = re.compile(r'message: "((?:[^"\\]|\\.)*)"')
-_BENIGN = ("Resource module is not available", "Discarding unparseable args", "No semi_persistent_directory")
+_BEAM_MEMORY_WARNING = "Resource module is not available"  # RunInference without PyTorch, each model load
+_BENIGN = (_BEAM_MEMORY_WARNING, "Discarding unparseable args", "No semi_persistent_directory")
 
 
 class _WorkerLogFilter(logging.Filter):
@@ -84,7 +85,7 @@ class _BenignFilter(logging.Filter):
     environment chatter, not a problem of the run."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (isinstance(record.msg, str) and record.msg.startswith(_BENIGN[0])
+        return not (isinstance(record.msg, str) and record.msg.startswith(_BEAM_MEMORY_WARNING)
                     and record.pathname.replace("\\", "/").endswith("apache_beam/ml/inference/base.py"))
 
 
