@@ -51,8 +51,15 @@ def test_invalid_specs(kwargs, message):
         ModelSpec(**kwargs)
 
 
+def _lite0(include_top, weights, input_shape):
+    from models.efficientnet_lite import build_base
+
+    assert not include_top and weights is None
+    return build_base(input_shape)
+
+
 BASES = {"vgg16": (keras.applications.VGG16, 32), "vgg19": (keras.applications.VGG19, 32),
-         "inception_v3": (keras.applications.InceptionV3, 75)}
+         "inception_v3": (keras.applications.InceptionV3, 75), "efficientnet_lite0": (_lite0, 32)}
 
 
 @pytest.fixture(scope="module", params=sorted(BASES))
@@ -84,8 +91,8 @@ def test_top_mode_loads_local_weights_and_freezes_the_base(local_weights):
 
 
 def test_top_mode_training_leaves_the_base_alone_and_exports(local_weights, tmp_path):
-    """A training step changes the head only (InceptionV3's BatchNorm statistics included), and
-    the serving copy (no optimizer) reloads with identical predictions."""
+    """A training step changes the head only (BatchNorm statistics of InceptionV3 and Lite0
+    included), and the serving copy (no optimizer) reloads with identical predictions."""
     from models.export import serving_copy
 
     arch, size, path = local_weights
