@@ -94,7 +94,7 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
     if config.progress_interval_s:
         _ = arrays | "ProgressLoaded" >> LogProgress("images loaded", config.progress_interval_s)
     if config.models:
-        score = ScoreImages(config.models, config.inference)
+        score = ScoreImages(config.models, config.inference, config.decode.size)
         if config.inference_hints:  # e.g. a GPU for this step only (Dataflow right fitting)
             score = score.with_resource_hints(**dict(config.inference_hints))
         scored = arrays | "ScoreImages" >> score

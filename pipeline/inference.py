@@ -168,15 +168,35 @@ class InferenceFailure:
     message: str
 
 
-class Scorer:
-    """Loaded Keras models behind one compiled function: a uint8 batch -> one score array per model."""
+def downscale(batch, size: int):
+    """uint8 (n, s, s, 3) -> uint8 (n, size, size, 3) by area averaging (box filter: no aliasing),
+    for a model whose input is smaller than the run's arrays. Rounded, as the decoder's output is."""
+    import tensorflow as tf
 
-    def __init__(self, models: list, image_size: int):
+    scaled = tf.image.resize(tf.cast(batch, tf.float32), (size, size), method="area")
+    return tf.cast(tf.round(tf.clip_by_value(scaled, 0.0, 255.0)), tf.uint8)
+
+
+class Scorer:
+    """Loaded Keras models behind one compiled function: a uint8 batch -> one score array per model.
+
+    The batch is at ``image_size``, the run's array size; a model with a smaller input (its
+    ``sizes`` entry) scores a :func:`downscale` copy, made once per size."""
+
+    def __init__(self, models: list, image_size: int, sizes: list[int] | None = None):
         import tensorflow as tf
 
         self.models = models
-        self._fn = tf.function(lambda batch: tuple(m(batch, training=False) for m in models),
-                               input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.uint8)],
+        sizes = list(sizes or [image_size] * len(models))
+
+        def score(batch):
+            copies = {image_size: batch}
+            for size in sizes:
+                if size not in copies:
+                    copies[size] = downscale(batch, size)
+            return tuple(m(copies[size], training=False) for m, size in zip(models, sizes))
+
+        self._fn = tf.function(score, input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.uint8)],
                                autograph=False)
 
     def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
@@ -189,12 +209,12 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, Scorer]):
     Each ``PredictionResult.inference`` is a tuple with one score vector per model (in the order
     given), or an :class:`InferenceFailure` when scoring that element raised."""
 
-    def __init__(self, infos: ModelInfo | tuple[ModelInfo, ...], cfg: InferenceConfig = InferenceConfig()):
+    def __init__(self, infos: ModelInfo | tuple[ModelInfo, ...], cfg: InferenceConfig = InferenceConfig(),
+                 image_size: int | None = None):
         super().__init__(min_batch_size=cfg.min_batch_size, max_batch_size=cfg.max_batch_size,
                          large_model=cfg.large_model, model_copies=cfg.model_copies)
         self._infos = (infos,) if isinstance(infos, ModelInfo) else tuple(infos)
-        if len({i.image_size for i in self._infos}) != 1:
-            raise ValueError("the models of one handler must share one input size")
+        self._image_size = check_sizes(self._infos, image_size)
         self._cfg = cfg
         self._model_id = ",".join(i.model_id for i in self._infos)
 
@@ -209,7 +229,7 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, Scorer]):
 
         loaded = [keras.models.load_model(os.path.join(_local_copy(resolve_model_path(i.path)), "model.keras"),
                                           compile=False) for i in self._infos]
-        return Scorer(loaded, self._infos[0].image_size)
+        return Scorer(loaded, self._image_size, [i.image_size for i in self._infos])
 
     def run_inference(self, batch, model: Scorer, inference_args=None):
         try:
@@ -293,17 +313,27 @@ class _ApplyScores(beam.DoFn):
         yield record, result.example
 
 
+def check_sizes(models, image_size: int | None) -> int:
+    """The run's array size: ``image_size``, or the largest model input. Smaller models get a
+    downscaled copy; a model larger than the arrays cannot be served (upscaling invents pixels)."""
+    sizes = {m.image_size for m in models}
+    size = image_size or max(sizes)
+    if max(sizes) > size:
+        raise ValueError(f"a model expects {max(sizes)} px but the images are decoded at {size} px: "
+                         "decode at the largest model input size")
+    return size
+
+
 class ScoreImages(beam.PTransform):
     """(ImageRecord, array) -> the same with every model's scores; failures to ``dead_letter``.
 
     Returns ``{"images": PCollection[(ImageRecord, array)], "dead_letter": PCollection[DeadLetter]}``.
     """
 
-    def __init__(self, models: tuple[ModelInfo, ...], cfg: InferenceConfig = InferenceConfig()):
+    def __init__(self, models: tuple[ModelInfo, ...], cfg: InferenceConfig = InferenceConfig(),
+                 image_size: int | None = None):
         super().__init__()
-        sizes = {m.image_size for m in models}
-        if len(sizes) > 1:
-            raise ValueError(f"models expect different image sizes {sorted(sizes)}: use one size for a run")
+        self._image_size = check_sizes(models, image_size)
         self._models, self._cfg = tuple(models), cfg
 
     def expand(self, images):
@@ -311,7 +341,7 @@ class ScoreImages(beam.PTransform):
         dead = []
         for infos in groups:
             name = "+".join(i.task for i in infos)
-            handler = KeyedModelHandler(KerasModelHandler(infos, self._cfg))
+            handler = KeyedModelHandler(KerasModelHandler(infos, self._cfg, self._image_size))
             main, failed = images | f"Infer[{name}]" >> RunInference(handler).with_exception_handling()
             dead.append(failed.failed_inferences
                         | f"Failed[{name}]" >> beam.FlatMap(_failed_batch_to_dead_letters, infos))

@@ -248,12 +248,10 @@ class RunConfig:
             sources.append(SourceConfig(name, pattern, mapping))
         run_date = opts.run_date or now.date().isoformat()
         models = _models(opts)
-        sizes = {m.image_size for m in models}
-        if len(sizes) > 1:
-            raise ConfigError(f"the models expect different image sizes {sorted(sizes)}; use models of one size")
-        size = sizes.pop() if sizes else (opts.image_size or DecodeConfig().size)
+        # Images are decoded once, at the largest model input; smaller models score a downscaled copy.
+        size = max(m.image_size for m in models) if models else (opts.image_size or DecodeConfig().size)
         if opts.image_size and opts.image_size != size:
-            raise ConfigError(f"--image-size {opts.image_size} differs from the models' input size {size}")
+            raise ConfigError(f"--image-size {opts.image_size} differs from the models' (largest) input size {size}")
         extra_roots = tuple(sorted(os.path.abspath(r) for r in opts.allowed_root or ()))
         try:
             fetch = FetchConfig(

@@ -20,9 +20,9 @@ from pipeline.records import ImageRecord  # noqa: E402
 SIZE = 32
 
 
-def export_tiny(folder, task: str, classes: list[str]) -> ModelInfo:
+def export_tiny(folder, task: str, classes: list[str], size: int = SIZE) -> ModelInfo:
     person = task == "person"
-    spec = ModelSpec("custom_cnn", image_size=SIZE, num_outputs=1 if person else len(classes), multilabel=person,
+    spec = ModelSpec("custom_cnn", image_size=size, num_outputs=1 if person else len(classes), multilabel=person,
                      width=4)
     export_model(build_model(spec), out=str(folder), spec=spec, task=task, classes=classes, data_dir=str(folder),
                  train_config={}, metrics={}, wall_seconds=0.0)
@@ -111,11 +111,33 @@ def test_combined_and_per_model_steps_give_the_same_scores(models):
     assert together[0].model_id == ",".join(m.model_id for m in models)
 
 
-def test_models_must_share_one_image_size(models, tmp_path):
-    other = export_tiny(tmp_path / "big", "gender", ["FEMALE", "MALE"])
-    bigger = ModelInfo(**{**other.__dict__, "image_size": 64})
-    with pytest.raises(ValueError, match="different image sizes"):
-        ScoreImages((models[0], bigger))
+def test_a_smaller_model_scores_a_downscaled_copy(models, tmp_path):
+    """Arrays are decoded at the largest model input; a 32 px model beside a 64 px one scores the
+    2x2 box average of each array, exactly as if it were served alone on such arrays."""
+    from pipeline.inference import downscale
+
+    big = export_tiny(tmp_path / "big", "category", ["DRESSES", "JEANS", "HATS", "SHOES"], size=2 * SIZE)
+    small = models[2]  # gender, SIZE px
+    batch = [arrays(i, 2 * SIZE) for i in range(3)]
+    boxed = [a.reshape(SIZE, 2, SIZE, 2, 3).mean(axis=(1, 3)).round().astype(np.uint8) for a in batch]
+    np.testing.assert_array_equal(np.asarray(downscale(np.stack(batch), SIZE)), np.stack(boxed))
+    mixed = KerasModelHandler((big, small))
+    together = mixed.run_inference(batch, mixed.load_model())
+    alone = KerasModelHandler(small)
+    separate = alone.run_inference(boxed, alone.load_model())
+    for a, b in zip(together, separate):
+        np.testing.assert_allclose(a.inference[1], b.inference[0], rtol=1e-5, atol=1e-6)
+    with TestPipeline() as p:
+        scored = p | beam.Create([(record(i), batch[i]) for i in range(3)]) | ScoreImages((big, small))
+        out = (scored["images"]
+               | beam.Map(lambda pair: (pair[0].product_id, len(pair[0].gender_scores),
+                                        len(pair[0].category_scores))))
+        assert_that(out, equal_to([(f"p{i}", 3, 4) for i in range(3)]))
+
+
+def test_a_model_larger_than_the_arrays_is_refused(models, tmp_path):
+    with pytest.raises(ValueError, match="decode at the largest model input size"):
+        ScoreImages((models[0],), image_size=SIZE // 2)
 
 
 def test_a_card_that_does_not_match_the_model_is_refused(tmp_path):

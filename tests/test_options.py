@@ -44,6 +44,25 @@ def test_image_size_must_match_the_models(tmp_path):
         config("--output", str(tmp_path), "--image-size", str(cfg.decode.size + 8))
 
 
+def test_models_of_different_sizes_decode_at_the_largest(tmp_path):
+    """A 96 px category model beside the shipped (smaller) ones: the images are decoded at 96 px
+    and the smaller models score a downscaled copy (pipeline.inference.Scorer)."""
+    from models.architectures import ModelSpec, build_model
+    from models.export import export_model
+
+    shipped = config("--output", str(tmp_path))
+    if not shipped.models:
+        pytest.skip("no default models shipped")
+    spec = ModelSpec("custom_cnn", image_size=96, num_outputs=2, width=4)
+    export_model(build_model(spec), out=str(tmp_path / "cat96"), spec=spec, task="category",
+                 classes=["DRESSES", "JEANS"], data_dir=str(tmp_path), train_config={}, metrics={}, wall_seconds=0.0)
+    cfg = config("--output", str(tmp_path), "--category-model", str(tmp_path / "cat96"))
+    assert cfg.decode.size == 96 and sorted(m.image_size for m in cfg.models)[-1] == 96
+    assert min(m.image_size for m in cfg.models) < 96
+    with pytest.raises(ConfigError, match="largest"):
+        config("--output", str(tmp_path), "--category-model", str(tmp_path / "cat96"), "--image-size", "64")
+
+
 @pytest.mark.parametrize("argv, message", [
     (["--image-size", "4", *NO_MODELS], "size"),
     (["--fetch-concurrency", "0"], "concurrency"),
