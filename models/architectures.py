@@ -78,34 +78,30 @@ def _conv_block(x, filters: int, name: str, convs: int = 1):
     return layers.MaxPooling2D(2, name=f"{name}_pool")(x)
 
 
-def _efficientnet_lite0(spec: ModelSpec):
-    from models import efficientnet_lite
-
-    base = efficientnet_lite.build_base((spec.image_size, spec.image_size, 3))
-    if spec.mode != "clean":
-        efficientnet_lite.load_pretrained(base, spec.weights)
-    scale = layers.Rescaling(1 / efficientnet_lite.INPUT_STD, offset=-efficientnet_lite.INPUT_MEAN
-                             / efficientnet_lite.INPUT_STD)
-    return base, scale
-
-
-def _application(spec: ModelSpec, inputs):
+def _base(spec: ModelSpec):
+    """(convolutional base with its pretrained weights loaded where the mode asks, input scaling)."""
+    shape = (spec.image_size, spec.image_size, 3)
     if spec.arch == "efficientnet_lite0":
-        base, preprocess = _efficientnet_lite0(spec)
-        return _pooled(spec, base, preprocess, inputs)
+        from models import efficientnet_lite
+
+        base = efficientnet_lite.build_base(shape)
+        if spec.mode != "clean":
+            efficientnet_lite.load_pretrained(base, spec.weights)
+        return base, layers.Rescaling(1 / efficientnet_lite.INPUT_STD,
+                                      offset=-efficientnet_lite.INPUT_MEAN / efficientnet_lite.INPUT_STD)
     apps = {"vgg16": (keras.applications.VGG16, CaffePreprocess()),
             "vgg19": (keras.applications.VGG19, CaffePreprocess()),
             "inception_v3": (keras.applications.InceptionV3, layers.Rescaling(1 / 127.5, offset=-1.0))}
     constructor, preprocess = apps[spec.arch]
-    shape = (spec.image_size, spec.image_size, 3)
     imagenet = spec.mode != "clean" and spec.weights == "imagenet"
     base = constructor(include_top=False, weights="imagenet" if imagenet else None, input_shape=shape)
     if spec.mode != "clean" and not imagenet:
         base.load_weights(spec.weights)  # local file saved from the same base (include_top=False)
-    return _pooled(spec, base, preprocess, inputs)
+    return base, preprocess
 
 
-def _pooled(spec: ModelSpec, base, preprocess, inputs):
+def _application(spec: ModelSpec, inputs):
+    base, preprocess = _base(spec)
     base.trainable = spec.mode != "top"
     x = preprocess(inputs)
     # In "top" mode the frozen base also keeps its BatchNorm statistics (InceptionV3, Lite0).
