@@ -40,6 +40,24 @@ class CaffePreprocess(layers.Layer):
         return x - keras.ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype="float32")
 
 
+@keras.saving.register_keras_serializable(package="fashion_enrich")
+class HorizontalFlip(layers.Layer):
+    """Mirrors images left to right, always (unlike ``RandomFlip``): test-time augmentation."""
+
+    def call(self, inputs):
+        return keras.ops.flip(inputs, axis=-2)
+
+
+def flip_averaged(model: keras.Model) -> keras.Model:
+    """Test-time augmentation: the mean of ``model``'s scores on the image and on its mirror image
+    (the training augmentation's horizontal flip), as one model with the same weights, input and
+    output. Twice the inference cost; the exported artifact carries it, so serving scores what
+    cross-validation measured."""
+    inputs = keras.Input(model.input_shape[1:], dtype=model.inputs[0].dtype, name="image")
+    scores = layers.Average(name="flip_average")([model(inputs), model(HorizontalFlip(name="mirror")(inputs))])
+    return keras.Model(inputs, scores, name=f"{model.name}_flip_tta")
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     arch: str

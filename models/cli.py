@@ -73,6 +73,11 @@ def _train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--width", type=int, default=32, help="custom_cnn: filters of the first block")
     parser.add_argument("--no-near-duplicate-groups", action="store_true",
                         help="group folds by product and identical bytes only, not by perceptual near-duplicates")
+    parser.add_argument("--tta-flip", action="store_true",
+                        help="score with the mean over the image and its mirror image (cross-validation and the "
+                        "exported model: twice the inference cost)")
+    parser.add_argument("--no-epoch-validation", action="store_true",
+                        help="score the held-out fold only after training, not after every epoch (faster)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
     return parser
@@ -126,6 +131,10 @@ def explicit_command(train_config: dict) -> str:
         argv.append("--final-fit")
     if not c["group_near_duplicates"]:
         argv.append("--no-near-duplicate-groups")
+    if c["tta_flip"]:
+        argv.append("--tta-flip")
+    if not c["epoch_validation"]:
+        argv.append("--no-epoch-validation")
     return shlex.join(argv + ["--out", c["out"]])
 
 
@@ -145,7 +154,8 @@ def _train_config(args):
                       augment_range=args.augment_range, learning_rate=args.learning_rate,
                       subsample_fraction=args.subsample_fraction, subsample_floor=args.subsample_floor,
                       final_fit=args.final_fit, seed=args.seed, width=args.width,
-                      group_near_duplicates=not args.no_near_duplicate_groups)
+                      group_near_duplicates=not args.no_near_duplicate_groups, tta_flip=args.tta_flip,
+                      epoch_validation=not args.no_epoch_validation)
 
 
 def evaluate_main(argv: list[str]) -> int:

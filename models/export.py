@@ -74,6 +74,8 @@ def export_model(model, *, out: str, spec: ModelSpec, task: str, classes: list[s
         "image_size": spec.image_size,
         "input": "uint8 RGB; longer side resized to image_size, white-padded square (pipeline.images.decode)",
         "output": "sigmoid P(person)" if spec.multilabel else "softmax over classes",
+        "test_time_augmentation": ("horizontal flip: the mean of the scores of the image and its mirror image"
+                                   if train_config.get("tta_flip") else None),
         "classes": classes,
         "parameters": int(model.count_params()),
         "training_data": {"folder": data_dir, **prepared},

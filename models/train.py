@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from models.architectures import ModelSpec, build_model, compile_model
+from models.architectures import ModelSpec, build_model, compile_model, flip_averaged
 from models.calibration import apply_temperature, calibrate
 from models.data import Prepared, load_prepared
 from models.evaluation import (
@@ -60,6 +60,8 @@ class TrainConfig:
     seed: int = 0
     width: int = 32
     group_near_duplicates: bool = True  # folds also keep perceptual near-duplicates together
+    tta_flip: bool = False  # score (and export) the mean over the image and its mirror image
+    epoch_validation: bool = True  # score the held-out fold after every epoch (progress only)
     max_folds_run: int | None = None  # run only the first n folds (smoke tests)
     progress_seconds: float = 20.0  # a progress line within an epoch at most this often
 
@@ -150,7 +152,9 @@ def _fit(cfg: TrainConfig, spec: ModelSpec, data: Prepared, train_idx, val_idx, 
     steps = cfg.epochs * -(-len(train_idx) // cfg.batch_size)
     model = compile_model(build_model(spec), spec, cfg.learning_rate, decay_steps=steps)
     target = labels.astype("float32") if spec.multilabel else labels
-    val = None if val_idx is None else _dataset(data.images[val_idx], target[val_idx], cfg, training=False)
+    val = None
+    if val_idx is not None and cfg.epoch_validation:
+        val = _dataset(data.images[val_idx], target[val_idx], cfg, training=False)
 
     steps_per_epoch = -(-len(train_idx) // cfg.batch_size)
 
@@ -203,20 +207,34 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
         train_idx, val_idx = index[folds != fold], index[folds == fold]
         log(f"fold {fold + 1}/{cfg.folds}: train {len(train_idx)}, test {len(val_idx)}")
         model = _fit(cfg, spec, data, train_idx, val_idx, labels, log)
+        plain = None
+        if cfg.tta_flip:  # what the mirror image adds, on the same trained weights
+            plain = fold_metrics(_scores(model, data.images[val_idx], spec.multilabel), labels[val_idx],
+                                 list(data.product_keys[val_idx]), classes)
+            model = flip_averaged(model)
         scores = _scores(model, data.images[val_idx], spec.multilabel)
         metrics = fold_metrics(scores, labels[val_idx], list(data.product_keys[val_idx]), classes)
+        if plain:
+            metrics["without_tta"] = {k: plain[k] for k in ("image_accuracy", "product_accuracy", "macro_f1")}
         if cfg.task == "category":
             metrics["hierarchy"] = hierarchy_accuracy([classes[i] for i in labels[val_idx]],
                                                       [classes[i] for i in scores.argmax(axis=1)], taxonomy)
         confusion += confusion_matrix(labels[val_idx], scores.argmax(axis=1), len(classes))
         held_out.append((scores, labels[val_idx], val_idx, fold))
         log(f"fold {fold + 1}: image accuracy {metrics['image_accuracy']:.4f}, "
-            f"product accuracy {metrics['product_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}")
+            f"product accuracy {metrics['product_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f}"
+            + (f" (without the mirror image: image accuracy {plain['image_accuracy']:.4f})" if plain else ""))
         results.append(metrics)
         models.append(model)
     best = max(range(len(results)), key=lambda i: results[i]["product_accuracy"])
-    final = _fit(cfg, spec, data, index, None, labels, log) if cfg.final_fit else models[best]
+    final = models[best]
+    if cfg.final_fit:
+        final = _fit(cfg, spec, data, index, None, labels, log)
+        final = flip_averaged(final) if cfg.tta_flip else final
     summary = table_one(results)
+    if cfg.tta_flip:
+        summary["mean_image_accuracy_without_tta"] = float(np.mean([r["without_tta"]["image_accuracy"]
+                                                                    for r in results]))
     oof_scores, oof_labels = np.concatenate([h[0] for h in held_out]), np.concatenate([h[1] for h in held_out])
     calibration = calibrate(oof_scores, oof_labels, fitted_on=f"out-of-fold predictions of {len(held_out)} folds")
     log(f"calibration: temperature {calibration['temperature']}, ECE {calibration['ece_before']} -> "

@@ -223,7 +223,7 @@ def test_explicit_command_reproduces_the_train_config():
 
     tuned = TrainConfig(task="gender", data="/d", out="/o m", epochs=12, augment_range=0.1, width=48,
                         learning_rate=3e-4, subsample_fraction=0.15, subsample_floor=60, seed=3,
-                        group_near_duplicates=False, final_fit=True)
+                        group_near_duplicates=False, final_fit=True, tta_flip=True, epoch_validation=False)
     assert round_trip(tuned) == tuned
     plain = TrainConfig(task="category", data="/d", out="/o", augment=False)
     assert round_trip(plain) == plain
@@ -231,3 +231,34 @@ def test_explicit_command_reproduces_the_train_config():
     old = {k: v for k, v in dataclasses.asdict(plain).items() if k != "group_near_duplicates"}
     assert "--no-near-duplicate-groups" in explicit_command(old)
     assert "--no-near-duplicate-groups" not in explicit_command(dataclasses.asdict(plain))
+
+
+def test_flip_test_time_augmentation_is_measured_exported_and_served(prepared, tmp_path):
+    from models.export import load_exported
+    from models.train import TrainConfig, train
+
+    out, _ = prepared
+    lines = []
+    cfg = TrainConfig(task="category", data=out, out=str(tmp_path / "tta"), arch="custom_cnn", width=8, folds=2,
+                      epochs=2, batch_size=16, max_folds_run=1, group_near_duplicates=False, tta_flip=True,
+                      epoch_validation=False)
+    card = train(cfg, log=lines.append)
+    assert not any("val_loss" in line for line in lines)  # no held-out scoring after each epoch
+    assert any("without the mirror image" in line for line in lines)
+    fold = card["metrics"]["folds"][0]
+    assert set(fold["without_tta"]) == {"image_accuracy", "product_accuracy", "macro_f1"}
+    assert "mean_image_accuracy_without_tta" in card["metrics"]["table_one"]
+    assert card["test_time_augmentation"].startswith("horizontal flip")
+    assert "--tta-flip" in card["command_explicit"] and "--no-epoch-validation" in card["command_explicit"]
+    model, _ = load_exported(str(tmp_path / "tta"))
+    images = load_prepared(out).images
+    oof = np.load(tmp_path / "tta" / "cv_report" / "out_of_fold.npz")
+    # The served artifact reproduces the cross-validation scores, which are the mean over the
+    # image and its mirror image of the inner (trained) model's scores.
+    np.testing.assert_allclose(model.predict(images[oof["example"]], verbose=0), oof["scores"], rtol=1e-5,
+                               atol=1e-6)
+    inner = next(layer for layer in model.layers if layer.name.startswith("custom_cnn"))
+    some = images[oof["example"][:8]]
+    mean = (inner.predict(some, verbose=0) + inner.predict(some[:, :, ::-1], verbose=0)) / 2
+    np.testing.assert_allclose(model.predict(some, verbose=0), mean, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(inner.predict(some, verbose=0), mean, atol=1e-6)  # the mirror image counts
