@@ -46,9 +46,13 @@ def row(folder: str) -> str:
     calibration = card.get("calibration") or {}
     ece = (f"{calibration['ece_before']:.3f} -> {calibration['ece_after']:.3f} (T {calibration['temperature']:.2f})"
            if calibration.get("method") == "temperature" else "-")
-    return (f"| {card['task']} | {card['architecture']} | {card['mode']} | {augment} "
+    mode = card["mode"] + (" + flip TTA" if cfg.get("tta_flip") else "")
+    mean_image = f"{t1['mean_image_accuracy']:.3f}"
+    if "mean_image_accuracy_without_tta" in t1:  # what the mirror image added, on the same weights
+        mean_image += f" ({t1['mean_image_accuracy_without_tta']:.3f} without TTA)"
+    return (f"| {card['task']} | {card['architecture']} | {mode} | {augment} "
             f"| {card['image_size']} | {cfg['epochs']} | {sub} | {images} "
-            f"| {t1['best_fold_image_accuracy']:.3f} | {t1['mean_image_accuracy']:.3f} "
+            f"| {t1['best_fold_image_accuracy']:.3f} | {mean_image} "
             f"| {t1['best_fold_product_accuracy']:.3f} | {t1['mean_product_accuracy']:.3f} | {t1['mean_macro_f1']:.3f} "
             f"| {hierarchy or '-'} | {ece} | {card['parameters']:,} | {card['wall_seconds'] / 60:.0f} min |")
 
