@@ -1,5 +1,6 @@
 """``fashion-enrich prepare | train | evaluate``: argument parsing only; the work is in
-:mod:`models.data`, :mod:`models.train` and :mod:`models.report`."""
+:mod:`models.data`, :mod:`models.train` and :mod:`models.report`, the training settings in
+:mod:`models.config`. Nothing in ``models`` imports this module."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import shlex
 import sys
 
 from models.architectures import ARCHITECTURES, MODES, ModelSpec
-from models.train import TASK_CHOICES
+from models.config import TASK_CHOICES, TrainConfig, default_out
 from pipeline.options import ConfigError
 
 
@@ -106,38 +107,6 @@ def train_main(argv: list[str]) -> int:
     return 0
 
 
-def explicit_command(train_config: dict) -> str:
-    """A card's ``train_config`` as a ``fashion-enrich train`` command with every setting spelled
-    out, defaults included: it reproduces the folds and the model even after a default changed.
-    Cards written before near-duplicate fold grouping existed trained without it."""
-    from dataclasses import asdict
-
-    from models.train import config_from_card
-
-    c = asdict(config_from_card(train_config))
-    argv = ["fashion-enrich", "train", "--task", c["task"], "--arch", c["arch"], "--mode", c["mode"],
-            "--data", c["data"], "--folds", str(c["folds"]), "--epochs", str(c["epochs"]),
-            "--batch-size", str(c["batch_size"]), "--width", str(c["width"]), "--seed", str(c["seed"])]
-    if c.get("weights"):
-        argv += ["--weights", c["weights"]]
-    if c.get("image_size"):
-        argv += ["--image-size", str(c["image_size"])]
-    if c.get("learning_rate"):
-        argv += ["--learning-rate", repr(c["learning_rate"])]
-    argv += ["--augment-range", repr(c["augment_range"])] if c["augment"] else ["--no-augment"]
-    if c.get("subsample_fraction"):
-        argv += ["--subsample-fraction", repr(c["subsample_fraction"]), "--subsample-floor", str(c["subsample_floor"])]
-    if c.get("final_fit"):
-        argv.append("--final-fit")
-    if not c["group_near_duplicates"]:
-        argv.append("--no-near-duplicate-groups")
-    if c["tta_flip"]:
-        argv.append("--tta-flip")
-    if not c["epoch_validation"]:
-        argv.append("--no-epoch-validation")
-    return shlex.join(argv + ["--out", c["out"]])
-
-
 def _prepared_size(folder: str) -> int:
     import json
 
@@ -146,8 +115,6 @@ def _prepared_size(folder: str) -> int:
 
 
 def _train_config(args):
-    from models.train import TrainConfig, default_out
-
     return TrainConfig(task=args.task, data=args.data, out=args.out or default_out(args.task, args.arch, args.mode),
                       arch=args.arch, mode=args.mode, weights=args.weights, folds=args.folds, epochs=args.epochs,
                       batch_size=args.batch_size, image_size=args.image_size, augment=not args.no_augment,

@@ -87,7 +87,7 @@ def export_model(model, *, out: str, spec: ModelSpec, task: str, classes: list[s
         "wall_seconds": round(wall_seconds, 1),
         "code_version": code_version(),
         "command": command,  # as typed
-        "command_explicit": command_explicit,  # every setting spelled out (models.cli.explicit_command)
+        "command_explicit": command_explicit,  # every setting spelled out (models.config.explicit_command)
     }
     with open(os.path.join(out, CARD), "w", encoding="utf-8") as fh:
         json.dump(card, fh, indent=2, default=str)

@@ -15,9 +15,11 @@ import os
 import numpy as np
 
 from models.calibration import apply_temperature, expected_calibration_error, reliability
+from models.config import config_from_card
 from models.data import load_prepared
 from models.evaluation import class_scores, confusion_matrix, fold_metrics, hierarchy_accuracy
 from models.export import load_exported
+from models.folds import split
 from pipeline import plots
 from pipeline.options import ConfigError
 from schemas.taxonomy import load_taxonomy
@@ -39,8 +41,6 @@ def plot_reliability(scores: np.ndarray, calibrated: np.ndarray, labels: np.ndar
 def _recomputed_folds(card: dict, data, data_dir: str):
     """(training config, example indices, classes, fold per example, the exported fold) of an
     exported model: its folds recomputed from its card on the prepared folder it was trained on."""
-    from models.train import config_from_card, split
-
     cfg = config_from_card(card["train_config"], data=data_dir)
     index, classes, _, folds = split(data, cfg)
     return cfg, index, classes, folds, int(card["metrics"]["exported"].split()[1]) - 1

@@ -15,99 +15,22 @@ import json
 import os
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import numpy as np
 
 from models.architectures import ModelSpec, build_model, compile_model, flip_averaged
 from models.calibration import apply_temperature, calibrate
+from models.config import TrainConfig, explicit_command
 from models.data import Prepared, load_prepared
-from models.evaluation import (
-    class_scores,
-    confusion_matrix,
-    fold_metrics,
-    grouped_folds,
-    hierarchy_accuracy,
-    leakage_groups,
-    subsample_products,
-    table_one,
-)
+from models.evaluation import class_scores, confusion_matrix, fold_metrics, hierarchy_accuracy, table_one
+from models.export import export_model
+from models.folds import split
+from models.report import plot_confusion, plot_per_class_accuracy, plot_reliability
 from pipeline.options import ConfigError
 from schemas.taxonomy import load_taxonomy
 
-TASK_CHOICES = ("category", "gender", "person", "age_group")
 OUT_OF_FOLD = "out_of_fold.npz"  # in <out>/cv_report/: example index, fold, product, label, scores
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    task: str
-    data: str
-    out: str
-    arch: str = "custom_cnn"
-    mode: str = "clean"
-    weights: str | None = None
-    folds: int = 3
-    epochs: int = 10
-    batch_size: int = 64
-    image_size: int | None = None  # must equal the prepared size (checked)
-    augment: bool = True
-    augment_range: float = 0.25  # the study's shift and zoom; 0 keeps the flip only
-    learning_rate: float | None = None
-    subsample_fraction: float | None = None
-    subsample_floor: int = 100
-    final_fit: bool = False
-    seed: int = 0
-    width: int = 32
-    group_near_duplicates: bool = True  # folds also keep perceptual near-duplicates together
-    tta_flip: bool = False  # score (and export) the mean over the image and its mirror image
-    epoch_validation: bool = True  # score the held-out fold after every epoch (progress only)
-    max_folds_run: int | None = None  # run only the first n folds (smoke tests)
-    progress_seconds: float = 20.0  # a progress line within an epoch at most this often
-
-    def __post_init__(self):
-        if self.task not in TASK_CHOICES:
-            raise ValueError(f"task must be one of {TASK_CHOICES}")
-        if self.folds < 2 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("folds >= 2, epochs >= 1 and batch_size >= 1 are required")
-        if not 0 <= self.augment_range < 1:
-            raise ValueError("augment_range must be in [0, 1)")
-
-
-def config_from_card(train_config: dict, **overrides) -> TrainConfig:
-    """A model card's ``train_config`` as a TrainConfig (``overrides`` on top, e.g. ``data``).
-    Cards written before near-duplicate fold grouping existed were split without it."""
-    return TrainConfig(**{"group_near_duplicates": False, **train_config, **overrides})
-
-
-def select(data: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, list[str]]:
-    """Indices of the examples labelled for the task (after optional sub-sampling), and classes."""
-    labels = data.labels[cfg.task]
-    index = np.flatnonzero(labels >= 0)
-    if cfg.subsample_fraction:
-        kept = subsample_products([str(v) for v in labels[index]], list(data.product_keys[index]),
-                                  fraction=cfg.subsample_fraction, floor=cfg.subsample_floor, seed=cfg.seed)
-        index = index[kept]
-    return index, data.classes(cfg.task)
-
-
-def split(data: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, list[str], np.ndarray, np.ndarray]:
-    """(example indices, classes, leakage groups, fold per example): deterministic for a config
-    and a prepared folder, so a model's held-out fold can be recomputed after training."""
-    index, classes = select(data, cfg)
-    if len(index) == 0:
-        raise ConfigError(f"no examples are labelled for task {cfg.task!r} in {cfg.data}")
-    phashes = None
-    if cfg.group_near_duplicates:  # hashed from the prepared arrays: the pipeline's own features
-        from pipeline.images.features import perceptual_hash
-
-        phashes = [perceptual_hash(image) for image in data.images[index]]
-    groups = np.array(leakage_groups(list(data.groups[index]), list(data.sha256[index]), phashes))
-    try:
-        folds = grouped_folds(list(groups), cfg.folds, seed=cfg.seed)
-    except ValueError as exc:  # too few groups (products, contributors, near-duplicate clusters)
-        raise ConfigError(f"{exc}: use fewer --folds, more data, or --no-near-duplicate-groups") from exc
-    return index, classes, groups, folds
 
 
 def _augmenter(seed: int, extent: float = 0.25):
@@ -186,9 +109,6 @@ def _fit(cfg: TrainConfig, spec: ModelSpec, data: Prepared, train_idx, val_idx, 
 
 def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str = "") -> dict:
     """Cross-validate, export, and return the model card."""
-    from models.cli import explicit_command
-    from models.export import export_model
-
     started = time.time()
     data = load_prepared(cfg.data)
     if cfg.image_size and cfg.image_size != data.image_size:
@@ -254,8 +174,6 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
                         fold=np.concatenate([np.full(len(h[2]), h[3]) for h in held_out]),
                         product=np.concatenate([data.product_keys[h[2]] for h in held_out]).astype(str),
                         label=oof_labels, scores=oof_scores.astype(np.float32))
-    from models.report import plot_reliability
-
     plot_reliability(oof_scores, apply_temperature(oof_scores, calibration["temperature"]), oof_labels,
                      os.path.join(cfg.out, "cv_report", "reliability.png"), f"{card['model_id']}: held-out folds")
     log(f"exported {cfg.out}: " + json.dumps({k: round(v, 4) for k, v in summary.items()}))
@@ -264,8 +182,6 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
 
 def _plot_cross_validation(cfg: TrainConfig, classes: list[str], confusion: np.ndarray, model_id: str) -> None:
     """Per-class accuracy and confusion matrix over all held-out folds, in <out>/cv_report/."""
-    from models.report import plot_confusion, plot_per_class_accuracy
-
     folder = os.path.join(cfg.out, "cv_report")
     os.makedirs(folder, exist_ok=True)
     totals = confusion.sum(axis=1)
@@ -276,7 +192,3 @@ def _plot_cross_validation(cfg: TrainConfig, classes: list[str], confusion: np.n
                    f"{model_id}: confusion over held-out folds")
     with open(os.path.join(folder, "confusion.json"), "w", encoding="utf-8") as fh:
         json.dump({"classes": classes, "counts": confusion.tolist(), "per_class_accuracy": per_class}, fh, indent=1)
-
-
-def default_out(cfg_task: str, arch: str, mode: str) -> str:
-    return os.path.join("fashion-enrich-models", f"{cfg_task}-{arch}-{mode}")

@@ -33,7 +33,7 @@ def ship(source: str) -> Path:
     card = json.loads(card_path.read_text())
     card["shipped_from"] = str(source)
     if "command_explicit" not in card:  # cards written before it was recorded
-        from models.cli import explicit_command
+        from models.config import explicit_command
 
         card["command_explicit"] = explicit_command(card["train_config"])
     card_path.write_text(json.dumps(card, indent=2))

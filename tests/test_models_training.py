@@ -105,9 +105,10 @@ def test_prepare_maps_onto_a_custom_taxonomy_and_records_it(catalog, tmp_path):
 
 
 def test_train_export_reload_and_evaluate(prepared, tmp_path):
+    from models.config import TrainConfig
     from models.export import load_exported
     from models.report import evaluate
-    from models.train import TrainConfig, train
+    from models.train import train
 
     out, _ = prepared
     cfg = TrainConfig(task="category", data=out, out=str(tmp_path / "model"), arch="custom_cnn", width=8,
@@ -132,7 +133,7 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
     assert transform_vocabulary(str(tmp_path / "model"), "category") == card["classes"]  # TFT's, served
     # The reloaded artifact scores its held-out fold exactly as the in-memory model did in training.
     from models.evaluation import fold_metrics
-    from models.train import split
+    from models.folds import split
 
     data = load_prepared(out)
     index, _, _, folds = split(data, cfg)
@@ -186,7 +187,8 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
 
 
 def test_person_task_with_augmentation_and_size_mismatch(prepared, tmp_path):
-    from models.train import TrainConfig, train
+    from models.config import TrainConfig
+    from models.train import train
 
     out, _ = prepared
     lines = []
@@ -213,8 +215,8 @@ def test_person_task_with_augmentation_and_size_mismatch(prepared, tmp_path):
 def test_explicit_command_reproduces_the_train_config():
     import shlex
 
-    from models.cli import _train_config, _train_parser, explicit_command
-    from models.train import TrainConfig
+    from models.cli import _train_config, _train_parser
+    from models.config import TrainConfig, explicit_command
 
     def round_trip(cfg: TrainConfig) -> TrainConfig:
         argv = shlex.split(explicit_command(dataclasses.asdict(cfg)))
@@ -234,8 +236,9 @@ def test_explicit_command_reproduces_the_train_config():
 
 
 def test_flip_test_time_augmentation_is_measured_exported_and_served(prepared, tmp_path):
+    from models.config import TrainConfig
     from models.export import load_exported
-    from models.train import TrainConfig, train
+    from models.train import train
 
     out, _ = prepared
     lines = []
