@@ -40,5 +40,5 @@ setup(
         "pretrained": PRETRAINED,
         "test": ["pytest>=8,<10", "ruff>=0.6", *PRETRAINED],  # the tests read the real checkpoint
     },
-    entry_points={"console_scripts": ["fashion-enrich=pipeline.cli:main"]},
+    entry_points={"console_scripts": ["fashion-enrich=pipeline.cli:console_main"]},
 )

@@ -26,7 +26,8 @@ commands:
   evaluate   metrics and plots of an exported model on prepared data
   calibrate  fit an exported model's temperature on its held-out fold (stored in its card)
 
-'fashion-enrich run --help' lists the run options; other Beam options pass through."""
+'fashion-enrich run --help' lists the run options; other Beam options pass through.
+-v, --verbose (anywhere; or FASHION_ENRICH_VERBOSE=1): keep TensorFlow's native log lines and log at INFO."""
 
 
 def _run(argv: list[str]) -> int:
@@ -141,10 +142,11 @@ COMMANDS = {"run": _run, "nightly": _nightly, "dataflow": _dataflow, "inspect": 
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.options import ConfigError
+    from pipeline.quiet import verbose_requested
     from schemas.mapping import MappingError
     from schemas.taxonomy import TaxonomyError
 
-    argv = list(sys.argv[1:] if argv is None else argv)
+    verbose, argv = verbose_requested(list(sys.argv[1:] if argv is None else argv))
     if not argv or argv[0] in ("-h", "--help"):
         print(USAGE)
         return 0 if argv else 2
@@ -152,11 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     if command not in COMMANDS:
         print(f"fashion-enrich: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     if command in ("run", "nightly", "dataflow"):
         from pipeline.progress import show_progress
 
-        show_progress()
+        show_progress(benign_filtered=not verbose)
     try:
         return COMMANDS[command](rest)
     except (ConfigError, MappingError, TaxonomyError) as exc:
@@ -164,5 +167,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-if __name__ == "__main__":
+def console_main() -> None:
+    """The ``fashion-enrich`` executable: :func:`main` with TensorFlow's native lines filtered
+    out of stderr unless verbose (:mod:`pipeline.quiet`)."""
+    from pipeline.quiet import quiet_native_logs, verbose_requested
+
+    if not verbose_requested(sys.argv[1:])[0]:
+        quiet_native_logs()
     sys.exit(main())
+
+
+if __name__ == "__main__":
+    console_main()

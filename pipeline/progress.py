@@ -89,10 +89,11 @@ class _BenignFilter(logging.Filter):
                     and record.pathname.replace("\\", "/").endswith("apache_beam/ml/inference/base.py"))
 
 
-def show_progress() -> None:
-    """Print progress lines at INFO in this process, including those of multi-processing workers."""
+def show_progress(benign_filtered: bool = True) -> None:
+    """Print progress lines at INFO in this process, including those of multi-processing workers;
+    ``benign_filtered=False`` (``--verbose``) keeps Beam's known-benign warnings."""
     root = logging.getLogger()
-    if not any(isinstance(f, _BenignFilter) for f in root.filters):
+    if benign_filtered and not any(isinstance(f, _BenignFilter) for f in root.filters):
         root.addFilter(_BenignFilter())
     logging.getLogger(LOGGER).setLevel(logging.INFO)
     worker = logging.getLogger(_WORKER_LOGGER)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 
@@ -11,6 +12,7 @@ import pytest
 from PIL import Image
 
 from pipeline.cli import main
+from pipeline.quiet import VERBOSE_ENV
 
 
 def error_line(capsys) -> str:
@@ -76,11 +78,14 @@ def test_generic_source_with_a_user_mapping_file(tmp_path, capsys):
 
 
 @pytest.mark.skipif(shutil.which("fashion-enrich") is None, reason="package not installed")
-def test_installed_console_script_runs_the_embedded_default(tmp_path):
+def test_installed_console_script_runs_the_embedded_default_quietly(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != VERBOSE_ENV}
     proc = subprocess.run(["fashion-enrich", "run", "--output", str(tmp_path / "out")], cwd=tmp_path,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "reconciled" in proc.stdout
+    # The terminal shows only the project's own lines: no TensorFlow/absl/oneDNN/CUDA start-up lines.
+    assert proc.stderr == "", proc.stderr[-2000:]
     images = pd.read_parquet(tmp_path / "out" / "images")
     assert len(images) > 90 and set(images["retailer"].astype(str)) == {"zalando", "asos", "farfetch"}
 
