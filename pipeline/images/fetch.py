@@ -5,14 +5,13 @@ server; :mod:`pipeline.images.transforms` wraps it in a DoFn that creates one pe
 ``setup()``. Catalog dumps are untrusted input, so a fetch refuses: schemes other than http,
 https, gs and local files; local paths outside the allowed roots (after resolving symlinks);
 and, unless switched off, hosts that resolve to private, loopback, link-local or reserved
-addresses, re-checked on every redirect hop.
+addresses, re-checked on every redirect hop (the address checks are in :mod:`pipeline.images.guard`).
 """
 
 from __future__ import annotations
 
 import email.utils
 import http.cookiejar
-import ipaddress
 import logging
 import os
 import random
@@ -29,6 +28,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.images.cache import CacheEntry, ImageCache
 from pipeline.images.config import FetchConfig
+from pipeline.images.guard import ForbiddenAddress, guarded_adapter, is_public_address
 from pipeline.records import Reason
 
 OBJECT_STORES = ("gs",)  # read through Beam FileSystems (tests add a fake store)
@@ -51,57 +51,6 @@ class Fetched:
     attempts: int
     millis: float
     cache_hit: bool = False
-
-
-def is_public_address(address: str) -> bool:
-    """Globally routable, also for IPv4 wrapped in IPv6 (mapped, 6to4, Teredo): loopback, private,
-    link-local (cloud metadata), carrier-grade NAT, reserved and multicast are not."""
-    ip = ipaddress.ip_address(address.split("%")[0])
-    candidates = [ip]
-    if ip.version == 6:
-        candidates += [a for a in (ip.ipv4_mapped, ip.sixtofour, ip.teredo and ip.teredo[1]) if a]
-    return all(c.is_global and not c.is_multicast for c in candidates)
-
-
-class ForbiddenAddress(Exception):
-    """Raised inside the HTTP client when a host resolves to an address the policy refuses."""
-
-
-def _guarded_adapter(resolve, policy, pool_maxsize: int) -> requests.adapters.HTTPAdapter:
-    """An adapter whose connections resolve the host once, check every address against
-    ``policy`` and connect to the checked address (no second lookup: DNS rebinding cannot swap
-    in a private address between the check and the connection). TLS still verifies the name."""
-
-    def checked(host: str, port: int) -> str:
-        try:
-            infos = resolve(host, port, 0, socket.SOCK_STREAM)
-        except (UnicodeError, ValueError) as exc:
-            raise ForbiddenAddress(f"invalid host name {host[:100]!r}: {exc}") from exc
-        addresses = [info[4][0] for info in infos]
-        refused = [a for a in addresses if not policy(a)]
-        if refused or not addresses:
-            raise ForbiddenAddress(f"{host} resolves to non-public address {refused[0] if refused else '?'}")
-        return addresses[0]
-
-    class GuardedHTTPConnection(urllib3.connection.HTTPConnection):
-        def _new_conn(self):
-            self._dns_host = checked(self._dns_host, self.port)
-            return super()._new_conn()
-
-    class GuardedHTTPSConnection(urllib3.connection.HTTPSConnection):
-        def _new_conn(self):
-            self._dns_host = checked(self._dns_host, self.port)
-            return super()._new_conn()
-
-    class GuardedHTTPPool(urllib3.HTTPConnectionPool):
-        ConnectionCls = GuardedHTTPConnection
-
-    class GuardedHTTPSPool(urllib3.HTTPSConnectionPool):
-        ConnectionCls = GuardedHTTPSConnection
-
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
-    adapter.poolmanager.pool_classes_by_scheme = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
-    return adapter
 
 
 def _retry_after(value: str | None, now: float) -> float | None:
@@ -130,7 +79,7 @@ class Fetcher:
         if config.allow_private_addresses:
             adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool, max_retries=0)
         else:
-            adapter = _guarded_adapter(resolver, address_policy, pool)
+            adapter = guarded_adapter(resolver, address_policy, pool)
         self._session = requests.Session()
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
@@ -193,7 +142,7 @@ class Fetcher:
     @staticmethod
     def _check_url(url: str) -> None:
         """Scheme and host syntax of the URL (and of every redirect hop); addresses are checked
-        when connecting (see :func:`_guarded_adapter`)."""
+        when connecting (see :func:`~pipeline.images.guard.guarded_adapter`)."""
         try:
             parts = urlsplit(url)
             parts.port  # noqa: B018 - raises ValueError on an out-of-range port
