@@ -83,6 +83,7 @@ class ProductAccumulator:
     votes_packshots: Counter = field(default_factory=Counter)
     least_person_certainty: float | None = None  # min over images of max(p, 1 - p)
     unmapped_images: int = 0
+    variant_ids: set[str] = field(default_factory=set)
 
 
 def _min_key(a, b):
@@ -184,8 +185,13 @@ class ProductCombineFn(beam.CombineFn):
     def create_accumulator(self) -> ProductAccumulator:
         return ProductAccumulator()
 
-    def add_input(self, acc: ProductAccumulator, record: ImageRecord) -> ProductAccumulator:
+    def add_input(self, acc: ProductAccumulator, record: ImageRecord | str) -> ProductAccumulator:
+        if isinstance(record, str):  # a variant id of the product (AggregateProducts' "records" input)
+            acc.variant_ids.add(record)
+            return acc
         acc.images += 1
+        if record.variant_id:
+            acc.variant_ids.add(record.variant_id)
         person = record.person_score is not None and record.person_score >= self._cfg.person_threshold
         acc.person_images += person
         if record.category_scores:
@@ -243,6 +249,7 @@ class ProductCombineFn(beam.CombineFn):
             out.votes_packshots.update(acc.votes_packshots)
             out.least_person_certainty = _min_key(out.least_person_certainty, acc.least_person_certainty)
             out.unmapped_images += acc.unmapped_images
+            out.variant_ids |= acc.variant_ids
         return out
 
     def extract_output(self, acc: ProductAccumulator) -> ProductAccumulator:
@@ -275,7 +282,7 @@ class ProductCombineFn(beam.CombineFn):
                                    unmapped_images=acc.unmapped_images, vote_share=share, voted=voted)
         return ProductRecord(
             retailer=retailer, product_id=product_id, title=acc.title, brand=acc.brand,
-            image_count=acc.images, person_image_count=acc.person_images,
+            variant_ids=tuple(sorted(acc.variant_ids)), image_count=acc.images, person_image_count=acc.person_images,
             category=category, category_score=category_score, category_low_confidence=category_low,
             category_person_filtered=filtered,
             category_path=taxonomy.path_string(category) if category in taxonomy else None,
@@ -293,18 +300,30 @@ class ProductCombineFn(beam.CombineFn):
 
 
 class AggregateProducts(beam.PTransform):
-    """ImageRecord (with scores) -> ProductRecord, one per (retailer, product id)."""
+    """ImageRecord (with scores) -> ProductRecord, one per (retailer, product id).
+
+    The input is the scored images, or ``{"images": ..., "records": ...}`` where ``records`` are
+    every ImageRecord the sources emitted (before de-duplication and image loading): their variant
+    ids join ``variant_ids`` of the product, so variants whose image rows were de-duplicated or
+    dead-lettered are still listed. Products with no image left are not emitted (their records
+    are in the dead letters).
+    """
 
     def __init__(self, category_classes: tuple[str, ...], gender_classes: tuple[str, ...],
                  cfg: AggregateConfig = AggregateConfig(), taxonomy_path: str | None = None):
         super().__init__()
         self._fn = ProductCombineFn(category_classes, gender_classes, cfg, taxonomy_path)
 
-    def expand(self, images):
+    def expand(self, inputs):
         fn = self._fn
+        images, records = (inputs["images"], inputs.get("records")) if isinstance(inputs, dict) else (inputs, None)
+        keyed = [images | "KeyByProduct" >> beam.Map(lambda r: ((r.retailer, r.product_id), r))]
+        if records is not None:
+            keyed.append(records | "VariantIds" >> beam.FlatMap(
+                lambda r: [((r.retailer, r.product_id), r.variant_id)] if r.variant_id else []))
         return (
-            images
-            | "KeyByProduct" >> beam.Map(lambda r: ((r.retailer, r.product_id), r))
+            keyed
+            | "ImagesAndVariants" >> beam.Flatten()
             | "CumulativeMax" >> beam.CombinePerKey(fn)
-            | "ToProduct" >> beam.MapTuple(fn.to_product)
+            | "ToProduct" >> beam.FlatMapTuple(lambda key, acc: [fn.to_product(key, acc)] if acc.images else [])
         )

@@ -105,7 +105,7 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
         _ = images | "ProgressScored" >> LogProgress("images scored", config.progress_interval_s)
     dead_letter = dead | "AllDeadLetters" >> beam.Flatten()
     category, gender = config.model("category"), config.model("gender")
-    products = images | "AggregateProducts" >> AggregateProducts(
+    products = {"images": images, "records": all_records} | "AggregateProducts" >> AggregateProducts(
         category.classes if category else (), gender.classes if gender else (), config.aggregate,
         taxonomy_path=config.taxonomy_path)
     duplicate_groups = images | "NearDuplicates" >> GroupNearDuplicates()

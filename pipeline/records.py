@@ -159,6 +159,8 @@ class ProductRecord:
     person_image_count: int
     title: str | None = None
     brand: str | None = None
+    # Every variant / SKU id that mapped to the product, also those whose image rows were de-duplicated.
+    variant_ids: tuple[str, ...] = ()
     category: str | None = None  # null when below the minimum confidence (flagged)
     category_score: float | None = None
     category_low_confidence: bool = False

@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from pipeline.records import DeadLetter, ImageRecord, ProductRecord, ReviewRecord
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: products.variant_ids
 PARTITION_COLUMNS = ("run_date", "retailer")
 
 _SCALARS = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 
 import apache_beam as beam
 import numpy as np
@@ -111,3 +112,16 @@ def test_aggregate_products_on_a_pipeline(shuffle_seed):
         out = p | beam.Create(images) | AggregateProducts(CATS, GENDERS)
         assert_that(out | beam.Map(lambda r: (r.product_id, r.category, r.image_count, r.category_agreement)),
                     equal_to([("a", "SKINNY_JEANS", 2, "PARENT_CHILD"), ("b", "JEANS", 1, "DISAGREE")]))
+
+
+def test_variant_ids_come_from_every_record_of_the_product():
+    kept = replace(image("a", cat=(0.7, 0.2, 0.1), n=1), variant_id="a-S")
+    deduplicated = replace(kept, variant_id="a-M", source_line=2)  # same image, another size: not scored
+    failed = replace(image("a", cat=(0.1, 0.1, 0.8), n=2), variant_id="a-L")  # its image was dead-lettered
+    orphan = replace(image("z", cat=(0.1, 0.8, 0.1), n=3), variant_id="z-1")  # no image left at all
+    with TestPipeline() as p:
+        images = p | "Images" >> beam.Create([kept])
+        records = p | "Records" >> beam.Create([kept, deduplicated, failed, orphan])
+        out = {"images": images, "records": records} | AggregateProducts(CATS, GENDERS)
+        assert_that(out | beam.Map(lambda r: (r.product_id, r.image_count, r.variant_ids)),
+                    equal_to([("a", 1, ("a-L", "a-M", "a-S"))]))

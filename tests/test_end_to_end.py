@@ -105,6 +105,27 @@ def test_counts_reconcile_with_the_manifest_and_the_files(sample_run, samples):
     assert counts["duplicates"]["farfetch"] == len(pairs) - len(set(pairs)) > 0
 
 
+def test_every_farfetch_variant_id_is_in_the_products_or_the_dead_letters(sample_run, samples):
+    """Variants that share images are de-duplicated into their product; their ids stay findable."""
+    out, _ = sample_run
+    products = pd.read_parquet(out / "products")
+    farfetch = products[products["retailer"] == "farfetch"]
+    listed = {(row.product_id, v) for row in farfetch.itertuples() for v in row.variant_ids}
+    expected = set()
+    with open(samples / "farfetch.tsv", newline="") as fh:
+        for row in csv.DictReader(fh, delimiter="\t"):
+            if row.get("id") and row.get("image_link"):
+                expected.add((row["item_group_id"] or row["id"], row["id"]))
+    ns = {"g": "http://base.google.com/ns/1.0"}
+    for item in ET.parse(samples / "farfetch.xml").getroot().iter("item"):
+        expected.add((item.findtext("g:item_group_id", namespaces=ns), item.findtext("g:id", namespaces=ns)))
+    shared = {(g, v) for g, v in expected if sum(g == other for other, _ in expected) > 1}
+    assert shared, "the samples hold variants that share a product"
+    assert listed == expected
+    # Each product's image rows are fewer than its variants' images: the de-duplicated ones are listed too.
+    assert (farfetch["variant_ids"].map(len) > 1).any()
+
+
 def test_mapped_categories_match_the_photos_real_labels(sample_run, samples):
     out, _ = sample_run
     labels = labels_from_provenance(samples)
