@@ -7,7 +7,7 @@
                               the command that trained it, as typed and with every setting explicit
     <out>/transform_fn/       the TFT transform output of the training data: the vocabularies the
                               class list comes from (serving checks the card's classes against
-                              it: ``pipeline.inference.transform_vocabulary``)
+                              it: ``pipeline.model_info.transform_vocabulary``)
 
 The inference stage loads ``model.keras`` and preprocesses images with the same function and
 the card's ``image_size``, so training and serving see identical pixels.

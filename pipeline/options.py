@@ -26,7 +26,8 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.aggregate import AggregateConfig
 from pipeline.flags import NAMED_RETAILERS, FashionEnrichOptions
 from pipeline.images.config import DecodeConfig, FetchConfig
-from pipeline.inference import InferenceConfig, ModelInfo
+from pipeline.keras_handler import InferenceConfig
+from pipeline.model_info import ModelInfo
 from pipeline.sources.base import dump_folder
 from schemas.mapping import MappingError, RetailerMapping, builtin_mapping_file, builtin_retailers, load_mapping
 from schemas.taxonomy import TaxonomyError, load_taxonomy
@@ -216,7 +217,7 @@ class RunConfig:
 def _models(opts) -> tuple[ModelInfo, ...]:
     """The models named on the command line; 'default' is the shipped one, when there is one."""
     from models.defaults import default_model_dir
-    from pipeline.inference import DEFAULT_PREFIX
+    from pipeline.model_info import DEFAULT_PREFIX
 
     found = []
     for task in ("person", "category", "gender"):

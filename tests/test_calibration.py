@@ -59,7 +59,8 @@ def test_sigmoid_outputs_follow_the_two_column_form():
 def test_the_model_handler_applies_the_cards_temperature(tmp_path):
     from models.architectures import ModelSpec, build_model
     from models.export import export_model, load_exported
-    from pipeline.inference import KerasModelHandler, ModelInfo
+    from pipeline.keras_handler import KerasModelHandler
+    from pipeline.model_info import ModelInfo
 
     spec = ModelSpec("custom_cnn", image_size=32, num_outputs=3, width=4)
     export_model(build_model(spec), out=str(tmp_path), spec=spec, task="gender", classes=["FEMALE", "MALE", "UNISEX"],

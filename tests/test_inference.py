@@ -14,7 +14,9 @@ from apache_beam.testing.util import assert_that, equal_to  # noqa: E402
 
 from models.architectures import ModelSpec, build_model  # noqa: E402
 from models.export import export_model, load_exported  # noqa: E402
-from pipeline.inference import InferenceConfig, KerasModelHandler, ModelInfo, ScoreImages, apply_scores  # noqa: E402
+from pipeline.inference import ScoreImages, apply_scores  # noqa: E402
+from pipeline.keras_handler import InferenceConfig, KerasModelHandler  # noqa: E402
+from pipeline.model_info import ModelInfo  # noqa: E402
 from pipeline.records import ImageRecord  # noqa: E402
 
 SIZE = 32
@@ -114,7 +116,7 @@ def test_combined_and_per_model_steps_give_the_same_scores(models):
 def test_a_smaller_model_scores_a_downscaled_copy(models, tmp_path):
     """Arrays are decoded at the largest model input; a 32 px model beside a 64 px one scores the
     2x2 box average of each array, exactly as if it were served alone on such arrays."""
-    from pipeline.inference import downscale
+    from pipeline.keras_handler import downscale
 
     big = export_tiny(tmp_path / "big", "category", ["DRESSES", "JEANS", "HATS", "SHOES"], size=2 * SIZE)
     small = models[2]  # gender, SIZE px
@@ -159,7 +161,7 @@ def test_classes_are_checked_against_the_transform_output_vocabulary(tmp_path):
     import shutil
 
     from models.defaults import default_model_dir
-    from pipeline.inference import transform_vocabulary
+    from pipeline.model_info import transform_vocabulary
 
     shipped = str(default_model_dir("category"))
     info = ModelInfo.read("default:category")
@@ -175,7 +177,7 @@ def test_classes_are_checked_against_the_transform_output_vocabulary(tmp_path):
 
 
 def test_a_failing_element_is_isolated_within_its_batch(models):
-    from pipeline.inference import InferenceFailure
+    from pipeline.keras_handler import InferenceFailure
 
     _, category, _ = models
     handler = KerasModelHandler(category)

@@ -128,7 +128,7 @@ def test_train_export_reload_and_evaluate(prepared, tmp_path):
     assert loaded_card["model_id"] == card["model_id"]
     assert card["command"] == "test" and "--no-near-duplicate-groups" in card["command_explicit"]
     assert json.loads((tmp_path / "model" / "labels.json").read_text()) == card["classes"]
-    from pipeline.inference import transform_vocabulary
+    from pipeline.model_info import transform_vocabulary
 
     assert transform_vocabulary(str(tmp_path / "model"), "category") == card["classes"]  # TFT's, served
     # The reloaded artifact scores its held-out fold exactly as the in-memory model did in training.

@@ -1,0 +1,184 @@
+"""A Keras 3 ``ModelHandler`` for Beam's ``RunInference``, and its settings.
+
+Keras 3 ``.keras`` artifacts are not callable by Beam's TensorFlow handlers, so
+:class:`KerasModelHandler` loads them itself: once per worker process (``RunInference``
+shares it across threads; ``model_copies`` / ``large_model`` are passed through), with GPU
+memory growth on and TF thread pools configurable. One handler may score several models:
+:class:`Scorer` calls them all on the same batch through one ``tf.function`` with a fixed input
+signature (not eagerly: ~1.7x faster on small CNNs); a model with a smaller input than the
+run's arrays scores a :func:`downscale` copy. When a batch raises, its elements are scored one
+by one and only the culprit comes back as an :class:`InferenceFailure`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.ml.inference.base import ModelHandler, PredictionResult
+
+from models.calibration import apply_to_outputs
+from pipeline.model_info import ModelInfo, resolve_model_path
+
+_LOG = logging.getLogger(__name__)
+METRICS_NAMESPACE = "fashion_enrich.inference"
+
+
+STEPS = ("combined", "per-model")
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    min_batch_size: int = 1
+    max_batch_size: int = 64  # bounded: GPUs run out of memory on unbounded batches
+    model_copies: int | None = None
+    large_model: bool = False
+    intra_op_threads: int = 0  # 0: TensorFlow's default
+    inter_op_threads: int = 0
+    steps: str = "combined"  # one RunInference for all models, or one per model
+
+    def __post_init__(self):
+        if not 1 <= self.min_batch_size <= self.max_batch_size <= 4096:
+            raise ValueError("need 1 <= min_batch_size <= max_batch_size <= 4096")
+        if self.steps not in STEPS:
+            raise ValueError(f"inference steps must be one of {STEPS}")
+
+
+def check_sizes(models, image_size: int | None) -> int:
+    """The run's array size: ``image_size``, or the largest model input. Smaller models get a
+    downscaled copy; a model larger than the arrays cannot be served (upscaling invents pixels)."""
+    sizes = {m.image_size for m in models}
+    size = image_size or max(sizes)
+    if max(sizes) > size:
+        raise ValueError(f"a model expects {max(sizes)} px but the images are decoded at {size} px: "
+                         "decode at the largest model input size")
+    return size
+
+
+def _configure_tensorflow(cfg: InferenceConfig) -> None:
+    import tensorflow as tf
+
+    for gpu in tf.config.list_physical_devices("GPU"):
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:  # already initialised in this process: keep what it has
+            pass
+    try:
+        if cfg.intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(cfg.intra_op_threads)
+        if cfg.inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(cfg.inter_op_threads)
+    except RuntimeError:
+        _LOG.info("TensorFlow already initialised: thread settings left as they are")
+
+
+def _local_copy(path: str) -> str:
+    """Keras loads from local disk: copy an artifact on gs:// (or any remote FS) to a temp dir."""
+    if "://" not in path:
+        return path
+    local = tempfile.mkdtemp(prefix="fashion-enrich-model-")
+    for name in ("model.keras", "model_card.json", "labels.json"):
+        with FileSystems.open(FileSystems.join(path, name)) as src, open(os.path.join(local, name), "wb") as dst:
+            shutil.copyfileobj(src, dst)
+    return local
+
+
+@dataclass(frozen=True)
+class InferenceFailure:
+    """Stands in for the scores of an element that made the model raise."""
+
+    message: str
+
+
+def downscale(batch, size: int):
+    """uint8 (n, s, s, 3) -> uint8 (n, size, size, 3) by area averaging (box filter: no aliasing),
+    for a model whose input is smaller than the run's arrays. Rounded, as the decoder's output is."""
+    import tensorflow as tf
+
+    scaled = tf.image.resize(tf.cast(batch, tf.float32), (size, size), method="area")
+    return tf.cast(tf.round(tf.clip_by_value(scaled, 0.0, 255.0)), tf.uint8)
+
+
+class Scorer:
+    """Loaded Keras models behind one compiled function: a uint8 batch -> one score array per model.
+
+    The batch is at ``image_size``, the run's array size; a model with a smaller input (its
+    ``sizes`` entry) scores a :func:`downscale` copy, made once per size."""
+
+    def __init__(self, models: list, image_size: int, sizes: list[int] | None = None):
+        import tensorflow as tf
+
+        self.models = models
+        sizes = list(sizes or [image_size] * len(models))
+
+        def score(batch):
+            copies = {image_size: batch}
+            for size in sizes:
+                if size not in copies:
+                    copies[size] = downscale(batch, size)
+            return tuple(m(copies[size], training=False) for m, size in zip(models, sizes))
+
+        self._fn = tf.function(score, input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.uint8)],
+                               autograph=False)
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        return [np.asarray(out) for out in self._fn(batch)]
+
+
+class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, Scorer]):
+    """Scores batches of uint8 (size, size, 3) arrays with one or several exported ``model.keras``.
+
+    Each ``PredictionResult.inference`` is a tuple with one score vector per model (in the order
+    given), or an :class:`InferenceFailure` when scoring that element raised."""
+
+    def __init__(self, infos: ModelInfo | tuple[ModelInfo, ...], cfg: InferenceConfig = InferenceConfig(),
+                 image_size: int | None = None):
+        super().__init__(min_batch_size=cfg.min_batch_size, max_batch_size=cfg.max_batch_size,
+                         large_model=cfg.large_model, model_copies=cfg.model_copies)
+        self._infos = (infos,) if isinstance(infos, ModelInfo) else tuple(infos)
+        self._image_size = check_sizes(self._infos, image_size)
+        self._cfg = cfg
+        self._model_id = ",".join(i.model_id for i in self._infos)
+
+    def load_model(self) -> Scorer:
+        from pipeline.memory import tune_malloc
+
+        tune_malloc()
+        _configure_tensorflow(self._cfg)
+        import keras
+
+        import models.architectures  # noqa: F401 - registers the custom preprocessing layer
+
+        loaded = [keras.models.load_model(os.path.join(_local_copy(resolve_model_path(i.path)), "model.keras"),
+                                          compile=False) for i in self._infos]
+        return Scorer(loaded, self._image_size, [i.image_size for i in self._infos])
+
+    def run_inference(self, batch, model: Scorer, inference_args=None):
+        try:
+            outputs = self._calibrated(model(np.stack(batch)))
+            scores = [tuple(out[i] for out in outputs) for i in range(len(batch))]
+        except Exception:  # noqa: BLE001 - isolate the culprit instead of failing the whole batch
+            if len(batch) == 1:
+                raise
+            scores = [self._score_one(model, example) for example in batch]
+        return [PredictionResult(example, score, model_id=self._model_id) for example, score in zip(batch, scores)]
+
+    def _calibrated(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
+        return [apply_to_outputs(out, i.temperature, sigmoid=i.sigmoid) for out, i in zip(outputs, self._infos)]
+
+    def _score_one(self, model: Scorer, example):
+        try:
+            return tuple(out[0] for out in self._calibrated(model(example[None])))
+        except Exception as exc:  # noqa: BLE001 - this element alone goes to the dead-letter table
+            return InferenceFailure(f"{type(exc).__name__}: {exc}"[:500])
+
+    def get_num_bytes(self, batch) -> int:
+        return sum(a.nbytes for a in batch)
+
+    def get_metrics_namespace(self) -> str:
+        return f"{METRICS_NAMESPACE}.{'+'.join(i.task for i in self._infos)}"
