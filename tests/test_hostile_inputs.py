@@ -71,10 +71,16 @@ def test_hostile_zalando_lines(tmp_path, name, content, records, dead, stats):
                      + "".join(f"<item><g:id>X{i}</g:id><g:image_link>https://cdn.shop.test/{i}.jpg</g:image_link>"
                                "</item>" for i in range(5))
                      + "<item><g:id>bad</g:title></item></channel></rss>").encode(),
-     [(f"X{i}", 1) for i in range(5)], [(1, "MALFORMED_XML")], [(6, 5, 1, True)]),
-    # A declared encoding expat cannot read: one fatal dead letter, not a crash of the job.
-    ("shiftjis.xml", (b'<?xml version="1.0" encoding="shift_jis"?>\n<rss><channel><item><g:id>X1</g:id>'
-                      b"</item></channel></rss>"), [], [(1, "INVALID_ENCODING")], [(1, 0, 1, True)]),
+     [(f"X{i}", 1) for i in range(5)], [(1, "MALFORMED_XML")], [(6, 5, 1, False)]),
+    # Feeds in another encoding than UTF-8 are transcoded (expat itself cannot read shift_jis).
+    ("shiftjis.xml", ('<?xml version="1.0" encoding="shift_jis"?>\n<rss xmlns:g="http://base.google.com/ns/1.0">'
+                      "<channel><item><g:id>X1</g:id><g:title>\u30ef\u30f3\u30d4\u30fc\u30b9</g:title>"
+                      "<g:image_link>https://cdn.shop.test/1.jpg</g:image_link></item></channel></rss>"
+                      ).encode("shift_jis"), [("X1", 1)], [], [(1, 1, 0, False)]),
+    ("utf16.xml", ('<?xml version="1.0" encoding="UTF-16"?>\n<rss xmlns:g="http://base.google.com/ns/1.0">'
+                   "<channel><item><g:id>X1</g:id><g:image_link>https://cdn.shop.test/1.jpg</g:image_link></item>"
+                   "</channel></rss>").encode("utf-16"), [("X1", 1)], [], [(1, 1, 0, False)]),
+    # An unknown encoding: one fatal dead letter, not a crash of the job.
     ("bogus.xml", b'<?xml version="1.0" encoding="no-such-codec"?>\n<rss/>', [], [(1, "INVALID_ENCODING")],
      [(1, 0, 1, True)]),
     # Well-formed, but no <item> / <entry>: said, not silently read as zero products.

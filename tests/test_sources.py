@@ -375,21 +375,25 @@ def test_csv_rows_with_wrong_column_count(tmp_path):
               dead_fn=reason, dead_letters=[("shop.csv", 3, "MALFORMED_ROW")])
 
 
-def test_malformed_xml_keeps_items_before_the_fault(tmp_path):
+def test_a_malformed_xml_item_is_dead_lettered_alone_and_the_feed_goes_on(tmp_path):
     head = '<?xml version="1.0"?>\n<rss xmlns:g="http://base.google.com/ns/1.0"><channel>\n'
     item = "<item><g:id>{0}</g:id><g:image_link>https://cdn.ff/{0}.jpg</g:image_link></item>\n"
     write(tmp_path / "ff" / "broken.xml",
           head + item.format("A") + item.format("B")
           + "<item><g:id>C</g:id><g:image_link>https://cdn.ff/C.jpg</g:title></item>\n"  # line 5: mismatched tag
-          + item.format("D") + "</channel></rss>\n")
-    write(tmp_path / "ff" / "cut.rss", head + item.format("E") + "<item><g:id>F</g:id>\n")  # ends mid-document
+          + item.format("D")
+          + "<item><g:id>E</g:id>\n"  # line 7: never closed, the next item starts
+          + item.format("F") + "</channel></rss>\n")
+    write(tmp_path / "ff" / "cut.rss", head + item.format("G") + "<item><g:id>H</g:id>\n")  # ends mid-document
     with TestPipeline() as p:
         out = read(p, "Xml", tmp_path / "ff" / "*", builtin_decoder("farfetch"))
         check(out, "Xml",
               records=[("broken.xml", 3, "A", 1, "https://cdn.ff/A.jpg"), ("broken.xml", 4, "B", 1, "https://cdn.ff/B.jpg"),
-                       ("cut.rss", 3, "E", 1, "https://cdn.ff/E.jpg")],
-              dead_fn=reason, dead_letters=[("broken.xml", 5, "MALFORMED_XML"), ("cut.rss", 4, "MALFORMED_XML")],
-              file_stats=[("broken.xml", 3, 0, 2, 2, 1), ("cut.rss", 2, 0, 1, 1, 1)])
+                       ("broken.xml", 6, "D", 1, "https://cdn.ff/D.jpg"), ("broken.xml", 8, "F", 1, "https://cdn.ff/F.jpg"),
+                       ("cut.rss", 3, "G", 1, "https://cdn.ff/G.jpg")],
+              dead_fn=reason, dead_letters=[("broken.xml", 5, "MALFORMED_XML"), ("broken.xml", 7, "MALFORMED_XML"),
+                                            ("cut.rss", 4, "MALFORMED_XML")],
+              file_stats=[("broken.xml", 6, 0, 4, 4, 2), ("cut.rss", 2, 0, 1, 1, 1)])
 
 
 def test_missing_product_id(tmp_path):

@@ -2,8 +2,9 @@
 
 A framer yields :class:`RawUnit` for each unit it could parse and :class:`UnitError` for each
 it could not, with the line (1-based) and byte offset where known. A fault the framer cannot
-recover from (a broken JSON array, XML that is not well-formed) ends the file with one
-``UnitError``; every unit before it has already been yielded. Framing knows nothing about
+recover from (a broken JSON array, an XML feed whose skeleton is not well-formed) ends the file
+with one ``UnitError``; every unit before it has already been yielded. XML feeds are framed in
+:mod:`pipeline.sources.xml_feed`. Framing knows nothing about
 retailers: :mod:`pipeline.sources.base` pairs a framer with a retailer's record parser.
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -316,69 +316,3 @@ def _header_unreadable(errors: list[UnitError], line, offset, why: str) -> Frame
     yield UnitError(line, offset, first.reason if first else Reason.MALFORMED_ROW,
                     f"{why}: the columns are unknown, so the file is not read", first.raw if first else "",
                     fatal=True)
-
-
-def _local(tag: str) -> str:
-    return tag.rsplit("}", 1)[-1] if "}" in tag else tag
-
-
-def _item_payload(elem: ET.Element) -> dict:
-    payload: dict[str, object] = {}
-    for child in elem:
-        key, value = _local(child.tag), (child.text or "").strip()
-        if key in payload:  # repeated tag, e.g. several g:additional_image_link
-            prev = payload[key]
-            payload[key] = (prev if isinstance(prev, list) else [prev]) + [value]
-        else:
-            payload[key] = value
-    return payload
-
-
-def frame_xml(stream: BinaryIO, item_tags: tuple[str, ...] = ("item", "entry")) -> Frame:
-    """RSS 2.0 / Atom product feeds: one unit per <item> (or <entry>), namespaces stripped.
-
-    The parser is fed at most 1 MiB at a time, so a minified one-line feed is streamed too;
-    items completed before a fault are yielded before the fault's dead letter.
-    """
-    parser = ET.XMLPullParser(events=("start", "end"))
-    stack: list[ET.Element] = []
-    item_start, number, items = 0, 1, 0
-    while True:
-        chunk = stream.readline(1024 * 1024)
-        try:
-            if chunk:
-                parser.feed(chunk)
-            else:
-                parser.close()
-            for event, elem in parser.read_events():  # lazily: events before a fault still come out
-                if event == "start":
-                    stack.append(elem)
-                    if _local(elem.tag) in item_tags:
-                        item_start = number
-                    continue
-                stack.pop()
-                if _local(elem.tag) in item_tags:
-                    items += 1
-                    yield RawUnit(item_start, None, _item_payload(elem), ET.tostring(elem, encoding="unicode"))
-                    if stack:
-                        stack[-1].remove(elem)  # keep memory flat on large feeds
-        except ET.ParseError as exc:
-            line = exc.position[0] if getattr(exc, "position", None) else number
-            if not chunk:  # at end of file expat points past the last newline: report the last line
-                line = max(1, min(line, number - 1))
-            yield UnitError(line, None, Reason.MALFORMED_XML,
-                            f"XML is not well-formed: {exc} (the rest of the file is skipped)",
-                            chunk[:500].decode("utf-8", "replace"), fatal=True)
-            return
-        except (ValueError, LookupError) as exc:  # a declared encoding expat cannot read (shift_jis, gbk, bogus)
-            yield UnitError(number, None, Reason.INVALID_ENCODING,
-                            f"cannot decode the feed: {exc} (re-encode it as UTF-8; the rest of the file is skipped)",
-                            chunk[:500].decode("utf-8", "replace"), fatal=True)
-            return
-        if not chunk:
-            if not items:  # well-formed, but nothing a product could come from: say so
-                yield UnitError(None, None, Reason.MALFORMED_XML,
-                                f"no <{'> or <'.join(item_tags)}> element in the feed: an empty feed, or not "
-                                "RSS 2.0 / Atom", fatal=True)
-            return
-        number += chunk.endswith(b"\n")
