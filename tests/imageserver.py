@@ -121,11 +121,12 @@ class ImageServer:
                     self.send_header(key, value)
                 self.end_headers()
                 if body:
+                    # Counted before it is written: once the client holds the body, the count has it.
+                    server.bodies_sent[self.path] += 1
                     try:
                         self.wfile.write(body)
                     except (BrokenPipeError, ConnectionResetError):
                         return  # the client gave up (timeout tests)
-                    server.bodies_sent[self.path] += 1
 
             def do_GET(self):  # noqa: N802 - http.server's naming
                 path = self.path

@@ -22,7 +22,9 @@ DECODE = DecodeConfig(size=32, min_side=16, max_pixels=10_000_000)
 
 
 def fast_fetch(**kw) -> FetchConfig:
-    defaults = dict(connect_timeout_s=1.0, read_timeout_s=0.5, total_timeout_s=5.0, max_retries=1,
+    # The read timeout leaves a loaded machine time to answer (no spurious retries), and is still
+    # well under the slow route's 3 s sleep, so TIMEOUT cases cannot pass by luck either way.
+    defaults = dict(connect_timeout_s=1.0, read_timeout_s=2.0, total_timeout_s=5.0, max_retries=1,
                     backoff_base_s=0.01, backoff_max_s=0.05, retry_after_max_s=1.5, max_bytes=1_000_000,
                     max_redirects=3, allow_private_addresses=True, concurrency=8)
     return FetchConfig(**{**defaults, **kw})
@@ -118,12 +120,12 @@ def test_http_outcomes(server):
 
 
 def test_a_dripping_body_times_out_at_the_total_deadline(server):
-    """A server sending one byte every 0.2 s never trips the 0.5 s read timeout; the total
+    """A server sending one byte every 0.2 s never trips the 2 s read timeout; the total
     deadline (1 s here) must still end the fetch, per attempt, instead of after the whole drip."""
     fetcher = Fetcher(fast_fetch(total_timeout_s=1.0, max_retries=0), sleep=lambda _: None)
     started = time.monotonic()
     assert fetch_reason(fetcher, server.url("/drip.jpg")) == "TIMEOUT"
-    assert time.monotonic() - started < 3.0  # the drip itself lasts 8 s
+    assert time.monotonic() - started < 6.0  # the drip itself lasts 8 s; a loaded machine needs a margin
     # Content-Encoding is still decoded with the chunked reads.
     assert fetcher.fetch(server.url("/gzip.jpg")).data == jpeg(color=(7, 8, 9))
     fetcher.close()
@@ -198,14 +200,17 @@ def test_an_unusable_cache_does_not_fail_the_fetch(server, tmp_path):
 
 
 def test_cache_revalidates_with_etag_and_skips_the_download(server, tmp_path):
-    bodies, hits = server.bodies_sent["/etag.jpg"], server.hits["/etag.jpg"]
-    fetcher = Fetcher(fast_fetch(cache=str(tmp_path / "cache")))
-    first = fetcher.fetch(server.url("/etag.jpg"))
-    again = Fetcher(fast_fetch(cache=str(tmp_path / "cache"))).fetch(server.url("/etag.jpg"))
+    """The caching behaviour, not the scheduler: the first fetch downloads (a retry after a read
+    timeout on a loaded machine may download twice), the second only revalidates (304, no body)."""
+    before = server.bodies_sent["/etag.jpg"]
+    first = Fetcher(fast_fetch(cache=str(tmp_path / "cache"))).fetch(server.url("/etag.jpg"))
     assert (first.status, first.cache_hit) == (200, False)
+    assert server.bodies_sent["/etag.jpg"] - before >= 1
+    between = server.bodies_sent["/etag.jpg"]
+    again = Fetcher(fast_fetch(cache=str(tmp_path / "cache"))).fetch(server.url("/etag.jpg"))
     assert (again.status, again.cache_hit) == (304, True)
     assert again.data == first.data
-    assert server.bodies_sent["/etag.jpg"] - bodies == 1 and server.hits["/etag.jpg"] - hits == 2
+    assert server.bodies_sent["/etag.jpg"] == between  # revalidated: not one body downloaded
 
 
 def test_local_files_only_under_allowed_roots(tmp_path):

@@ -69,9 +69,10 @@ def test_the_image_cache_on_an_object_store_serves_the_second_run(store):
         second = run_job(args).manifest
         bodies_second = server.bodies_sent["/etag.jpg"] - bodies_first
     # The three records share one URL: in the first run a record fetched after another one
-    # cached it may already hit (timing), but every miss downloaded the body once.
+    # cached it may already hit (timing), and every miss downloaded the body (a retry after a
+    # timeout on a loaded machine may download it again: at least once, not exactly once).
     assert first["counts"]["images"] == {"shop": 3} and first["reconciled"]
     hits_first = first["counts"]["cache_hits"].get("shop", 0)
-    assert hits_first < 3 and bodies_first == 3 - hits_first
+    assert hits_first < 3 and bodies_first >= 3 - hits_first
     assert second["counts"]["cache_hits"] == {"shop": 3} and bodies_second == 0  # all 304s
     assert any((store / "bucket" / "cache").rglob("*"))  # the cache objects live in the store
