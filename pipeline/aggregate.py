@@ -5,22 +5,14 @@ blow memory) keeps, per product, the element-wise maximum of its images' categor
 score vectors (the study's cumulative max), counts, and the retailer's own mapped labels.
 The study's person filter (on by default) ignores person images for the category when the
 product also has packshots. Below ``min_confidence`` the label is null and flagged. The
-product's label is compared with the retailer's mapped one (see :func:`compare`), so the
-output points at metadata that looks wrong.
+product's label is compared with the retailer's mapped one (see
+:func:`pipeline.product_rules.compare`), so the output points at metadata that looks wrong.
 
 Catalog quality, from the same accumulator: the product's primary image (the retailer's
 declared one, else the packshot with the highest calibrated category score), the share of
 its images whose own top-1 is the product's category, and the review queue: ``needs_review``
-with reason codes (see :class:`~pipeline.records.ReviewReason`) under per-field thresholds
-that a run can set per retailer, and ``review_priority``, the expected value of a human look:
-
-* LOW_CONFIDENCE: 1 - the lowest of the flagged scores (the chance the model's label is wrong);
-* MODEL_RETAILER_DISAGREE: the model's calibrated score for its own label (the chance the
-  retailer's label is the wrong one, which is what a reviewer would fix);
-* IMAGES_DISAGREE: 1 - the share of images voting for the product's category;
-* RETAILER_CATEGORY_UNMAPPED: 0.5 (a mapping rule is missing: fixing it fixes many products);
-
-the product's priority is the highest of its reasons'.
+with reason codes and ``review_priority``, under per-field thresholds that a run can set per
+retailer (the rules and the priorities: :func:`pipeline.product_rules.review`).
 """
 
 from __future__ import annotations
@@ -31,34 +23,9 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 import numpy as np
 
-from pipeline.records import CategoryRule, ImageRecord, PrimaryRule, ProductRecord, ReviewReason
-from schemas.taxonomy import Relation, Taxonomy, load_taxonomy
-
-REVIEW_FIELDS = ("category", "gender", "person")
-DEFAULT_REVIEW_THRESHOLDS = {"category": 0.5, "gender": 0.6, "person": 0.8}
-UNMAPPED_PRIORITY = 0.5
-
-
-@dataclass(frozen=True)
-class AggregateConfig:
-    person_filter: bool = True
-    person_threshold: float = 0.5
-    min_category_confidence: float = 0.0
-    min_gender_confidence: float = 0.0
-    # (retailer or "*", field, threshold): a product scoring under it on that field goes to review.
-    # For person, the score is the least certain image's max(p, 1 - p).
-    review_thresholds: tuple[tuple[str, str, float], ...] = ()
-
-    def __post_init__(self):
-        for retailer, name, value in self.review_thresholds:
-            if name not in REVIEW_FIELDS or not 0 <= value <= 1:
-                raise ValueError(f"review threshold {retailer}:{name}={value}: field must be one of {REVIEW_FIELDS}"
-                                 " and the value in [0, 1]")
-
-    def review_threshold(self, retailer: str, name: str) -> float:
-        """The retailer's own threshold, else the run-wide one ("*"), else the default."""
-        found = {r: v for r, f, v in self.review_thresholds if f == name}
-        return found.get(retailer, found.get("*", DEFAULT_REVIEW_THRESHOLDS[name]))
+from pipeline.product_rules import AggregateConfig, compare, cumulative_max_label, review
+from pipeline.records import CategoryRule, ImageRecord, PrimaryRule, ProductRecord
+from schemas.taxonomy import Taxonomy, load_taxonomy
 
 
 @dataclass
@@ -102,39 +69,6 @@ def _max(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     return np.maximum(a, b)
 
 
-def cumulative_max_label(scores: np.ndarray | None, classes: tuple[str, ...], min_confidence: float):
-    """(label or None if below the threshold, its score, low-confidence flag)."""
-    if scores is None or not len(classes):
-        return None, None, False
-    best = int(np.argmax(scores))  # ties: the first class, as everywhere
-    score = float(scores[best])
-    if score < min_confidence:
-        return None, score, True
-    return classes[best], score, False
-
-
-def compare(taxonomy: Taxonomy, retailer: str | None, model: str | None, classes: tuple[str, ...]) -> str:
-    """The retailer's label against the model's: AGREE; PARENT_CHILD (one is the other's parent);
-    SAME_BRANCH (further up or down one branch); OUT_OF_VOCABULARY (the retailer's label is not a
-    class the model can predict: no verdict on the retailer); DISAGREE; RETAILER_MISSING;
-    MODEL_UNCERTAIN (the model's label is null: below the minimum confidence)."""
-    if retailer is None:
-        return "RETAILER_MISSING"
-    if model is None:
-        return "MODEL_UNCERTAIN"
-    if retailer == model:
-        return "AGREE"
-    if retailer in taxonomy and model in taxonomy:
-        relation = taxonomy.relation(retailer, model)
-        if relation in (Relation.PARENT, Relation.CHILD):
-            return "PARENT_CHILD"
-        if relation in (Relation.ANCESTOR, Relation.DESCENDANT):
-            return "SAME_BRANCH"
-    if retailer not in classes:
-        return "OUT_OF_VOCABULARY"
-    return "DISAGREE"
-
-
 def primary_image(acc: ProductAccumulator) -> tuple[str | None, str | None, str | None]:
     """(uri, rule, colour): the retailer's declared primary image, else the best packshot, else the
     best image, else the first."""
@@ -147,29 +81,6 @@ def primary_image(acc: ProductAccumulator) -> tuple[str | None, str | None, str 
     if acc.first_image:
         return acc.first_image[1], PrimaryRule.FIRST_IMAGE.value, acc.first_image[2]
     return None, None, None
-
-
-def review(cfg: AggregateConfig, retailer: str, *, category_score: float | None, gender_score: float | None,
-           person_certainty: float | None, category_agreement: str | None, gender_agreement: str | None,
-           unmapped_images: int, vote_share: float | None, voted: int) -> tuple[tuple[str, ...], float | None]:
-    """(review reasons, priority): see the module docstring for the rules and the priorities."""
-    found: dict[str, float] = {}
-    low = [score for name, score in (("category", category_score), ("gender", gender_score),
-                                     ("person", person_certainty))
-           if score is not None and score < cfg.review_threshold(retailer, name)]
-    if low:
-        found[ReviewReason.LOW_CONFIDENCE] = 1.0 - min(low)
-    disagreeing = [score for agreement, score in ((category_agreement, category_score),
-                                                  (gender_agreement, gender_score))
-                   if agreement == "DISAGREE" and score is not None]
-    if disagreeing:
-        found[ReviewReason.MODEL_RETAILER_DISAGREE] = max(disagreeing)
-    if unmapped_images:
-        found[ReviewReason.RETAILER_CATEGORY_UNMAPPED] = UNMAPPED_PRIORITY
-    if voted >= 2 and vote_share is not None and vote_share < 0.5:
-        found[ReviewReason.IMAGES_DISAGREE] = 1.0 - vote_share
-    reasons = tuple(r.value for r in ReviewReason if r in found)  # a stable order
-    return reasons, (round(max(found.values()), 4) if found else None)
 
 
 class ProductCombineFn(beam.CombineFn):

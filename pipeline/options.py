@@ -23,11 +23,11 @@ from pathlib import Path
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.aggregate import AggregateConfig
 from pipeline.flags import NAMED_RETAILERS, FashionEnrichOptions
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.keras_handler import InferenceConfig
 from pipeline.model_info import ModelInfo
+from pipeline.product_rules import AggregateConfig
 from pipeline.sources.base import dump_folder
 from schemas.mapping import MappingError, RetailerMapping, builtin_mapping_file, builtin_retailers, load_mapping
 from schemas.taxonomy import TaxonomyError, load_taxonomy

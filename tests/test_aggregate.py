@@ -11,7 +11,8 @@ import pytest
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.aggregate import AggregateConfig, AggregateProducts, ProductCombineFn
+from pipeline.aggregate import AggregateProducts, ProductCombineFn
+from pipeline.product_rules import AggregateConfig
 from pipeline.records import ImageRecord
 from tests.combine import combine_in_parts
 

@@ -8,8 +8,9 @@ import dataclasses
 import pandas as pd
 import pytest
 
-from pipeline.aggregate import AggregateConfig, ProductCombineFn
+from pipeline.aggregate import ProductCombineFn
 from pipeline.cli import main
+from pipeline.product_rules import AggregateConfig
 from pipeline.records import ImageRecord
 from tests.combine import combine_in_parts
 
