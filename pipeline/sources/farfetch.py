@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pipeline.records import DeadLetter, ImageRecord, Reason
 from pipeline.sources.base import Decoder, RecordError, UnitContext, require, strip_compression, text, values
-from pipeline.sources.framing import frame_delimited
+from pipeline.sources.delimited import frame_delimited
 from pipeline.sources.xml_feed import frame_xml
 
 

@@ -3,14 +3,14 @@
 A framer yields :class:`RawUnit` for each unit it could parse and :class:`UnitError` for each
 it could not, with the line (1-based) and byte offset where known. A fault the framer cannot
 recover from (a broken JSON array, an XML feed whose skeleton is not well-formed) ends the file
-with one ``UnitError``; every unit before it has already been yielded. XML feeds are framed in
-:mod:`pipeline.sources.xml_feed`. Framing knows nothing about
-retailers: :mod:`pipeline.sources.base` pairs a framer with a retailer's record parser.
+with one ``UnitError``; every unit before it has already been yielded. JSON is framed here, CSV/TSV
+in :mod:`pipeline.sources.delimited` and XML feeds in :mod:`pipeline.sources.xml_feed`, all on the
+line reading and the bounds below. Framing knows nothing about retailers:
+:mod:`pipeline.sources.base` pairs a framer with a retailer's record parser.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import re
 from collections.abc import Iterator
@@ -87,7 +87,7 @@ def _lines(stream, limit: int | None = None) -> Iterator[tuple[int, int, bytes |
         offset += len(raw)
 
 
-def _decoded_lines(stream) -> Iterator[tuple[int, int, str | None, bytes | None]]:
+def decoded_lines(stream) -> Iterator[tuple[int, int, str | None, bytes | None]]:
     """(line number, byte offset, text or None if not UTF-8, raw bytes or None if too long)."""
     for number, offset, raw in _lines(stream):
         if raw is None:
@@ -100,7 +100,8 @@ def _decoded_lines(stream) -> Iterator[tuple[int, int, str | None, bytes | None]
         yield number, offset, text, raw
 
 
-def _line_error(number: int, offset: int, raw: bytes | None) -> UnitError:
+def line_error(number: int, offset: int, raw: bytes | None) -> UnitError:
+    """The dead letter for a line :func:`decoded_lines` could not give as text."""
     if raw is None:
         return UnitError(number, offset, Reason.LINE_TOO_LONG, "line is longer than the limit of "
                          f"{MAX_LINE_BYTES} bytes")
@@ -182,9 +183,9 @@ def frame_json(stream: PeekStream, path: str = "") -> Frame:
 
 
 def _frame_json_lines(stream) -> Frame:
-    for number, offset, text, raw in _decoded_lines(stream):
+    for number, offset, text, raw in decoded_lines(stream):
         if text is None:
-            yield _line_error(number, offset, raw)
+            yield line_error(number, offset, raw)
             continue
         if not text.strip():
             yield RawUnit(number, offset, None)
@@ -249,70 +250,3 @@ def _frame_json_array(data: bytes) -> Frame:
             yield UnitError(line, offset, Reason.NOT_AN_OBJECT,
                             f"expected a JSON object, got {type(payload).__name__}", raw)
         pos = end
-
-
-def frame_delimited(stream: BinaryIO, delimiter: str) -> Frame:
-    """CSV/TSV with a header row; a row whose column count differs from the header is an error.
-
-    A row the csv module cannot parse (an over-long field, a stray quote) is dead-lettered and
-    reading goes on with the next row.
-    """
-    errors: list[UnitError] = []
-    row_lines: list[tuple[int, int]] = []  # (line, offset) of the physical lines of the current row
-
-    def lines():
-        for number, offset, text, raw in _decoded_lines(stream):
-            if text is None:
-                errors.append(_line_error(number, offset, raw))
-                continue
-            row_lines.append((number, offset))
-            yield text
-
-    reader = csv.reader(lines(), delimiter=delimiter)
-    header = None
-    while True:
-        try:
-            row = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            line, offset = row_lines[0] if row_lines else (None, None)
-            row_lines.clear()
-            if header is None:  # the header row itself: no row after it could be read correctly
-                yield from _header_unreadable(errors, line, offset, f"CSV error: {exc}")
-                return
-            yield from errors
-            errors.clear()
-            yield UnitError(line, offset, Reason.MALFORMED_ROW, f"CSV error: {exc}")
-            continue
-        if header is None and errors:  # an undecodable line where the header should be
-            yield from _header_unreadable(errors, errors[0].line, errors[0].offset, "the header row is not valid UTF-8")
-            return
-        yield from errors
-        errors.clear()
-        line, offset = row_lines[0]
-        row_lines.clear()
-        if header is None:
-            header = [h.strip() for h in row]
-            if not any(header):
-                header = None
-            continue
-        raw = delimiter.join(row)
-        if not row or not any(cell.strip() for cell in row):
-            yield RawUnit(line, offset, None)
-            continue
-        if len(row) != len(header):
-            yield UnitError(line, offset, Reason.MALFORMED_ROW,
-                            f"row has {len(row)} columns, header has {len(header)}", raw)
-            continue
-        yield RawUnit(line, offset, dict(zip(header, row)), raw)
-    yield from errors
-
-
-def _header_unreadable(errors: list[UnitError], line, offset, why: str) -> Frame:
-    """A delimited file whose header row cannot be read ends with one fatal error: taking the
-    next row as the header would swallow it and misread every row after it."""
-    first = errors[0] if errors else None
-    yield UnitError(line, offset, first.reason if first else Reason.MALFORMED_ROW,
-                    f"{why}: the columns are unknown, so the file is not read", first.raw if first else "",
-                    fatal=True)

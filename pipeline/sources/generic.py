@@ -20,7 +20,8 @@ import string
 
 from pipeline.records import DeadLetter, ImageRecord, Reason
 from pipeline.sources.base import Decoder, RecordError, UnitContext, text, values
-from pipeline.sources.framing import frame_delimited, frame_json
+from pipeline.sources.delimited import frame_delimited
+from pipeline.sources.framing import frame_json
 
 
 def _lookup(payload: dict, key: str):
