@@ -14,6 +14,7 @@ from schemas.mapping import builtin_retailers
 
 DEFAULT_OUTPUT = "./fashion-enrich-output"
 NAMED_RETAILERS = ("zalando", "asos", "farfetch")
+MODEL_TASKS = ("category", "gender", "person")  # each has a --TASK-model flag
 
 
 class FashionEnrichOptions(PipelineOptions):
@@ -53,7 +54,7 @@ class FashionEnrichOptions(PipelineOptions):
                             help="folder or gs:// prefix caching downloads (ETag/Last-Modified revalidated)")
         parser.add_argument("--allowed_root", "--allowed-root", dest="allowed_root", action="append", default=None,
                             help="extra local folder images may be read from (default: the dumps' folders)")
-        for task in ("category", "gender", "person"):
+        for task in MODEL_TASKS:
             parser.add_argument(f"--{task}_model", f"--{task}-model", dest=f"{task}_model", default="default",
                                 help=f"exported {task} model folder, 'default' (shipped) or 'none'")
         parser.add_argument("--max_batch_size", "--max-batch-size", dest="max_batch_size", type=int, default=64,

@@ -132,7 +132,10 @@ class RunConfig:
                    aggregate=_aggregate_from_json(data.pop("aggregate")), **data)
 
     @classmethod
-    def from_options(cls, options: PipelineOptions, *, now: dt.datetime | None = None) -> RunConfig:
+    def from_options(cls, options: PipelineOptions, *, now: dt.datetime | None = None,
+                     match_remote: bool = True) -> RunConfig:
+        """``match_remote=False``: object-store input patterns are taken as given, not matched
+        (a Dataflow dry run on a machine that cannot reach the store)."""
         opts = options.view_as(FashionEnrichOptions)
         now = now or dt.datetime.now(dt.UTC)
         try:
@@ -161,7 +164,7 @@ class RunConfig:
                 raise ConfigError(f"bad mapping file: {exc}") from exc
             if mapping.retailer != name:
                 mapping = dataclasses.replace(mapping, retailer=name)
-            files = _matches(pattern)
+            files = _matches(pattern) if match_remote or "://" not in pattern else [pattern]
             if not files:
                 raise ConfigError(f"input not found: {pattern} (for {name})")
             if all(os.path.isdir(f) for f in files if "://" not in f) and not any("://" in f for f in files):

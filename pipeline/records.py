@@ -174,7 +174,7 @@ class ProductRecord:
     gender_low_confidence: bool = False
     retailer_category: str | None = None  # the retailer's own label, mapped to the taxonomy
     retailer_gender: str | None = None
-    category_agreement: str | None = None  # see pipeline.aggregate.compare
+    category_agreement: str | None = None  # see pipeline.product_rules.compare
     gender_agreement: str | None = None
     category_model: str | None = None
     gender_model: str | None = None

@@ -18,7 +18,9 @@ GPU placement:
 
 ``--dry-run`` builds the graph with the same options and prints them instead of submitting.
 Building the options and the graph needs no credentials; checking that gs:// inputs and
-models exist does (they are matched and read before anything is submitted).
+models exist does (they are matched and read before anything is submitted). Whether the store
+answers is asked first, in seconds (:mod:`runners.preflight`): without credentials a submission
+stops at once, and a dry run says that it skipped the input checks.
 """
 
 from __future__ import annotations
@@ -191,7 +193,8 @@ def main(argv: list[str]) -> int:
     # Options and paths first (offline, cheap), before any input is matched; the config (model
     # cards included) is read once and the graph built once.
     offline = _options(full, offline=True)
-    config = RunConfig.from_options(offline)
+    problem = _store_problem(offline, dry_run=args.dry_run)
+    config = RunConfig.from_options(offline, match_remote=problem is None)
     p = _validated_pipeline(offline)
     check_remote_paths(config)
     if not args.dry_run:
@@ -205,6 +208,29 @@ def main(argv: list[str]) -> int:
     result = run_pipeline(p, config)
     print(format_summary(result.manifest, result.seconds))
     return 0 if result.manifest["reconciled"] else 1
+
+
+def _store_problem(options, *, dry_run: bool) -> str | None:
+    """Whether the object store answers, asked in seconds before anything is matched or read.
+    A submission refuses at once; a dry run goes on without checking that inputs exist (said
+    on stderr), unless it must read a model card or taxonomy from the store."""
+    import sys
+
+    from pipeline.flags import MODEL_TASKS, NAMED_RETAILERS, FashionEnrichOptions
+    from pipeline.options import ConfigError
+    from runners.preflight import object_store_problem, remote_paths
+
+    opts = options.view_as(FashionEnrichOptions)
+    inputs = remote_paths([getattr(opts, name) for name in NAMED_RETAILERS] + list(opts.source or ()))
+    needed = remote_paths([opts.taxonomy] + [getattr(opts, f"{task}_model") for task in MODEL_TASKS])
+    problem = object_store_problem(inputs + needed)
+    if problem is None:
+        return None
+    if not dry_run or needed:
+        what = "submit" if not dry_run else f"read {', '.join(needed)}"
+        raise ConfigError(f"cannot reach the object store to {what}: {problem}")
+    print(f"fashion-enrich dataflow: dry run: existence checks of the inputs skipped ({problem})", file=sys.stderr)
+    return problem
 
 
 def _applied(p) -> list:
