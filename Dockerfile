@@ -1,4 +1,4 @@
-# Worker container for Dataflow GPU jobs (see README "Running on Dataflow with GPUs").
+# Worker container for Dataflow GPU jobs (see docs/operations.md, "Running on Dataflow with GPUs").
 #
 #   docker build -t REGION-docker.pkg.dev/PROJECT/REPO/fashion-enrich:0.1.0 .
 #   docker push REGION-docker.pkg.dev/PROJECT/REPO/fashion-enrich:0.1.0

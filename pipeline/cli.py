@@ -17,7 +17,7 @@ USAGE = """fashion-enrich <command> [options]
 commands:
   run        enrich catalog dumps into partitioned Parquet (default: the shipped samples)
   nightly    'run' with one-machine defaults, a summary, and exit 3 above a dead-letter share
-  dataflow   'run' on Dataflow with GPU workers (see README "Running on Dataflow with GPUs")
+  dataflow   'run' on Dataflow with GPU workers (see docs/operations.md, "Running on Dataflow with GPUs")
   inspect    terminal summary of a run's output (counts, distributions, disagreements, dead letters)
   report     self-contained HTML report of a run's output, with plots and thumbnails
   taxonomy   print the category hierarchy

@@ -175,3 +175,15 @@ def test_flag_pattern():
     text = "usage: [--run_date RUN_DATE] --temp-location, (--source NAME=PATH[:MAPPING], --zalando ...) -- x-"
     assert _FLAG.findall(text) == ["--run_date", "--temp-location", "--source", "--zalando"]
     assert _canonical(["--run_date", "--run-date", "--help"]) == {"--run-date"}
+
+
+def test_ci_runs_exactly_the_readmes_commands():
+    """Every command .ci/run executes is a line of the README's code blocks, and the README's
+    install, browser and test lines are all in .ci/run (a missing install step fails CI)."""
+    ci = [line.strip() for line in (ROOT / ".ci" / "run").read_text().splitlines()
+          if line.strip() and not line.startswith(("#", "set ", "cd "))]
+    blocks = "\n".join(re.findall(r"```bash\n(.*?)```", README.read_text(), re.S))
+    readme = {line.split("  #")[0].strip() for line in blocks.splitlines()}
+    assert ci and all(line in readme for line in ci), (ci, readme)
+    for needed in ('pip install -e ".[test]"', "python -m pytest -q", "apt-get install"):
+        assert any(needed in line for line in ci), needed

@@ -4,6 +4,7 @@ numbers are checked against pandas computations over the same Parquet files."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -101,15 +102,61 @@ def test_report_is_self_contained_with_plots_and_thumbnails(output, tmp_path, ca
     assert len(thumbs) == min(20, int((products["category_agreement"] == "DISAGREE").sum())) + min(20, len(review))
 
 
-@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-browser")),
-                    reason="headless Chromium not installed (Debian package 'chromium')")
+# Runs in the page after load: each <img> drawn on a canvas, with its decoded size and the
+# spread of its pixels (a blank or broken image has none).
+_PROBE = """<script>
+window.addEventListener('load', () => {
+  const out = [...document.images].map(img => {
+    const c = document.createElement('canvas');
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    if (!c.width || !c.height) return [img.className, 0, 0, 0];
+    const g = c.getContext('2d'); g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let lo = 255, hi = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      const v = (d[i] + d[i + 1] + d[i + 2]) / 3; lo = Math.min(lo, v); hi = Math.max(hi, v);
+    }
+    return [img.className, c.width, c.height, hi - lo];
+  });
+  const p = document.createElement('pre'); p.id = 'probe'; p.textContent = JSON.stringify(out);
+  document.body.appendChild(p);
+});
+</script>"""
+
+
+def _browser() -> str | None:
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@pytest.mark.skipif(not _browser() and not os.environ.get("CI"),
+                    reason="headless Chromium not installed (Debian package 'chromium'; CI installs it)")
 def test_report_renders_in_headless_chromium(output, tmp_path):
+    """In a real browser: every plot and thumbnail decodes to a non-blank picture, and the page
+    shows dark text and plots on white (CI installs Chromium, so there this test never skips)."""
+    import re
+
     from PIL import Image
 
-    page_path, shot = tmp_path / "report.html", tmp_path / "shot.png"
+    browser = _browser()
+    assert browser, "CI must install Chromium (apt-get install chromium): the browser test may not skip there"
+    page_path, probed, shot = tmp_path / "report.html", tmp_path / "probed.html", tmp_path / "shot.png"
     assert main(["report", output, "--html", str(page_path)]) == 0
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
-    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", f"--screenshot={shot}",
-                    "--window-size=1200,3000", page_path.as_uri()], check=True, timeout=120, capture_output=True)
+    probed.write_text(page_path.read_text().replace("</body>", _PROBE + "</body>"))
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
+             f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000"]
+    dom = subprocess.run([browser, *flags, "--dump-dom", probed.as_uri()], check=True, timeout=120,
+                         capture_output=True, text=True).stdout
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, dom[-2000:]
+    images = json.loads(found.group(1).replace("&quot;", '"'))
+    plots = [i for i in images if i[0] == "plot"]
+    thumbs = [i for i in images if i[0] == "thumb"]
+    assert len(plots) == 4 and thumbs, images
+    for cls, width, height, spread in images:
+        assert width > 0 and height > 0, (cls, width, height)  # decoded by the browser
+        assert spread > 20, (cls, spread)  # not a blank picture
+    subprocess.run([browser, *flags, f"--screenshot={shot}", "--window-size=1200,3000", page_path.as_uri()],
+                   check=True, timeout=120, capture_output=True)
     pixels = Image.open(shot).convert("L")
     assert pixels.getextrema()[0] < 100  # something dark (text, plots) was drawn on the white page
