@@ -103,7 +103,8 @@ def make_preprocessing_fn(min_counts: dict[str, int]):
             labels = inputs[task]
             present = tf.not_equal(labels, "")
             known = tf.RaggedTensor.from_row_lengths(tf.boolean_mask(labels, present), tf.cast(present, tf.int64))
-            vocab = tft.vocabulary(known, frequency_threshold=min_counts.get(task, 1), vocab_filename=task)
+            threshold = min_counts.get(task, 1)  # TFT's "no threshold" is None, not 1
+            vocab = tft.vocabulary(known, frequency_threshold=threshold if threshold > 1 else None, vocab_filename=task)
             outputs[f"{task}_id"] = tft.apply_vocabulary(labels, vocab, default_value=UNKNOWN)
         return outputs
 

@@ -142,7 +142,7 @@ COMMANDS = {"run": _run, "nightly": _nightly, "dataflow": _dataflow, "inspect": 
 
 def main(argv: list[str] | None = None) -> int:
     from pipeline.options import ConfigError
-    from pipeline.quiet import verbose_requested
+    from pipeline.quiet import quiet_python_loggers, verbose_requested
     from schemas.mapping import MappingError
     from schemas.taxonomy import TaxonomyError
 
@@ -156,6 +156,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
+    if not verbose:
+        quiet_python_loggers()
     if command in ("run", "nightly", "dataflow"):
         from pipeline.progress import show_progress
 

@@ -12,7 +12,8 @@ Beam's warnings, ``F``/other ``E`` lines. Worker processes inherit the descripto
 are filtered too. The filter is a process, not a thread, so a crash of the CLI still reaches the
 terminal (the filter drains the pipe until every writer has closed it).
 
-``fashion-enrich -v`` / ``--verbose`` or ``FASHION_ENRICH_VERBOSE=1`` leaves stderr untouched.
+Python-side, TensorFlow's and absl's loggers report errors only (:func:`quiet_python_loggers`).
+``fashion-enrich -v`` / ``--verbose`` or ``FASHION_ENRICH_VERBOSE=1`` leaves both untouched.
 """
 
 from __future__ import annotations
@@ -49,6 +50,19 @@ def is_noise(line: bytes) -> bool:
         return False
     severity, message = found.groups()
     return severity in (b"I", b"W") or (severity == b"E" and bool(_BENIGN_ERRORS.search(message)))
+
+
+# Python loggers whose warnings are library chatter in a CLI run (TFT's "instance dicts" notes,
+# tf.function retracing, Keras' compiled-metrics notes); errors still show.
+CHATTY_LOGGERS = ("tensorflow", "absl")
+
+
+def quiet_python_loggers() -> None:
+    """Only errors from TensorFlow's and absl's Python loggers (verbose leaves them as they are)."""
+    import logging
+
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def verbose_requested(argv: list[str]) -> tuple[bool, list[str]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import json
+import logging
 import os
 import zipfile
 from pathlib import Path
@@ -83,10 +84,13 @@ def test_prepare_writes_examples_vocabularies_and_transform_output(prepared):
     assert dress[16, 16, 0] > 150 and dress[16, 16, 2] < 90
 
 
-def test_prepare_maps_onto_a_custom_taxonomy_and_records_it(catalog, tmp_path):
+def test_prepare_maps_onto_a_custom_taxonomy_and_records_it(catalog, tmp_path, caplog, monkeypatch):
     """--taxonomy reaches the map stage of prepare (not only the mapping validation), and the
-    prepared folder records it (and the command) for train and evaluate."""
-    from models.cli import prepare_main
+    prepared folder records it (and the command) for train and evaluate. Through the CLI, the
+    command is quiet: no TensorFlow / absl / TFT warnings (TFT notes "instance dicts" on every
+    prepare)."""
+    from pipeline.cli import main
+    from pipeline.quiet import CHATTY_LOGGERS, VERBOSE_ENV
 
     taxonomy = tmp_path / "taxonomy.yaml"
     shipped = (Path(__file__).resolve().parents[1] / "schemas" / "taxonomy.yaml").read_text()
@@ -97,7 +101,11 @@ def test_prepare_maps_onto_a_custom_taxonomy_and_records_it(catalog, tmp_path):
     out = tmp_path / "prepared"
     argv = ["--source", f"shop={catalog / 'shop.csv'}:{mapping}", "--taxonomy", str(taxonomy),
             "--image-size", "32", "--category-min-count", "10", "--out", str(out)]
-    assert prepare_main(argv) == 0
+    monkeypatch.delenv(VERBOSE_ENV, raising=False)
+    caplog.set_level(logging.WARNING)
+    assert main(["prepare", *argv]) == 0
+    chatter = [r for r in caplog.records if r.name.split(".")[0] in CHATTY_LOGGERS and r.levelno < logging.ERROR]
+    assert not chatter, [r.getMessage()[:100] for r in chatter]
     info = json.loads((out / "prepared.json").read_text())
     assert sorted(info["vocabularies"]["category"]) == ["JEANS", "UPPERS"]
     assert info["taxonomy"] == str(taxonomy) and info["command"].startswith("fashion-enrich prepare --source")
