@@ -176,6 +176,19 @@ def test_the_checked_address_is_the_one_connected_to(server):
     assert calls == ["images.shop.test"]  # resolved once, by the guard; the system resolver never asked
 
 
+def test_a_request_through_an_environment_proxy_is_still_guarded(server, monkeypatch):
+    """With HTTP_PROXY set, the proxy connects, not the guarded pools: the target is checked first."""
+    for name in ("NO_PROXY", "no_proxy", "HTTPS_PROXY", "https_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", server.url(""))  # the loopback server stands in for the proxy
+    fetcher = Fetcher(fast_fetch(allow_private_addresses=False), address_policy=lambda a: a == "127.0.0.1")
+    assert fetch_reason(fetcher, "http://10.1.2.3/secret.jpg") == "FORBIDDEN_URI"
+    assert server.hits["http://10.1.2.3/secret.jpg"] == 0  # never sent to the proxy
+    allowed = "http://127.0.0.1:9/via-proxy.jpg"  # admitted by the policy: goes through the proxy
+    assert fetch_reason(fetcher, allowed) == "HTTP_4XX"  # the stand-in proxy knows no such route
+    assert server.hits[allowed] == 1
+
+
 @pytest.mark.parametrize("address, public", [
     ("8.8.8.8", True), ("2a00:1450:4001:81b::200e", True), ("127.0.0.1", False), ("10.1.2.3", False),
     ("192.168.1.1", False), ("169.254.169.254", False), ("100.64.0.1", False), ("0.0.0.0", False),

@@ -31,7 +31,9 @@ class ForbiddenAddress(Exception):
 def guarded_adapter(resolve, policy, pool_maxsize: int) -> requests.adapters.HTTPAdapter:
     """An adapter whose connections resolve the host once, check every address against
     ``policy`` and connect to the checked address (no second lookup: DNS rebinding cannot swap
-    in a private address between the check and the connection). TLS still verifies the name."""
+    in a private address between the check and the connection). TLS still verifies the name.
+    A request sent through an environment proxy has its target's addresses checked before it
+    leaves (the proxy resolves the name again, so rebinding there is not prevented)."""
 
     def checked(host: str, port: int) -> str:
         try:
@@ -60,6 +62,15 @@ def guarded_adapter(resolve, policy, pool_maxsize: int) -> requests.adapters.HTT
     class GuardedHTTPSPool(urllib3.HTTPSConnectionPool):
         ConnectionCls = GuardedHTTPSConnection
 
-    adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
+    class GuardedAdapter(requests.adapters.HTTPAdapter):
+        def send(self, request, **kwargs):
+            # Through an HTTP(S)_PROXY the proxy connects, not this adapter's pools: check the
+            # target's addresses here first (the proxy's own lookup is out of our hands).
+            if requests.utils.select_proxy(request.url, kwargs.get("proxies") or {}):
+                target = urllib3.util.parse_url(request.url)
+                checked(target.host or "", target.port or (443 if target.scheme == "https" else 80))
+            return super().send(request, **kwargs)
+
+    adapter = GuardedAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
     adapter.poolmanager.pool_classes_by_scheme = {"http": GuardedHTTPPool, "https": GuardedHTTPSPool}
     return adapter
