@@ -130,6 +130,15 @@ def _application(spec: ModelSpec, inputs):
 def build_model(spec: ModelSpec) -> keras.Model:
     """An uncompiled model: uint8 (size, size, 3) in, class scores out."""
     inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="uint8", name="image")
+    x = layers.Dropout(spec.dropout, name="dropout")(features(spec, inputs))
+    activation = "sigmoid" if spec.multilabel else "softmax"
+    outputs = layers.Dense(spec.num_outputs, activation=activation, name="scores")(x)
+    return keras.Model(inputs, outputs, name=f"{spec.arch}_{spec.mode}")
+
+
+def features(spec: ModelSpec, inputs):
+    """The architecture's image features (pooled, or the person net's dense layer) of ``inputs``,
+    before any head: shared by the single-task model and the multi-task one (models.multitask)."""
     if spec.arch == "custom_cnn":
         x = layers.Rescaling(1 / 255.0, name="scale")(inputs)
         # VGG-style: one conv at full resolution (where convs are dearest), then two per block.
@@ -144,10 +153,7 @@ def build_model(spec: ModelSpec) -> keras.Model:
         x = layers.Dense(256, activation="relu", name="fc")(x)
     else:
         x = _application(spec, inputs)
-    x = layers.Dropout(spec.dropout, name="dropout")(x)
-    activation = "sigmoid" if spec.multilabel else "softmax"
-    outputs = layers.Dense(spec.num_outputs, activation=activation, name="scores")(x)
-    return keras.Model(inputs, outputs, name=f"{spec.arch}_{spec.mode}")
+    return x
 
 
 def default_learning_rate(spec: ModelSpec) -> float:
