@@ -130,7 +130,8 @@ def _application(spec: ModelSpec, inputs):
 def build_model(spec: ModelSpec) -> keras.Model:
     """An uncompiled model: uint8 (size, size, 3) in, class scores out."""
     inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="uint8", name="image")
-    x = layers.Dropout(spec.dropout, name="dropout")(features(spec, inputs))
+    x = features(spec, inputs)  # built before the head: layer creation order fixes the seeded initial weights
+    x = layers.Dropout(spec.dropout, name="dropout")(x)
     activation = "sigmoid" if spec.multilabel else "softmax"
     outputs = layers.Dense(spec.num_outputs, activation=activation, name="scores")(x)
     return keras.Model(inputs, outputs, name=f"{spec.arch}_{spec.mode}")

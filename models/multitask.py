@@ -84,7 +84,8 @@ def build_multitask_model(spec: ModelSpec, heads: tuple[Head, ...]) -> keras.Mod
     if not heads or len({h.task for h in heads}) != len(heads):
         raise ValueError("give at least one head, each task once")
     inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="uint8", name="image")
-    shared = layers.Dropout(spec.dropout, name="dropout")(features(spec, inputs))
+    shared = features(spec, inputs)
+    shared = layers.Dropout(spec.dropout, name="dropout")(shared)
     outputs = {h.task: layers.Dense(len(h.classes), activation="softmax", name=h.task)(shared) for h in heads}
     return keras.Model(inputs, outputs, name=f"{spec.arch}_{spec.mode}_multitask")
 
