@@ -10,7 +10,7 @@ import os
 import shlex
 from dataclasses import asdict, dataclass
 
-TASK_CHOICES = ("category", "gender", "person", "age_group")
+TASK_CHOICES = ("category", "gender", "person", "age_group", "colour")
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from pipeline.build import load_catalog
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.options import SourceConfig
 
-LABEL_TASKS = ("category", "gender", "age_group")  # string labels: vocabularies computed by TFT
+LABEL_TASKS = ("category", "gender", "age_group", "colour")  # string labels: vocabularies computed by TFT
 TASKS = LABEL_TASKS + ("person",)  # person: 0 / 1 from weak labels, -1 unknown
 UNKNOWN = -1
 
@@ -73,6 +73,7 @@ def to_instance(element, person: dict) -> dict:
         "category": record.category or "",
         "gender": record.gender or "",
         "age_group": record.age_group or "",
+        "colour": record.retailer_colour or "",
         "person": label,
         "product_key": f"{record.retailer}/{record.product_id}",
         "group": f"{record.retailer}/{record.group_id or record.product_id}",

@@ -107,6 +107,7 @@ class ImageRecord:
     raw_category: tuple[str, ...] = ()
     raw_gender: tuple[str, ...] = ()
     raw_age_group: tuple[str, ...] = ()
+    raw_colour: tuple[str, ...] = ()
     source_offset: int | None = None
     # Taxonomy mapping (MapTaxonomy).
     category: str | None = None
@@ -117,6 +118,7 @@ class ImageRecord:
     category_match: str | None = None
     gender: str | None = None
     age_group: str | None = None
+    retailer_colour: str | None = None  # the retailer's colour on the colour vocabulary (a training label)
     # Image fetch and decode (LoadImages).
     image_width: int | None = None
     image_height: int | None = None

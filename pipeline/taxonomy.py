@@ -100,6 +100,12 @@ def map_age_group(mapping: RetailerMapping, raw_age: tuple[str, ...], raw_gender
     return mapping.age_default
 
 
+def map_colour(mapping: RetailerMapping, raw_values: tuple[str, ...]) -> str | None:
+    """The retailer's colour on the colour vocabulary; None when absent, unknown or ambiguous."""
+    mapped = {mapping.colour_values[k] for k in map(normalize_key, raw_values) if k in mapping.colour_values}
+    return mapped.pop() if len(mapped) == 1 else None
+
+
 def apply_mapping(record: ImageRecord, mapping: RetailerMapping, taxonomy: Taxonomy) -> ImageRecord:
     match = map_category(mapping, taxonomy, record.raw_category, record.title)
     node = match.node
@@ -113,6 +119,7 @@ def apply_mapping(record: ImageRecord, mapping: RetailerMapping, taxonomy: Taxon
         category_match=match.match,
         gender=map_gender(mapping, record.raw_gender),
         age_group=map_age_group(mapping, record.raw_age_group, record.raw_gender),
+        retailer_colour=map_colour(mapping, record.raw_colour),
     )
 
 

@@ -35,8 +35,8 @@ from schemas.taxonomy import Taxonomy, load_taxonomy
 BUILTIN_FORMATS = ("zalando", "asos", "farfetch")
 GENERIC_FORMATS = ("csv", "tsv", "jsonl")
 GENERIC_FIELDS = ("product_id", "variant_id", "group", "image_uri", "image_separator", "image_role",
-                  "title", "brand", "category", "gender", "age_group", "delimiter")
-_TOP_KEYS = {"retailer", "source", "category", "gender", "age_group", "description"}
+                  "title", "brand", "category", "gender", "age_group", "colour", "delimiter")
+_TOP_KEYS = {"retailer", "source", "category", "gender", "age_group", "colour", "description"}
 
 
 class MappingError(ValueError):
@@ -72,6 +72,7 @@ class RetailerMapping:
     age_values: dict[str, str]
     age_default: str | None
     path: str = ""
+    colour_values: dict[str, str] = field(default_factory=dict)  # onto the colour vocabulary (COLOUR_NAMES)
 
 
 def _as_dict(data, where: str) -> dict:
@@ -129,6 +130,11 @@ def parse_mapping(data: dict, *, taxonomy: Taxonomy | None = None, path: str = "
     age_default = age.get("default")
     if age_default is not None and age_default not in taxonomy.age_groups:
         raise MappingError(f"{where}: age_group.default {age_default!r} is not an age group")
+    from pipeline.images.features import COLOUR_NAMES  # the vocabulary lives with the colour features
+
+    colour = _as_dict(data.get("colour"), f"{where}: colour")
+    if set(colour) - {"values"}:
+        raise MappingError(f"{where}: unknown colour keys {sorted(set(colour) - {'values'})}")
     return RetailerMapping(
         retailer=retailer,
         source=SourceSpec(format=fmt, columns=columns),
@@ -145,6 +151,7 @@ def parse_mapping(data: dict, *, taxonomy: Taxonomy | None = None, path: str = "
         age_values=_targets(age.get("values"), taxonomy.age_groups, f"{where}: age_group.values"),
         age_default=age_default,
         path=str(path),
+        colour_values=_targets(colour.get("values"), COLOUR_NAMES, f"{where}: colour.values"),
     )
 
 

@@ -21,17 +21,10 @@ from pipeline.grouping import near_duplicate_pairs
 from pipeline.images.config import DecodeConfig
 from pipeline.images.decode import decode_and_preprocess
 from pipeline.images.features import COLOUR_NAMES, dominant_colours, perceptual_hash
+from pipeline.taxonomy import map_colour
+from schemas.mapping import builtin_mapping_file, load_mapping
 
 ROOT = Path(__file__).resolve().parents[1]
-MYNTRA_COLOURS = {
-    "Black": "black", "Blue": "blue", "White": "white", "Brown": "brown", "Grey": "grey", "Red": "red",
-    "Green": "green", "Navy Blue": "navy", "Purple": "purple", "Pink": "pink", "Beige": "beige", "Maroon": "maroon",
-    "Silver": "grey", "Yellow": "yellow", "Olive": "olive", "Orange": "orange", "Steel": "grey", "Cream": "beige",
-    "Tan": "brown", "Charcoal": "grey", "Khaki": "beige", "Off White": "white", "Magenta": "pink",
-    "Lavender": "purple", "Mustard": "yellow", "Grey Melange": "grey", "Turquoise Blue": "blue",
-    "Coffee Brown": "brown", "Burgundy": "maroon", "Sea Green": "green", "Lime Green": "green",
-    "Fluorescent Green": "green", "Mushroom Brown": "brown", "Rose": "pink", "Mauve": "purple", "Peach": "pink",
-}
 
 
 def main() -> None:
@@ -45,6 +38,7 @@ def main() -> None:
         person = {row["id"]: row["person_weak"] == "PERSON" for row in csv.DictReader(fh)}
     with open(folder / "styles.csv", encoding="utf-8", errors="replace") as fh:
         labels = {row["id"]: row.get("baseColour") or "" for row in csv.DictReader(fh)}
+    mapping = load_mapping(builtin_mapping_file("myntra"))  # baseColour -> the colour vocabulary
     cfg = DecodeConfig(size=args.size)
     hashes: dict[str, str] = {}
     confusion: Counter[tuple[str, str]] = Counter()
@@ -57,7 +51,7 @@ def main() -> None:
             skipped["undecodable"] += 1
             continue
         hashes[image_id] = perceptual_hash(array)
-        truth = MYNTRA_COLOURS.get(labels.get(image_id, ""))
+        truth = map_colour(mapping, (labels.get(image_id, ""),))
         if truth is None:
             skipped[labels.get(image_id) or "no label"] += 1
             continue

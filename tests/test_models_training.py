@@ -28,10 +28,12 @@ COLORS = {"dress": (200, 30, 30), "jeans": (30, 30, 200), "hat": (30, 160, 30)}
 @pytest.fixture(scope="module")
 def catalog(tmp_path_factory):
     """36 products: 16 red 'dresses', 16 blue 'jeans', 4 green 'hats' (below the minimum count),
-    2 photos each; every third product is a person shot in the weak labels."""
+    2 photos each; every third product is a person shot in the weak labels; every other product
+    has a retailer colour ('Navy Blue' for the jeans: mapped onto 'navy')."""
     root = tmp_path_factory.mktemp("catalog")
     (root / "img").mkdir()
-    rows, person = ["sku,kind,who"], ["id,person_fraction,person_weak"]
+    rows, person = ["sku,kind,who,col"], ["id,person_fraction,person_weak"]
+    colour = {"dress": "Red", "jeans": "Navy Blue", "hat": "Green"}
     rng = np.random.default_rng(0)
     counts = {"dress": 16, "jeans": 16, "hat": 4}
     n = 0
@@ -43,7 +45,7 @@ def catalog(tmp_path_factory):
                 jitter = tuple(int(c + rng.integers(-20, 20)) for c in COLORS[kind])
                 ImageDraw.Draw(img).rectangle((10 + view * 3, 10, 70, 90), fill=jitter)
                 img.save(root / "img" / f"{sku}-{view}.jpg")
-            rows.append(f"{sku},{kind},{'women' if kind == 'dress' else 'men'}")
+            rows.append(f"{sku},{kind},{'women' if kind == 'dress' else 'men'},{colour[kind] if n % 2 == 0 else ''}")
             person.append(f"{sku},0.5,{'PERSON' if n % 3 == 0 else 'PRODUCT'}")
             n += 1
     (root / "shop.csv").write_text("\n".join(rows) + "\n")
@@ -51,10 +53,11 @@ def catalog(tmp_path_factory):
     (root / "shop.yaml").write_text(
         "retailer: shop\n"
         "source: {format: csv, product_id: sku, image_uri: 'img/{sku}-1.jpg|img/{sku}-2.jpg', image_separator: '|',"
-        " category: [kind], gender: [who]}\n"
+        " category: [kind], gender: [who], colour: [col]}\n"
         "category: {exact: {dress: DRESSES, jeans: JEANS, hat: HATS}}\n"
         "gender: {values: {women: FEMALE, men: MALE}}\n"
-        "age_group: {default: ADULT}\n")
+        "age_group: {default: ADULT}\n"
+        "colour: {values: {red: red, navy blue: navy, green: green}}\n")
     return root
 
 
@@ -72,7 +75,8 @@ def test_prepare_writes_examples_vocabularies_and_transform_output(prepared):
     out, info = prepared
     assert info["examples"] == 72 and info["products"] == 36 and info["dead_letter"] == {}
     assert sorted(info["vocabularies"]["category"]) == ["DRESSES", "JEANS"]  # HATS (8 images): under the floor
-    assert info["labelled"] == {"category": 64, "gender": 72, "age_group": 72, "person": 72}
+    assert info["labelled"] == {"category": 64, "gender": 72, "age_group": 72, "colour": 36, "person": 72}
+    assert sorted(info["vocabularies"]["colour"]) == ["green", "navy", "red"]
     data = load_prepared(out)
     assert data.images.shape == (72, 32, 32, 3) and data.images.dtype == np.uint8
     assert set(data.labels["person"]) == {0, 1}

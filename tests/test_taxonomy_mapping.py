@@ -76,6 +76,15 @@ def test_gender_and_age():
     assert map_age_group(m, (), ()) is None
 
 
+def test_retailer_colour_is_mapped_onto_the_colour_vocabulary():
+    mapping = load_mapping(builtin_mapping_file("myntra"))
+    colour = {raw: apply_mapping(ImageRecord(retailer="myntra", product_id="1", image_position=1, image_uri="u",
+                                             source_file="f", source_line=1, raw_colour=(raw,)),
+                                 mapping, load_taxonomy()).retailer_colour
+              for raw in ("Navy Blue", "off white", "Charcoal", "Multi", "Gold")}
+    assert colour == {"Navy Blue": "navy", "off white": "white", "Charcoal": "grey", "Multi": None, "Gold": None}
+
+
 def test_apply_mapping_fills_path_and_levels():
     m = mapping(exact={"skinny jeans": "SKINNY_JEANS"})
     rec = ImageRecord(retailer="shop", product_id="p", image_position=1, image_uri="/x.jpg", source_file="f",
@@ -115,6 +124,9 @@ def test_every_builtin_mapping_file_loads():
     ({"retailer": "x y", "source": {"format": "zalando"}}, "simple name"),
     ({"retailer": "x", "source": {"format": "zalando"}, "category": {"exact": {"A": "JEANS", "a": "DRESSES"}}},
      "twice"),
+    ({"retailer": "x", "source": {"format": "zalando"}, "colour": {"values": {"navy blue": "Navy"}}},
+     "not one of the allowed"),  # the colour vocabulary's names only
+    ({"retailer": "x", "source": {"format": "zalando"}, "colour": {"default": "black"}}, "unknown colour keys"),
 ])
 def test_invalid_mapping_documents_are_rejected(doc, message):
     with pytest.raises(MappingError, match=message):

@@ -74,6 +74,10 @@ class GenericDecoder(Decoder):
         parts = raw.split(separator) if separator else [raw]
         return [p.strip() for p in parts if p.strip()]
 
+    def _values(self, payload: dict, field: str) -> tuple[str, ...]:
+        """Every value of the columns the mapping names for ``field`` (gender, age group, colour)."""
+        return tuple(v for c in _columns(self._columns.get(field)) for v in values(_lookup(payload, c)))
+
     def parse(self, payload: dict, ctx: UnitContext) -> list[ImageRecord | DeadLetter]:
         product_id = self._get(payload, "product_id")
         if product_id is None:
@@ -89,9 +93,9 @@ class GenericDecoder(Decoder):
             title=self._get(payload, "title"),
             brand=self._get(payload, "brand"),
             raw_category=(" > ".join(path),) if path else (),
-            raw_gender=tuple(v for c in _columns(self._columns.get("gender")) for v in values(_lookup(payload, c))),
-            raw_age_group=tuple(v for c in _columns(self._columns.get("age_group"))
-                                for v in values(_lookup(payload, c))),
+            raw_gender=self._values(payload, "gender"),
+            raw_age_group=self._values(payload, "age_group"),
+            raw_colour=self._values(payload, "colour"),
         )
         return [ctx.image(product_id=product_id, position=i, uri=uri, **common)
                 for i, uri in enumerate(uris, start=1)]
