@@ -6,7 +6,7 @@ those lines go straight to file descriptor 2 and ``TF_CPP_MIN_LOG_LEVEL`` does n
 and each DirectRunner worker) prints about eight of them, one an ``E`` line about ``cuInit``.
 
 :func:`quiet_native_logs` points descriptor 2 at a pipe read by a small filter process
-(``python -m pipeline.quiet``) that drops absl/glog INFO and WARNING lines and the known-benign
+(this file run as a script) that drops absl/glog INFO and WARNING lines and the known-benign
 CUDA errors of a machine without a GPU, and passes everything else through: Python tracebacks,
 Beam's warnings, ``F``/other ``E`` lines. Worker processes inherit the descriptor, so their lines
 are filtered too. The filter is a process, not a thread, so a crash of the CLI still reaches the
@@ -106,7 +106,9 @@ def quiet_native_logs() -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     read_end, write_end = os.pipe()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.quiet"], stdin=read_end, stdout=original,
+    # This file run as a script in isolated mode: stdlib imports only, so no package on the
+    # current folder's path (a user's own "pipeline/") can shadow it and leave stderr unread.
+    proc = subprocess.Popen([sys.executable, "-I", os.path.abspath(__file__)], stdin=read_end, stdout=original,
                             close_fds=True)
     os.close(read_end)
     os.dup2(write_end, 2)

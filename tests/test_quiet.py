@@ -100,3 +100,18 @@ def test_every_help_is_quiet(command):
                           text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != VERBOSE_ENV})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "" and "--" in proc.stdout
+
+
+def test_a_package_named_pipeline_in_the_current_folder_cannot_swallow_stderr(tmp_path):
+    """The filter runs this file in isolated mode, so a user's own pipeline/ package in the
+    folder they run from is not what the filter process imports."""
+    shadow = tmp_path / "pipeline"
+    shadow.mkdir()
+    (shadow / "__init__.py").write_text("raise ImportError('the user package, not fashion-enrich')\n")
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = (f"import sys; sys.path.insert(0, {repo!r}); from pipeline.quiet import quiet_native_logs; "
+            "quiet_native_logs(); print('E0000 00:00:1.2 1 cuda_platform.cc:52] failed call to cuInit', "
+            "file=sys.stderr); print('an error the user must see', file=sys.stderr)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == "an error the user must see\n"
