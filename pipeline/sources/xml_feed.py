@@ -32,7 +32,8 @@ _DECLARED = re.compile(rb"""^(\s*<\?xml[^>]*?\sencoding\s*=\s*["'])([A-Za-z][\w.
 _SAME_AS_UTF8 = ("utf-8", "ascii")
 _WRAPPER = b"fashion-enrich-item"
 _SPECIAL = rb"|(<!--)|(<!\[CDATA\[)"
-_CLOSES = {b"<!--": b"-->", b"<![CDATA[": b"]]>"}
+_CLOSES = {b"<!--": re.compile(rb"-->"), b"<![CDATA[": re.compile(rb"\]\]>")}
+_TAG_END = re.compile(rb">")
 
 
 class FeedError(Exception):
@@ -160,9 +161,7 @@ def frame_xml(stream: BinaryIO, item_tags: tuple[str, ...] = ("item", "entry")) 
                 buf.take(found.start())  # the line of the declaration
                 raise FeedError(Reason.MALFORMED_XML, "entity declarations are refused in feeds")
             if found.group(2) or found.group(3):  # a comment or CDATA section outside the items
-                closing = buf.search(re.compile(re.escape(_CLOSES[found.group(0)])), found.end(),
-                                     limit=framing.MAX_LINE_BYTES)
-                feed_skeleton(closing.end() if closing else len(buf.data))
+                feed_skeleton(_section_end(buf, found))
                 continue
             feed_skeleton(found.start())
             items += 1
@@ -183,11 +182,18 @@ def frame_xml(stream: BinaryIO, item_tags: tuple[str, ...] = ("item", "entry")) 
                         "RSS 2.0 / Atom", fatal=True)
 
 
+def _section_end(buf: _Buffer, opener: re.Match) -> int:
+    """Where the comment or CDATA section ``opener`` starts ends in ``buf`` (after its closing
+    ``-->`` / ``]]>``), or the buffer's end when it does not close within the item size limit."""
+    closing = buf.search(_CLOSES[opener.group(0)], opener.end(), limit=framing.MAX_LINE_BYTES)
+    return closing.end() if closing else len(buf.data)
+
+
 def _read_item(buf: _Buffer, inside: re.Pattern, namespaces: dict[str, str]) -> Generator[Unit, None, bool]:
     """The item at the start of ``buf``: a unit, or an error after which reading resumes at the
     next item. Returns True when the file ended inside the item."""
     line = buf.line
-    buf.search(re.compile(rb">"), limit=framing.MAX_LINE_BYTES)  # the whole start tag in the buffer
+    buf.search(_TAG_END, limit=framing.MAX_LINE_BYTES)  # the whole start tag in the buffer
     tag = re.match(rb"<[^<>]*>", buf.data)
     end, at = (tag.end(), None) if tag and tag.group(0).endswith(b"/>") else (None, tag.end() if tag else 1)
     while end is None:
@@ -207,9 +213,7 @@ def _read_item(buf: _Buffer, inside: re.Pattern, namespaces: dict[str, str]) -> 
         if found.group(1):
             end = found.end()
         else:  # a comment or CDATA section: its content is not markup
-            closing = buf.search(re.compile(re.escape(_CLOSES[found.group(0)])), found.end(),
-                                 limit=framing.MAX_LINE_BYTES)
-            at = closing.end() if closing else len(buf.data)
+            at = _section_end(buf, found)
     raw = buf.take(end)
     try:
         elem = _parse_item(raw, namespaces)
