@@ -23,7 +23,6 @@ import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
 from pipeline.keras_handler import METRICS_NAMESPACE, InferenceConfig, InferenceFailure, KerasModelHandler, check_sizes
-from pipeline.model_info import DEFAULT_PREFIX as DEFAULT_PREFIX  # re-exported: runners/dataflow.py imports it here
 from pipeline.model_info import ModelInfo
 from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
 

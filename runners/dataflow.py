@@ -104,7 +104,7 @@ def dataflow_args(settings: DataflowSettings) -> list[str]:
 
 def check_remote_paths(config) -> None:
     """Workers cannot read the launcher's disk: inputs, output and cache must be object-store paths."""
-    from pipeline.inference import DEFAULT_PREFIX
+    from pipeline.model_info import DEFAULT_PREFIX
     from pipeline.options import ConfigError
 
     local = [f"{s.retailer} input {s.pattern}" for s in config.sources if "://" not in s.pattern]
