@@ -10,7 +10,7 @@ import shlex
 import sys
 
 from models.architectures import ARCHITECTURES, MODES, ModelSpec
-from models.config import TASK_CHOICES, TrainConfig, default_out
+from models.config import HEAD_TASKS, MULTITASK, PRECISIONS, TASK_CHOICES, TrainConfig, default_out
 from pipeline.options import ConfigError
 
 
@@ -79,6 +79,15 @@ def _train_parser() -> argparse.ArgumentParser:
                         "exported model: twice the inference cost)")
     parser.add_argument("--no-epoch-validation", action="store_true",
                         help="score the held-out fold only after training, not after every epoch (faster)")
+    parser.add_argument("--tasks", default=None,
+                        help="--task multitask: comma-separated heads (default: " + ",".join(HEAD_TASKS) + ")")
+    parser.add_argument("--warmup-epochs", type=int, default=0,
+                        help="--task multitask: epochs of the heads alone on cached frozen-backbone features, "
+                        "before fine-tuning")
+    parser.add_argument("--precision", default="float32", choices=PRECISIONS,
+                        help="training arithmetic (bfloat16: mixed precision; the export is float32)")
+    parser.add_argument("--resume", action="store_true",
+                        help="--task multitask: continue from <out>/checkpoints (finished folds are not retrained)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None)
     return parser
@@ -103,7 +112,15 @@ def train_main(argv: list[str]) -> int:
         ModelSpec(args.arch, mode=args.mode, weights=args.weights, image_size=size)  # consistent with the data?
     except (ValueError, OSError) as exc:
         raise ConfigError(str(exc)) from exc
-    train(cfg, log=lambda line: print(line, flush=True), command=shlex.join(["fashion-enrich", "train", *argv]))
+    command = shlex.join(["fashion-enrich", "train", *argv])
+    if cfg.task == MULTITASK:
+        from models.train_multitask import train_multitask
+
+        train_multitask(cfg, log=lambda line: print(line, flush=True), command=command, resume=args.resume)
+    elif args.resume:
+        raise ConfigError("--resume is for --task multitask")
+    else:
+        train(cfg, log=lambda line: print(line, flush=True), command=command)
     return 0
 
 
@@ -122,7 +139,9 @@ def _train_config(args):
                       subsample_fraction=args.subsample_fraction, subsample_floor=args.subsample_floor,
                       final_fit=args.final_fit, seed=args.seed, width=args.width,
                       group_near_duplicates=not args.no_near_duplicate_groups, tta_flip=args.tta_flip,
-                      epoch_validation=not args.no_epoch_validation)
+                      epoch_validation=not args.no_epoch_validation,
+                      tasks=tuple(t.strip() for t in args.tasks.split(",") if t.strip()) if args.tasks else (),
+                      warmup_epochs=args.warmup_epochs, precision=args.precision)
 
 
 def evaluate_main(argv: list[str]) -> int:

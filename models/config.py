@@ -10,7 +10,10 @@ import os
 import shlex
 from dataclasses import asdict, dataclass
 
-TASK_CHOICES = ("category", "gender", "person", "age_group", "colour")
+HEAD_TASKS = ("category", "gender", "person", "age_group", "colour")
+MULTITASK = "multitask"  # one backbone, a head per task of ``tasks`` (models.train_multitask)
+TASK_CHOICES = HEAD_TASKS + (MULTITASK,)
+PRECISIONS = ("float32", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -40,20 +43,40 @@ class TrainConfig:
     epoch_validation: bool = True  # score the held-out fold after every epoch (progress only)
     max_folds_run: int | None = None  # run only the first n folds (smoke tests)
     progress_seconds: float = 20.0  # a progress line within an epoch at most this often
+    tasks: tuple[str, ...] = ()  # multitask: the heads (empty: all of HEAD_TASKS)
+    warmup_epochs: int = 0  # multitask: epochs of the heads alone on cached frozen-backbone features
+    precision: str = "float32"  # training arithmetic; "bfloat16" is mixed precision (exports are float32)
 
     def __post_init__(self):
         if self.task not in TASK_CHOICES:
             raise ValueError(f"task must be one of {TASK_CHOICES}")
-        if self.folds < 2 or self.epochs < 1 or self.batch_size < 1:
-            raise ValueError("folds >= 2, epochs >= 1 and batch_size >= 1 are required")
+        if self.folds < 2 or self.epochs < 0 or self.batch_size < 1:
+            raise ValueError("folds >= 2, epochs >= 0 and batch_size >= 1 are required")
+        if self.epochs == 0 and not (self.task == MULTITASK and self.warmup_epochs):
+            raise ValueError("epochs >= 1 (0 only for a multitask run whose heads are warmed: --warmup-epochs)")
         if not 0 <= self.augment_range < 1:
             raise ValueError("augment_range must be in [0, 1)")
+        if any(t not in HEAD_TASKS for t in self.tasks) or len(set(self.tasks)) != len(self.tasks):
+            raise ValueError(f"tasks must be distinct names from {HEAD_TASKS}")
+        if self.task == MULTITASK and (self.tta_flip or self.subsample_fraction):
+            raise ValueError("--tta-flip and --subsample-fraction are for single-task runs")
+        if self.tasks and self.task != MULTITASK:
+            raise ValueError("tasks are for --task multitask")
+        if self.warmup_epochs < 0 or self.precision not in PRECISIONS:
+            raise ValueError(f"warmup_epochs >= 0 and precision one of {PRECISIONS} are required")
+
+    @property
+    def head_tasks(self) -> tuple[str, ...]:
+        """The tasks the model learns: the one task, or a multi-task model's heads."""
+        return (self.tasks or HEAD_TASKS) if self.task == MULTITASK else (self.task,)
 
 
 def config_from_card(train_config: dict, **overrides) -> TrainConfig:
     """A model card's ``train_config`` as a TrainConfig (``overrides`` on top, e.g. ``data``).
     Cards written before near-duplicate fold grouping existed were split without it."""
-    return TrainConfig(**{"group_near_duplicates": False, **train_config, **overrides})
+    merged = {"group_near_duplicates": False, **train_config, **overrides}
+    merged["tasks"] = tuple(merged.get("tasks") or ())  # a list in JSON
+    return TrainConfig(**merged)
 
 
 def default_out(cfg_task: str, arch: str, mode: str) -> str:
@@ -86,4 +109,10 @@ def explicit_command(train_config: dict) -> str:
         argv.append("--tta-flip")
     if not c["epoch_validation"]:
         argv.append("--no-epoch-validation")
+    if c["tasks"]:
+        argv += ["--tasks", ",".join(c["tasks"])]
+    if c["warmup_epochs"]:
+        argv += ["--warmup-epochs", str(c["warmup_epochs"])]
+    if c["precision"] != "float32":
+        argv += ["--precision", c["precision"]]
     return shlex.join(argv + ["--out", c["out"]])

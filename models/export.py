@@ -94,6 +94,61 @@ def export_model(model, *, out: str, spec: ModelSpec, task: str, classes: list[s
     return card
 
 
+def export_multitask(model, *, out: str, spec: ModelSpec, heads, data_dir: str, report: dict, train_config: dict,
+                     exported: str, wall_seconds: float, command: str = "", command_explicit: str = "") -> dict:
+    """A multi-task export: one ``model.keras`` whose output is ``{task: softmax scores}``, and a card
+    with ``task: multitask`` and one ``heads`` entry per output (classes, calibration, metrics)."""
+    import keras
+
+    from models.multitask import build_multitask_model
+
+    os.makedirs(out, exist_ok=True)
+    if keras.mixed_precision.global_policy().name != "float32":  # trained in mixed precision: serve float32
+        keras.mixed_precision.set_global_policy("float32")
+        serving = build_multitask_model(ModelSpec(spec.arch, image_size=spec.image_size, width=spec.width), heads)
+        serving.set_weights(model.get_weights())
+    else:
+        serving = serving_copy(model)
+    serving.save(os.path.join(out, "model.keras"))
+    with open(os.path.join(out, "labels.json"), "w", encoding="utf-8") as fh:
+        json.dump({h.task: list(h.classes) for h in heads}, fh, indent=1)
+    transform = os.path.join(data_dir, "transform_fn")
+    if os.path.isdir(transform):
+        shutil.copytree(transform, os.path.join(out, "transform_fn"), dirs_exist_ok=True)
+    prepared = {}
+    if os.path.isfile(os.path.join(data_dir, "prepared.json")):
+        with open(os.path.join(data_dir, "prepared.json"), encoding="utf-8") as fh:
+            prepared = {k: v for k, v in json.load(fh).items() if k != "vocabularies"}
+    trained_at = dt.datetime.now(dt.UTC)
+    card = {
+        "model_id": f"multitask-{spec.arch}-{spec.mode}-{trained_at:%Y%m%dT%H%M%S}",
+        "task": "multitask",
+        "tasks": [h.task for h in heads],
+        "architecture": spec.arch,
+        "mode": spec.mode,
+        "pretrained_weights": spec.weights,
+        "image_size": spec.image_size,
+        "input": "uint8 RGB; longer side resized to image_size, white-padded square (pipeline.images.decode)",
+        "output": "a dict of softmax scores, one entry per head",
+        "heads": [{"task": h.task, "classes": list(h.classes), "output": "softmax", "loss_weight": h.weight,
+                   "calibration": report[h.task]["calibration"],
+                   "metrics": {k: v for k, v in report[h.task].items() if k != "calibration"}} for h in heads],
+        "parameters": int(serving.count_params()),
+        "training_data": {"folder": data_dir, **prepared},
+        "train_config": train_config,
+        "metrics": {"exported": exported,
+                    "table_one": {h.task: report[h.task]["table_one"] for h in heads}},
+        "trained_at": trained_at.isoformat(timespec="seconds"),
+        "wall_seconds": round(wall_seconds, 1),
+        "code_version": code_version(),
+        "command": command,
+        "command_explicit": command_explicit,
+    }
+    with open(os.path.join(out, CARD), "w", encoding="utf-8") as fh:
+        json.dump(card, fh, indent=2, default=str)
+    return card
+
+
 def load_exported(folder: str):
     """(keras model, model card) of an exported artifact."""
     import keras

@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.config import TrainConfig
+from models.config import MULTITASK, TrainConfig
 from models.data import Prepared
 from models.evaluation import grouped_folds, leakage_groups, subsample_products
 from pipeline.options import ConfigError
 
 
 def select(data: Prepared, cfg: TrainConfig) -> tuple[np.ndarray, list[str]]:
-    """Indices of the examples labelled for the task (after optional sub-sampling), and classes."""
+    """Indices of the examples labelled for the task (after optional sub-sampling), and classes.
+    A multi-task run keeps every example labelled for at least one of its heads (no classes)."""
+    if cfg.task == MULTITASK:
+        if cfg.subsample_fraction:
+            raise ConfigError("--subsample-fraction is for single-task runs")
+        labelled = np.any([data.labels[t] >= 0 for t in cfg.head_tasks], axis=0)
+        return np.flatnonzero(labelled), []
     labels = data.labels[cfg.task]
     index = np.flatnonzero(labels >= 0)
     if cfg.subsample_fraction:

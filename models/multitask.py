@@ -46,6 +46,7 @@ def masked_crossentropy(labels, scores):
     return ops.sum(per_row * present) / ops.maximum(ops.sum(present), 1.0)
 
 
+@keras.saving.register_keras_serializable(package="fashion_enrich")
 class MaskedCrossentropy(keras.losses.Loss):
     """:func:`masked_crossentropy` as a Keras loss (already reduced over the labelled rows)."""
 
@@ -56,6 +57,7 @@ class MaskedCrossentropy(keras.losses.Loss):
         return masked_crossentropy(y_true, y_pred)
 
 
+@keras.saving.register_keras_serializable(package="fashion_enrich")
 class MaskedAccuracy(keras.metrics.Metric):
     """Top-1 accuracy over the labelled rows only."""
 
@@ -86,7 +88,9 @@ def build_multitask_model(spec: ModelSpec, heads: tuple[Head, ...]) -> keras.Mod
     inputs = keras.Input((spec.image_size, spec.image_size, 3), dtype="uint8", name="image")
     shared = features(spec, inputs)
     shared = layers.Dropout(spec.dropout, name="dropout")(shared)
-    outputs = {h.task: layers.Dense(len(h.classes), activation="softmax", name=h.task)(shared) for h in heads}
+    # float32 heads even under a mixed-precision policy: softmax and the loss stay exact.
+    outputs = {h.task: layers.Dense(len(h.classes), activation="softmax", dtype="float32", name=h.task)(shared)
+               for h in heads}
     return keras.Model(inputs, outputs, name=f"{spec.arch}_{spec.mode}_multitask")
 
 

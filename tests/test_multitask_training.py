@@ -1,0 +1,138 @@
+"""A tiny real multi-task training on the generated catalog of test_models_training: grouped
+folds over the union of the labels, heads warmed on cached features, fine-tuning with
+checkpoints, --resume, per-head metrics and calibration, export and reload."""
+
+from __future__ import annotations
+
+import json
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import test_models_training  # noqa: E402
+
+from models.config import TrainConfig, config_from_card, explicit_command  # noqa: E402
+from models.train_multitask import train_multitask  # noqa: E402
+
+TASKS = ("category", "gender", "person", "colour")
+catalog, prepared = test_models_training.catalog, test_models_training.prepared  # its fixtures, reused
+
+
+def _cfg(data: str, out: str, **kw) -> TrainConfig:
+    base = dict(task="multitask", data=data, out=out, arch="custom_cnn", width=4, folds=2, epochs=2, batch_size=16,
+                augment=False, group_near_duplicates=False, tasks=TASKS, warmup_epochs=3, seed=1)
+    return TrainConfig(**{**base, **kw})
+
+
+@pytest.fixture(scope="module")
+def trained(prepared, tmp_path_factory):
+    data, _ = prepared
+    out = str(tmp_path_factory.mktemp("multitask"))
+    lines: list[str] = []
+    card = train_multitask(_cfg(data, out), log=lines.append, command="fashion-enrich train --task multitask")
+    return data, out, card, lines
+
+
+def test_every_head_is_measured_calibrated_and_exported(trained):
+    import keras
+
+    import models.architectures  # noqa: F401
+
+    data, out, card, lines = trained
+    assert card["task"] == "multitask" and card["tasks"] == list(TASKS)
+    heads = {h["task"]: h for h in card["heads"]}
+    assert heads["category"]["classes"] == ["DRESSES", "JEANS"] or sorted(heads["category"]["classes"]) == [
+        "DRESSES", "JEANS"]
+    assert heads["person"]["classes"] == ["PRODUCT", "PERSON"]
+    for task, head in heads.items():
+        one = head["metrics"]["table_one"]
+        assert 0.0 <= one["mean_image_accuracy"] <= 1.0, task
+        assert head["calibration"]["temperature"] > 0 and "ece_after" in head["calibration"], task
+        assert set(head["metrics"]["mean_per_source_accuracy"]) == {"shop"}, task
+        assert os.path.isfile(os.path.join(out, "cv_report", task, "reliability.png"))
+        assert len(head["metrics"]["folds"]) == 2
+    # Only the labelled examples count: 36 of 72 images carry a colour, 64 a kept category.
+    assert sum(f["images"] for f in heads["colour"]["metrics"]["folds"]) == 36
+    assert sum(f["images"] for f in heads["category"]["metrics"]["folds"]) == 64
+    assert any("heads warmed on frozen features" in line for line in lines)
+    assert os.path.isfile(os.path.join(out, "transform_fn", "transformed_metadata", "asset_map"))
+
+    model = keras.models.load_model(os.path.join(out, "model.keras"), compile=False)
+    batch = np.full((3, 32, 32, 3), 255, dtype=np.uint8)
+    outputs = model(batch, training=False)
+    assert set(outputs) == set(TASKS)
+    for task in TASKS:
+        scores = np.asarray(outputs[task])
+        assert scores.shape == (3, len(heads[task]["classes"]))
+        np.testing.assert_allclose(scores.sum(axis=1), 1.0, atol=1e-5)
+
+    oof = np.load(os.path.join(out, "cv_report", "out_of_fold.npz"))
+    assert len(oof["example"]) == 72 and oof["colour_scores"].shape == (72, len(heads["colour"]["classes"]))
+    assert (oof["colour_label"] == -1).sum() == 36
+
+    # The card's explicit command round-trips the configuration, heads included.
+    cfg = config_from_card(card["train_config"])
+    assert cfg.tasks == TASKS and cfg.warmup_epochs == 3
+    assert "--task multitask" in explicit_command(card["train_config"]) and "--tasks category,gender" in \
+        explicit_command(card["train_config"])
+
+
+def test_the_export_reproduces_its_folds_scores(trained):
+    """The exported model is the chosen fold's checkpoint: reloaded, it gives that fold's scores."""
+    import keras
+
+    from models.data import load_prepared
+
+    data_dir, out, card, _ = trained
+    fold = int(card["metrics"]["exported"].split()[1]) - 1
+    oof = np.load(os.path.join(out, "cv_report", "out_of_fold.npz"))
+    rows = oof["fold"] == fold
+    data = load_prepared(data_dir)
+    model = keras.models.load_model(os.path.join(out, "model.keras"), compile=False)
+    scores = np.asarray(model.predict(data.images[oof["example"][rows]], verbose=0)["gender"])
+    np.testing.assert_allclose(scores, oof["gender_scores"][rows], atol=1e-4)
+
+
+def test_resume_skips_scored_folds_and_continues_from_the_epoch_checkpoint(trained, tmp_path):
+    data, out, _, _ = trained
+    # Fold 2 interrupted after its first epoch: its scores are gone and its state says 1 epoch.
+    checkpoints = os.path.join(out, "checkpoints")
+    os.remove(os.path.join(checkpoints, "fold1-scores.npz"))
+    with open(os.path.join(checkpoints, "fold1.json"), "w", encoding="utf-8") as fh:
+        json.dump({"fold": 1, "epochs_done": 1, "epochs": 2}, fh)
+    lines: list[str] = []
+    card = train_multitask(_cfg(data, out), log=lines.append, resume=True)
+    text = "\n".join(lines)
+    assert "fold 1/2: scored in an earlier run" in text
+    assert "resuming from" in text and "after epoch 1" in text
+    assert "epoch 2/2" in text and "epoch 1/2" not in text  # only the missing epoch ran
+    assert "heads warmed" not in text  # a resumed fold keeps its trained heads
+    assert os.path.isfile(os.path.join(checkpoints, "fold1-scores.npz"))
+    assert len(card["heads"]) == len(TASKS)
+
+
+def test_a_head_without_labels_is_refused(prepared, tmp_path):
+    from models.data import load_prepared
+    from models.train_multitask import heads_of
+    from pipeline.options import ConfigError
+
+    data_dir, _ = prepared
+    data = load_prepared(data_dir)
+    empty = {**data.labels, "gender": np.full_like(data.labels["gender"], -1)}
+    import dataclasses
+
+    with pytest.raises(ConfigError, match="gender"):
+        heads_of(dataclasses.replace(data, labels=empty), _cfg(data_dir, str(tmp_path)))
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="tasks"):
+        TrainConfig(task="category", data="d", out="o", tasks=("gender",))
+    with pytest.raises(ValueError, match="distinct"):
+        TrainConfig(task="multitask", data="d", out="o", tasks=("gender", "nope"))
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(task="multitask", data="d", out="o", epochs=0)
+    assert TrainConfig(task="multitask", data="d", out="o", epochs=0, warmup_epochs=5).head_tasks == (
+        "category", "gender", "person", "age_group", "colour")
