@@ -155,6 +155,12 @@ def evaluate_main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     report = args.report or os.path.join(args.model, "report")
     metrics = evaluate(args.model, args.data, report)
+    for task, head in metrics.get("heads", {}).items():
+        print(f"{metrics['model']} {task}: image accuracy {head['image_accuracy']:.4f}, product accuracy "
+              f"{head['product_accuracy']:.4f}, macro F1 {head['macro_f1']:.4f}", file=sys.stdout)
+    if "heads" in metrics:
+        print(f"-> {report}", file=sys.stdout)
+        return 0
     print(f"{metrics['model']}: image accuracy {metrics['image_accuracy']:.4f}, product accuracy "
           f"{metrics['product_accuracy']:.4f}, macro F1 {metrics['macro_f1']:.4f} -> {report}", file=sys.stdout)
     return 0

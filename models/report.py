@@ -47,44 +47,78 @@ def _recomputed_folds(card: dict, data, data_dir: str):
 
 
 def evaluate(model_dir: str, data_dir: str, report_dir: str) -> dict:
+    """Metrics of an export on a prepared folder; a multi-task export is measured head by head
+    (``{"model", "data", "heads": {task: metrics}}``, plots in ``<report>/<task>/``)."""
     model, card = load_exported(model_dir)
     data = load_prepared(data_dir)
     if data.image_size != card["image_size"]:
         raise ConfigError(f"model expects {card['image_size']} px, the data was prepared at {data.image_size} px")
-    task, classes = card["task"], card["classes"]
-    data_classes = data.classes(task)
+    if card["task"] != "multitask":
+        head = {"task": card["task"], "classes": card["classes"], "calibration": card.get("calibration", {})}
+        index, truth = _labelled(data, head, data_dir)
+        raw = class_scores(model.predict(data.images[index], batch_size=256, verbose=0),
+                           card["output"].startswith("sigmoid"))
+        return _head_report(raw, truth, index, data, head, card["model_id"], data_dir, report_dir)
+    # One forward pass over every image labelled for any head, then each head on its own images.
+    heads = [h for h in card["heads"] if (data.labels.get(h["task"], np.zeros(0)) >= 0).any()]
+    if not heads:
+        raise ConfigError(f"no examples in {data_dir} carry a label for any head of {model_dir}")
+    chosen = {h["task"]: _labelled(data, h, data_dir, strict=False) for h in heads}
+    union = np.unique(np.concatenate([c[0] for c in chosen.values()]))
+    outputs = model.predict(data.images[union], batch_size=256, verbose=0)
+    result = {"model": card["model_id"], "data": data_dir, "heads": {}}
+    for h in heads:
+        index, truth = chosen[h["task"]]
+        if not len(index):
+            continue
+        raw = np.asarray(outputs[h["task"]])[np.searchsorted(union, index)]
+        result["heads"][h["task"]] = _head_report(raw, truth, index, data, h, f"{card['model_id']} {h['task']}",
+                                                  data_dir, os.path.join(report_dir, h["task"]))
+    with open(os.path.join(report_dir, "metrics.json"), "w", encoding="utf-8") as fh:
+        json.dump(result, fh, indent=2)
+    return result
+
+
+def _labelled(data, head: dict, data_dir: str, strict: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """(example indices, labels as the head's class ids) of the examples carrying one of its classes."""
+    task, classes = head["task"], head["classes"]
     # Map the data's label ids onto the model's classes (vocabularies may differ across data sets).
-    remap = np.array([classes.index(c) if c in classes else -1 for c in data_classes] or [-1])
+    remap = np.array([classes.index(c) if c in classes else -1 for c in data.classes(task)] or [-1])
     ids = data.labels[task]
     index = np.flatnonzero(ids >= 0)
     truth = remap[ids[index]]
     index, truth = index[truth >= 0], truth[truth >= 0]
-    if len(index) == 0:
+    if strict and len(index) == 0:
         raise ConfigError(f"no examples in {data_dir} carry one of the model's {task} classes")
-    scores = class_scores(model.predict(data.images[index], batch_size=256, verbose=0),
-                          card["output"].startswith("sigmoid"))
-    temperature = float(card.get("calibration", {}).get("temperature", 1.0))
+    return index, truth
+
+
+def _head_report(scores, truth, index, data, head: dict, title: str, data_dir: str, report_dir: str) -> dict:
+    task, classes = head["task"], head["classes"]
+    temperature = float((head.get("calibration") or {}).get("temperature", 1.0))
     calibrated = apply_temperature(scores, temperature)
     metrics = fold_metrics(calibrated, truth, list(data.product_keys[index]), classes)
     metrics["calibration"] = {"temperature": temperature,
                               "ece_before": round(expected_calibration_error(scores, truth), 4),
                               "ece_after": round(expected_calibration_error(calibrated, truth), 4)}
     predicted = scores.argmax(axis=1)
+    hits = predicted == truth
+    sources = data.retailers[index]
+    metrics["per_source_accuracy"] = {str(r): float(hits[sources == r].mean()) for r in sorted(set(sources))}
     matrix = confusion_matrix(truth, predicted, len(classes))
     metrics["confusion_matrix"] = {"classes": classes, "counts": matrix.tolist()}
     if task == "category":
         metrics["hierarchy"] = hierarchy_accuracy([classes[t] for t in truth], [classes[p] for p in predicted],
                                                   load_taxonomy(data.taxonomy_path))
-    metrics.update(model=card["model_id"], data=data_dir)
+    metrics.update(model=title, data=data_dir)
     os.makedirs(report_dir, exist_ok=True)
     with open(os.path.join(report_dir, "metrics.json"), "w", encoding="utf-8") as fh:
         json.dump(metrics, fh, indent=2)
     plot_per_class_accuracy(metrics["per_class_accuracy"], os.path.join(report_dir, "per_class_accuracy.png"),
-                            f"{card['model_id']}: per-class accuracy")
-    plot_confusion(matrix, classes, os.path.join(report_dir, "confusion_matrix.png"),
-                   f"{card['model_id']}: confusion matrix")
+                            f"{title}: per-class accuracy")
+    plot_confusion(matrix, classes, os.path.join(report_dir, "confusion_matrix.png"), f"{title}: confusion matrix")
     plot_reliability(scores, calibrated, truth, os.path.join(report_dir, "reliability.png"),
-                     f"{card['model_id']}: reliability (T = {temperature})")
+                     f"{title}: reliability (T = {temperature})")
     return metrics
 
 
@@ -98,6 +132,9 @@ def calibrate_export(model_dir: str, data_dir: str) -> dict:
     from models.export import CARD
 
     model, card = load_exported(model_dir)
+    if card["task"] == "multitask":
+        raise ConfigError(f"{model_dir} is a multi-task export: train calibrated each head on its out-of-fold "
+                          "scores (model_card.json heads[].calibration)")
     exported = card["metrics"].get("exported", "")
     if not exported.startswith("fold "):
         raise ConfigError(f"{model_dir} was trained on all the data ({exported}): no held-out fold to calibrate on")

@@ -95,6 +95,24 @@ def test_the_export_reproduces_its_folds_scores(trained):
     np.testing.assert_allclose(scores, oof["gender_scores"][rows], atol=1e-4)
 
 
+def test_evaluate_measures_every_head_and_calibrate_refuses(trained, tmp_path):
+    from models.report import calibrate_export, evaluate
+    from pipeline.options import ConfigError
+
+    data_dir, out, card, _ = trained
+    metrics = evaluate(out, data_dir, str(tmp_path / "report"))
+    assert set(metrics["heads"]) == set(TASKS)
+    assert metrics["heads"]["colour"]["images"] == 36 and metrics["heads"]["category"]["images"] == 64
+    temperatures = {h["task"]: h["calibration"]["temperature"] for h in card["heads"]}
+    for task, head in metrics["heads"].items():
+        assert head["calibration"]["temperature"] == temperatures[task]
+        assert set(head["per_source_accuracy"]) == {"shop"}
+        assert (tmp_path / "report" / task / "confusion_matrix.png").stat().st_size > 1000
+    assert json.loads((tmp_path / "report" / "metrics.json").read_text())["model"] == card["model_id"]
+    with pytest.raises(ConfigError, match="multi-task"):
+        calibrate_export(out, data_dir)
+
+
 def test_resume_skips_scored_folds_and_continues_from_the_epoch_checkpoint(trained, tmp_path):
     data, out, _, _ = trained
     # Fold 2 interrupted after its first epoch: its scores are gone and its state says 1 epoch.
