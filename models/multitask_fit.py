@@ -112,13 +112,13 @@ def saved_epochs(folder: str, fold: int) -> int:
         return int(json.load(fh)["epochs_done"])
 
 
-def load_checkpoint(folder: str, fold: int):
+def load_checkpoint(folder: str, fold: int, *, compile: bool = True):  # noqa: A002 - Keras' own name
     import keras
 
     import models.architectures  # noqa: F401 - registers the custom layers
     import models.multitask  # noqa: F401 - registers the masked loss and metric
 
-    return keras.models.load_model(checkpoint_paths(folder, fold)[0])
+    return keras.models.load_model(checkpoint_paths(folder, fold)[0], compile=compile)
 
 
 def new_model(spec: ModelSpec, heads: tuple[Head, ...], cfg: TrainConfig, steps: int):
@@ -139,9 +139,19 @@ def fine_tune(model, heads: tuple[Head, ...], data: Prepared, train_idx: np.ndar
     os.makedirs(folder, exist_ok=True)
     model_path, state_path = checkpoint_paths(folder, fold)
 
+    steps = -(-len(train_idx) // cfg.batch_size)
+
     class Checkpoint(keras.callbacks.Callback):
         def on_epoch_begin(self, epoch, logs=None):
-            self.started = time.time()
+            self.started = self.shown = time.time()
+            self.epoch = epoch
+
+        def on_train_batch_end(self, batch, logs=None):
+            now = time.time()
+            if now - self.shown >= cfg.progress_seconds and batch + 1 < steps:
+                self.shown, done = now, (batch + 1) / steps
+                log(f"  epoch {self.epoch + 1}/{cfg.epochs}: step {batch + 1}/{steps} ({now - self.started:.0f} s, "
+                    f"~{(now - self.started) * (1 - done) / done:.0f} s to go)")
 
         def on_epoch_end(self, epoch, logs=None):
             shown = ", ".join(f"{k} {v:.3f}" for k, v in (logs or {}).items() if k.endswith("accuracy"))
