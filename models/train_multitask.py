@@ -132,7 +132,7 @@ def train_multitask(cfg: TrainConfig, *, log: Callable[[str], None] = print, com
     if cfg.final_fit:
         model = _fold(cfg, spec, heads, data, index, cfg.folds, resume=resume, log=log)
     else:
-        model = load_checkpoint(scored, best)
+        model = load_checkpoint(scored, best, compile=False)  # weights only: no optimizer state to restore
     report = _head_reports(cfg, data, heads, results, held_out)
     from models.export import export_multitask
 
