@@ -19,8 +19,9 @@ setup(
         "schemas": ["*.yaml", "mappings/*.yaml"],
         "pipeline": ["samples/*.jsonl", "samples/*.tsv", "samples/*.xml", "samples/*.md",
                      "samples/images/*.jpg"],
-        "models": ["default/*/*.json", "default/*/*.keras", "default/*/transform_fn/**/*",
-                   "default/*/cv_report/*", "RESULTS.md"],
+        # The shipped model profiles (models/defaults.py): compact/<task>/ and default/multitask/.
+        "models": [f"{profile}/*/{files}" for profile in ("compact", "default")
+                   for files in ("*.json", "*.keras", "transform_fn/**/*", "cv_report/*")] + ["RESULTS.md"],
     },
     install_requires=[
         "apache-beam[gcp]>=2.77.0,<2.78",

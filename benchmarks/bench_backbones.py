@@ -51,7 +51,7 @@ def main() -> None:
     import keras
 
     from models.architectures import ModelSpec
-    from models.defaults import DEFAULT_TASKS, default_model_dir
+    from models.defaults import DEFAULT_TASKS, shipped_model_dir
     from models.export import load_exported
     from models.multitask import Head, build_multitask_model
     from pipeline.images.features import COLOUR_NAMES
@@ -59,7 +59,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; keras {keras.__version__} "
           f"({keras.backend.backend()}); batch 64, best of {args.repeat}")
-    compact = [load_exported(str(default_model_dir(task)))[0] for task in DEFAULT_TASKS]
+    compact = [load_exported(str(shipped_model_dir(f"compact/{task}")))[0] for task in DEFAULT_TASKS]
     small = rng.integers(0, 256, (args.images, 64, 64, 3), dtype=np.uint8)
     rate = _rate(lambda x: [m.predict(x, batch_size=64, verbose=0) for m in compact], small, args.repeat)
     served = _rate(_served(compact, 64), small, args.repeat)
