@@ -149,6 +149,36 @@ def export_multitask(model, *, out: str, spec: ModelSpec, heads, data_dir: str, 
     return card
 
 
+def store_float16(src: str, dst: str) -> None:
+    """A copy of the ``.keras`` archive ``src`` whose float32 weights are stored as float16 (half the
+    size, deflated). Keras casts them back to the float32 variables on load, so the model computes
+    in float32 as before; only the weights are rounded (measure the accuracy before shipping)."""
+    import io
+    import zipfile
+
+    import h5py
+    import numpy as np
+
+    with zipfile.ZipFile(src) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    halved = io.BytesIO()
+    with h5py.File(io.BytesIO(members["model.weights.h5"]), "r") as old, h5py.File(halved, "w") as new:
+        def copy(name, item):
+            if isinstance(item, h5py.Dataset):
+                data = item[()]
+                new.create_dataset(name, data=data.astype(np.float16) if data.dtype == np.float32 else data)
+            else:
+                new.require_group(name)
+            new[name].attrs.update(dict(item.attrs))
+
+        old.visititems(copy)
+        new.attrs.update(dict(old.attrs))
+    members["model.weights.h5"] = halved.getvalue()
+    with zipfile.ZipFile(dst, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+
+
 def load_exported(folder: str):
     """(keras model, model card) of an exported artifact."""
     import keras

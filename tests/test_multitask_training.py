@@ -154,3 +154,22 @@ def test_config_checks():
         TrainConfig(task="multitask", data="d", out="o", epochs=0)
     assert TrainConfig(task="multitask", data="d", out="o", epochs=0, warmup_epochs=5).head_tasks == (
         "category", "gender", "person", "age_group", "colour")
+
+
+def test_float16_storage_halves_the_file_and_loads_into_float32(trained, tmp_path):
+    import keras
+
+    from models.data import load_prepared
+    from models.export import store_float16
+
+    data_dir, out, _, _ = trained
+    src, dst = os.path.join(out, "model.keras"), str(tmp_path / "half.keras")
+    store_float16(src, dst)
+    assert os.path.getsize(dst) < 0.6 * os.path.getsize(src)
+    full, half = (keras.models.load_model(p, compile=False) for p in (src, dst))
+    assert {w.dtype for w in half.weights} == {"float32"}  # computes as before; only the weights are rounded
+    images = load_prepared(data_dir).images[:16]
+    a, b = full.predict(images, verbose=0), half.predict(images, verbose=0)
+    for task in TASKS:
+        np.testing.assert_allclose(a[task], b[task], atol=5e-3)
+        assert not np.array_equal(a[task], b[task])  # the rounding did happen
