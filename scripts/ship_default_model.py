@@ -1,5 +1,5 @@
-"""Copy an exported model into models/default/<task>/ as served by `fashion-enrich run`
-(a multi-task export goes to models/default/multitask/).
+"""Copy an exported model into its shipped profile's folder (models/defaults.py): a single-task
+export into models/compact/<task>/, a multi-task export into models/default/multitask/.
 
 The copy drops optimizer state (an uncompiled clone) and training-only files, keeping
 model.keras, labels.json, model_card.json, transform_fn/ and cv_report/ (its plots).
@@ -50,7 +50,8 @@ def ship(source: str, *, float16: bool = False, data: str | None = None) -> Path
     from models.export import load_exported, serving_copy, store_float16
 
     model, card = load_exported(source)
-    target = ROOT / "models" / "default" / card["task"]
+    # Profiles (models/defaults.py): single-task exports are the compact profile's.
+    target = ROOT / "models" / ("default" if card["task"] == "multitask" else "compact") / card["task"]
     if target.exists():
         shutil.rmtree(target)
     target.mkdir(parents=True)
