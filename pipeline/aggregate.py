@@ -1,12 +1,15 @@
 """AggregateProducts: one row per (retailer, product id) from its images' scores.
 
 A ``CombineFn`` (never a GroupByKey into a list: a product with thousands of images must not
-blow memory) keeps, per product, the element-wise maximum of its images' category and gender
-score vectors (the study's cumulative max), counts, and the retailer's own mapped labels.
-The study's person filter (on by default) ignores person images for the category when the
-product also has packshots. Below ``min_confidence`` the label is null and flagged. The
-product's label is compared with the retailer's mapped one (see
-:func:`pipeline.product_rules.compare`), so the output points at metadata that looks wrong.
+blow memory) keeps, per product, the element-wise maximum of its images' category, gender,
+age-group and colour score vectors (the study's cumulative max), counts, and the retailer's own
+mapped labels. The study's person filter (on by default) ignores person images for the
+category when the product also has packshots; the colour model's label always comes from the
+non-person images when the product has any. Below ``min_confidence`` the label is null and
+flagged. The product's category, gender and age group are compared with the retailer's mapped
+ones (see :func:`pipeline.product_rules.compare`), so the output points at metadata that looks
+wrong. Without a colour model the product's colour is the dominant-colour heuristic of its
+primary image.
 
 Catalog quality, from the same accumulator: the product's primary image (the retailer's
 declared one, else the packshot with the highest calibrated category score), the share of
@@ -23,9 +26,11 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 import numpy as np
 
-from pipeline.product_rules import AggregateConfig, compare, cumulative_max_label, review
-from pipeline.records import CategoryRule, ImageRecord, PrimaryRule, ProductRecord
+from pipeline.product_rules import AggregateConfig, PrimaryRule, compare, cumulative_max_label, review
+from pipeline.records import CategoryRule, ImageRecord, ProductRecord
 from schemas.taxonomy import Taxonomy, load_taxonomy
+
+MODEL_FIELDS = ("category_model", "gender_model", "person_model", "age_group_model", "colour_model")
 
 
 @dataclass
@@ -35,11 +40,15 @@ class ProductAccumulator:
     category_all: np.ndarray | None = None  # max over every image
     category_packshots: np.ndarray | None = None  # max over images that are not person shots
     gender: np.ndarray | None = None
+    age_group: np.ndarray | None = None
+    colour_all: np.ndarray | None = None  # the colour model's scores, max over every image
+    colour_packshots: np.ndarray | None = None  # and over the images that are not person shots
     retailer_categories: Counter = field(default_factory=Counter)
     retailer_genders: Counter = field(default_factory=Counter)
+    retailer_age_groups: Counter = field(default_factory=Counter)
     title: str | None = None
     brand: str | None = None
-    models: tuple[str | None, str | None, str | None] = (None, None, None)
+    models: tuple[str | None, ...] = (None,) * len(MODEL_FIELDS)
     # Catalog quality.
     # Primary image candidates, each with its colour (skin discounted on person shots).
     first_image: tuple[int, str, str | None] | None = None  # (position, uri, colour), lowest position
@@ -51,6 +60,10 @@ class ProductAccumulator:
     least_person_certainty: float | None = None  # min over images of max(p, 1 - p)
     unmapped_images: int = 0
     variant_ids: set[str] = field(default_factory=set)
+
+
+def _most_common(counter: Counter) -> str | None:
+    return counter.most_common(1)[0][0] if counter else None
 
 
 def _min_key(a, b):
@@ -85,8 +98,10 @@ def primary_image(acc: ProductAccumulator) -> tuple[str | None, str | None, str 
 
 class ProductCombineFn(beam.CombineFn):
     def __init__(self, category_classes: tuple[str, ...], gender_classes: tuple[str, ...],
-                 cfg: AggregateConfig = AggregateConfig(), taxonomy_path: str | None = None):
+                 cfg: AggregateConfig = AggregateConfig(), taxonomy_path: str | None = None, *,
+                 age_group_classes: tuple[str, ...] = (), colour_classes: tuple[str, ...] = ()):
         self._category_classes, self._gender_classes = category_classes, gender_classes
+        self._age_group_classes, self._colour_classes = age_group_classes, colour_classes
         self._cfg, self._taxonomy_path = cfg, taxonomy_path
         self._taxonomy: Taxonomy | None = None
 
@@ -112,14 +127,22 @@ class ProductCombineFn(beam.CombineFn):
                 acc.category_packshots = _max(acc.category_packshots, scores)
         if record.gender_scores:
             acc.gender = _max(acc.gender, np.asarray(record.gender_scores, dtype=np.float64))
+        if record.age_group_scores:
+            acc.age_group = _max(acc.age_group, np.asarray(record.age_group_scores, dtype=np.float64))
+        if record.colour_scores:
+            colours = np.asarray(record.colour_scores, dtype=np.float64)
+            acc.colour_all = _max(acc.colour_all, colours)
+            if not person:
+                acc.colour_packshots = _max(acc.colour_packshots, colours)
         if record.category:
             acc.retailer_categories[record.category] += 1
         if record.gender:
             acc.retailer_genders[record.gender] += 1
+        if record.age_group:
+            acc.retailer_age_groups[record.age_group] += 1
         acc.title = acc.title or record.title
         acc.brand = acc.brand or record.brand
-        acc.models = tuple(a or b for a, b in zip(acc.models, (record.category_model, record.gender_model,
-                                                                record.person_model)))
+        acc.models = tuple(a or getattr(record, name) for a, name in zip(acc.models, MODEL_FIELDS))
         colour = record.dominant_colour_no_skin if person else record.dominant_colour
         where = (record.image_position, record.image_uri, colour)
         acc.first_image = _min_key(acc.first_image, where)
@@ -148,8 +171,12 @@ class ProductCombineFn(beam.CombineFn):
             out.category_all = _max(out.category_all, acc.category_all)
             out.category_packshots = _max(out.category_packshots, acc.category_packshots)
             out.gender = _max(out.gender, acc.gender)
+            out.age_group = _max(out.age_group, acc.age_group)
+            out.colour_all = _max(out.colour_all, acc.colour_all)
+            out.colour_packshots = _max(out.colour_packshots, acc.colour_packshots)
             out.retailer_categories.update(acc.retailer_categories)
             out.retailer_genders.update(acc.retailer_genders)
+            out.retailer_age_groups.update(acc.retailer_age_groups)
             out.title, out.brand = out.title or acc.title, out.brand or acc.brand
             out.models = tuple(a or b for a, b in zip(out.models, acc.models))
             out.first_image = _min_key(out.first_image, acc.first_image)
@@ -177,20 +204,30 @@ class ProductCombineFn(beam.CombineFn):
             scores, self._category_classes, self._cfg.min_category_confidence)
         gender, gender_score, gender_low = cumulative_max_label(
             acc.gender, self._gender_classes, self._cfg.min_gender_confidence)
-        retailer_category = acc.retailer_categories.most_common(1)[0][0] if acc.retailer_categories else None
-        retailer_gender = acc.retailer_genders.most_common(1)[0][0] if acc.retailer_genders else None
+        age_group, age_group_score, age_group_low = cumulative_max_label(
+            acc.age_group, self._age_group_classes, self._cfg.min_age_group_confidence)
+        retailer_category = _most_common(acc.retailer_categories)
+        retailer_gender = _most_common(acc.retailer_genders)
+        retailer_age_group = _most_common(acc.retailer_age_groups)
         category_agreement = (compare(taxonomy, retailer_category, category, self._category_classes)
                               if scores is not None else None)
         gender_agreement = (compare(taxonomy, retailer_gender, gender, self._gender_classes)
                             if acc.gender is not None else None)
+        age_group_agreement = (compare(taxonomy, retailer_age_group, age_group, self._age_group_classes)
+                               if acc.age_group is not None else None)
         primary_uri, primary_rule, colour = primary_image(acc)
+        colours = acc.colour_packshots if acc.colour_packshots is not None else acc.colour_all
+        colour_score = None
+        if colours is not None and self._colour_classes:  # the colour model, else the heuristic
+            colour, colour_score, _ = cumulative_max_label(colours, self._colour_classes, 0.0)
         votes = acc.votes_packshots if filtered else acc.votes_all
         voted = sum(votes.values())
         share = votes.get(category, 0) / voted if voted and category else None
         reasons, priority = review(self._cfg, retailer, category_score=category_score, gender_score=gender_score,
                                    person_certainty=acc.least_person_certainty,
                                    category_agreement=category_agreement, gender_agreement=gender_agreement,
-                                   unmapped_images=acc.unmapped_images, vote_share=share, voted=voted)
+                                   unmapped_images=acc.unmapped_images, vote_share=share, voted=voted,
+                                   age_group_score=age_group_score, age_group_agreement=age_group_agreement)
         return ProductRecord(
             retailer=retailer, product_id=product_id, title=acc.title, brand=acc.brand,
             variant_ids=tuple(sorted(acc.variant_ids)), image_count=acc.images, person_image_count=acc.person_images,
@@ -201,10 +238,12 @@ class ProductCombineFn(beam.CombineFn):
             category_level2=taxonomy.rollup(category, 2) if category in taxonomy else None,
             category_scores=tuple(round(float(s), 6) for s in scores) if scores is not None else (),
             gender=gender, gender_score=gender_score, gender_low_confidence=gender_low,
+            age_group=age_group, age_group_score=age_group_score, age_group_low_confidence=age_group_low,
             retailer_category=retailer_category, retailer_gender=retailer_gender,
-            category_agreement=category_agreement, gender_agreement=gender_agreement,
-            category_model=acc.models[0], gender_model=acc.models[1], person_model=acc.models[2],
-            primary_image_uri=primary_uri, primary_image_rule=primary_rule, colour=colour,
+            retailer_age_group=retailer_age_group, category_agreement=category_agreement,
+            gender_agreement=gender_agreement, age_group_agreement=age_group_agreement,
+            **dict(zip(MODEL_FIELDS, acc.models)),
+            primary_image_uri=primary_uri, primary_image_rule=primary_rule, colour=colour, colour_score=colour_score,
             image_vote_share=round(share, 4) if share is not None else None,
             needs_review=bool(reasons), review_reasons=reasons, review_priority=priority,
         )
@@ -221,9 +260,11 @@ class AggregateProducts(beam.PTransform):
     """
 
     def __init__(self, category_classes: tuple[str, ...], gender_classes: tuple[str, ...],
-                 cfg: AggregateConfig = AggregateConfig(), taxonomy_path: str | None = None):
+                 cfg: AggregateConfig = AggregateConfig(), taxonomy_path: str | None = None, *,
+                 age_group_classes: tuple[str, ...] = (), colour_classes: tuple[str, ...] = ()):
         super().__init__()
-        self._fn = ProductCombineFn(category_classes, gender_classes, cfg, taxonomy_path)
+        self._fn = ProductCombineFn(category_classes, gender_classes, cfg, taxonomy_path,
+                                    age_group_classes=age_group_classes, colour_classes=colour_classes)
 
     def expand(self, inputs):
         fn = self._fn

@@ -30,6 +30,7 @@ from pipeline.manifest import (
     source_events,
 )
 from pipeline.options import RunConfig
+from pipeline.product_rules import colour_source
 from pipeline.progress import LogProgress
 from pipeline.records import ReviewRecord
 from pipeline.sinks import CommitRun, WriteTable, staging_root
@@ -104,10 +105,10 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
     if config.progress_interval_s and config.models:
         _ = images | "ProgressScored" >> LogProgress("images scored", config.progress_interval_s)
     dead_letter = dead | "AllDeadLetters" >> beam.Flatten()
-    category, gender = config.model("category"), config.model("gender")
+    classes = {m.task: m.classes for m in config.models}
     products = {"images": images, "records": all_records} | "AggregateProducts" >> AggregateProducts(
-        category.classes if category else (), gender.classes if gender else (), config.aggregate,
-        taxonomy_path=config.taxonomy_path)
+        classes.get("category", ()), classes.get("gender", ()), config.aggregate, taxonomy_path=config.taxonomy_path,
+        age_group_classes=classes.get("age_group", ()), colour_classes=classes.get("colour", ()))
     duplicate_groups = images | "NearDuplicates" >> GroupNearDuplicates()
     products = products | "AttachDuplicateGroups" >> beam.Map(
         attach_groups, groups=beam.pvalue.AsSingleton(duplicate_groups))
@@ -119,6 +120,7 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
     staging = staging_root(config.output, config.run_id)
     vocabulary = {f"fashion_enrich.{m.task}_classes": json.dumps(list(m.classes)) for m in config.models}
     vocabulary.update({f"fashion_enrich.{m.task}_model": m.model_id for m in config.models})
+    vocabulary["fashion_enrich.colour_source"] = colour_source(classes)
 
     def write(pcoll, table, label, metadata=None):
         return pcoll | label >> WriteTable(table, run_date=config.run_date, staging=staging,

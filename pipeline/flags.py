@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from models.defaults import DEFAULT_PROFILE, PROFILES
 from pipeline.images.config import DecodeConfig, FetchConfig
+from pipeline.model_choice import MODEL_TASKS  # each has a --TASK-model flag
 from schemas.mapping import builtin_retailers
 
 DEFAULT_OUTPUT = "./fashion-enrich-output"
 NAMED_RETAILERS = ("zalando", "asos", "farfetch")
-MODEL_TASKS = ("category", "gender", "person")  # each has a --TASK-model flag
 
 
 class FashionEnrichOptions(PipelineOptions):
@@ -54,9 +55,14 @@ class FashionEnrichOptions(PipelineOptions):
                             help="folder or gs:// prefix caching downloads (ETag/Last-Modified revalidated)")
         parser.add_argument("--allowed_root", "--allowed-root", dest="allowed_root", action="append", default=None,
                             help="extra local folder images may be read from (default: the dumps' folders)")
+        parser.add_argument("--models", default=None, choices=tuple(PROFILES),
+                            help=f"shipped model profile (default: {DEFAULT_PROFILE}; see docs/models.md)")
+        parser.add_argument("--multitask_model", "--multitask-model", dest="multitask_model", default=None,
+                            metavar="DIR", help="multi-task export folder: its heads replace the profile's models")
         for task in MODEL_TASKS:
-            parser.add_argument(f"--{task}_model", f"--{task}-model", dest=f"{task}_model", default="default",
-                                help=f"exported {task} model folder, 'default' (shipped) or 'none'")
+            parser.add_argument(f"--{task}_model", f"--{task.replace('_', '-')}-model", dest=f"{task}_model",
+                                default="default", help=f"exported {task} model folder (or a multi-task export's "
+                                "head), 'default' (the profile's) or 'none'")
         parser.add_argument("--max_batch_size", "--max-batch-size", dest="max_batch_size", type=int, default=64,
                             help="RunInference batch cap (GPUs run out of memory on unbounded batches)")
         parser.add_argument("--min_batch_size", "--min-batch-size", dest="min_batch_size", type=int, default=1)
@@ -79,10 +85,13 @@ class FashionEnrichOptions(PipelineOptions):
                             type=float, default=0.0, help="below it the product category is null and flagged")
         parser.add_argument("--min_gender_confidence", "--min-gender-confidence", dest="min_gender_confidence",
                             type=float, default=0.0, help="below it the product gender is null and flagged")
+        parser.add_argument("--min_age_group_confidence", "--min-age-group-confidence",
+                            dest="min_age_group_confidence", type=float, default=0.0,
+                            help="below it the product age group is null and flagged")
         parser.add_argument("--review_threshold", "--review-threshold", dest="review_threshold", action="append",
                             default=None, metavar="[RETAILER:]FIELD=VALUE",
-                            help="review queue threshold for category, gender or person (defaults 0.5, 0.6, "
-                                 "0.8); with RETAILER: for that retailer only; repeatable")
+                            help="review queue threshold for category, gender, age_group or person (defaults "
+                                 "0.5, 0.6, 0.6, 0.8); with RETAILER: for that retailer only; repeatable")
         parser.add_argument("--progress_interval", "--progress-interval", dest="progress_interval", type=float,
                             default=60.0, help="seconds between progress log lines per worker (0: none)")
         parser.add_argument("--inference_accelerator", "--inference-accelerator", dest="inference_accelerator",

@@ -10,8 +10,9 @@ scored one by one so that only the culprit is dead-lettered.
 
 Each model keeps its own artifact, card and version. By default one RunInference step scores
 every model of the run (``steps="combined"``): one batching pass, one compiled TensorFlow
-function calling all models on the same batch; ``steps="per-model"`` runs one step per model
-(measured against each other in benchmarks/README.md).
+function calling all models on the same batch; ``steps="per-model"`` runs one step per
+artifact (measured against each other in benchmarks/README.md). The heads of a multi-task
+export are one artifact: one forward pass scores them all, in either mode.
 """
 
 from __future__ import annotations
@@ -22,12 +23,20 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
-from pipeline.keras_handler import METRICS_NAMESPACE, InferenceConfig, InferenceFailure, KerasModelHandler, check_sizes
+from pipeline.keras_handler import (
+    METRICS_NAMESPACE,
+    InferenceConfig,
+    InferenceFailure,
+    KerasModelHandler,
+    artifacts,
+    check_sizes,
+)
 from pipeline.model_info import ModelInfo
 from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
 
 DEAD_LETTER = "dead_letter"
 TOP_K = 3
+LABEL_TASKS = ("gender", "age_group", "colour")  # ImageRecord.predicted_<task>, <task>_scores, <task>_model
 
 
 def apply_scores(record: ImageRecord, info: ModelInfo, scores: np.ndarray) -> ImageRecord:
@@ -42,8 +51,9 @@ def apply_scores(record: ImageRecord, info: ModelInfo, scores: np.ndarray) -> Im
         return dataclasses.replace(record, predicted_category=top[0], category_top3=top,
                                    category_top3_scores=top_scores, category_scores=vector,
                                    category_model=info.model_id)
-    if info.task == "gender":
-        return dataclasses.replace(record, predicted_gender=top[0], gender_scores=vector, gender_model=info.model_id)
+    if info.task in LABEL_TASKS:  # gender, age_group, colour: the label, the score vector, the model id
+        return dataclasses.replace(record, **{f"predicted_{info.task}": top[0], f"{info.task}_scores": vector,
+                                              f"{info.task}_model": info.model_id})
     raise ValueError(f"unsupported task {info.task!r}")
 
 
@@ -99,7 +109,11 @@ class ScoreImages(beam.PTransform):
         self._models, self._cfg = tuple(models), cfg
 
     def expand(self, images):
-        groups = [self._models] if self._cfg.steps == "combined" else [(m,) for m in self._models]
+        if self._cfg.steps == "combined":
+            groups = [self._models]
+        else:  # one step per artifact: a multi-task export's heads stay in one forward pass
+            first, picks = artifacts(self._models)
+            groups = [tuple(m for m, (i, _) in zip(self._models, picks) if i == n) for n in range(len(first))]
         dead = []
         for infos in groups:
             name = "+".join(i.task for i in infos)

@@ -6,8 +6,11 @@ shares it across threads; ``model_copies`` / ``large_model`` are passed through)
 memory growth on and TF thread pools configurable. One handler may score several models:
 :class:`Scorer` calls them all on the same batch through one ``tf.function`` with a fixed input
 signature (not eagerly: ~1.7x faster on small CNNs); a model with a smaller input than the
-run's arrays scores a :func:`downscale` copy. When a batch raises, its elements are scored one
-by one and only the culprit comes back as an :class:`InferenceFailure`.
+run's arrays scores a :func:`downscale` copy. The heads of a multi-task export (one
+:class:`~pipeline.model_info.ModelInfo` each, sharing the export's path) come from one artifact,
+loaded once and called once per batch: each head's scores are its entry of the output dict.
+When a batch raises, its elements are scored one by one and only the culprit comes back as an
+:class:`InferenceFailure`.
 """
 
 from __future__ import annotations
@@ -104,24 +107,46 @@ def downscale(batch, size: int):
     return tf.cast(tf.round(tf.clip_by_value(scaled, 0.0, 255.0)), tf.uint8)
 
 
+def artifacts(infos: tuple[ModelInfo, ...]) -> tuple[list[ModelInfo], list[tuple[int, str | None]]]:
+    """(one info per distinct artifact, in first-seen order; per info, (its artifact's index, its
+    head)). Heads of one export share an artifact, also when named by different paths of the same
+    folder (``default:category`` and ``default:gender`` of a multi-task profile)."""
+    index: dict[str, int] = {}
+    first: list[ModelInfo] = []
+    picks = []
+    for info in infos:
+        key = resolve_model_path(info.path) if info.head is not None else f"{info.path}\0{info.task}"
+        if key not in index:
+            index[key] = len(first)
+            first.append(info)
+        picks.append((index[key], info.head))
+    return first, picks
+
+
 class Scorer:
-    """Loaded Keras models behind one compiled function: a uint8 batch -> one score array per model.
+    """Loaded Keras models behind one compiled function: a uint8 batch -> one score array per pick.
 
     The batch is at ``image_size``, the run's array size; a model with a smaller input (its
-    ``sizes`` entry) scores a :func:`downscale` copy, made once per size."""
+    ``sizes`` entry) scores a :func:`downscale` copy, made once per size. Each model is called
+    once; ``picks`` (default: each model's whole output, in order) say which scores come back:
+    ``(model index, None)`` a single-task model's output, ``(model index, head)`` that entry of a
+    multi-task model's output dict."""
 
-    def __init__(self, models: list, image_size: int, sizes: list[int] | None = None):
+    def __init__(self, models: list, image_size: int, sizes: list[int] | None = None,
+                 picks: list[tuple[int, str | None]] | None = None):
         import tensorflow as tf
 
         self.models = models
         sizes = list(sizes or [image_size] * len(models))
+        picks = list(picks or [(i, None) for i in range(len(models))])
 
         def score(batch):
             copies = {image_size: batch}
             for size in sizes:
                 if size not in copies:
                     copies[size] = downscale(batch, size)
-            return tuple(m(copies[size], training=False) for m, size in zip(models, sizes))
+            outputs = [m(copies[size], training=False) for m, size in zip(models, sizes)]
+            return tuple(outputs[i] if head is None else outputs[i][head] for i, head in picks)
 
         self._fn = tf.function(score, input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.uint8)],
                                autograph=False)
@@ -133,8 +158,9 @@ class Scorer:
 class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, Scorer]):
     """Scores batches of uint8 (size, size, 3) arrays with one or several exported ``model.keras``.
 
-    Each ``PredictionResult.inference`` is a tuple with one score vector per model (in the order
-    given), or an :class:`InferenceFailure` when scoring that element raised."""
+    Each ``PredictionResult.inference`` is a tuple with one score vector per info (in the order
+    given), or an :class:`InferenceFailure` when scoring that element raised. Each artifact is
+    loaded once and called once per batch, however many of its heads are served."""
 
     def __init__(self, infos: ModelInfo | tuple[ModelInfo, ...], cfg: InferenceConfig = InferenceConfig(),
                  image_size: int | None = None):
@@ -143,7 +169,8 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, Scorer]):
         self._infos = (infos,) if isinstance(infos, ModelInfo) else tuple(infos)
         self._image_size = check_sizes(self._infos, image_size)
         self._cfg = cfg
-        self._model_id = ",".join(i.model_id for i in self._infos)
+        self._artifacts, self._picks = artifacts(self._infos)
+        self._model_id = ",".join(i.model_id for i in self._artifacts)
 
     def load_model(self) -> Scorer:
         from pipeline.memory import tune_malloc
@@ -155,8 +182,8 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, Scorer]):
         import models.architectures  # noqa: F401 - registers the custom preprocessing layer
 
         loaded = [keras.models.load_model(os.path.join(_local_copy(resolve_model_path(i.path)), "model.keras"),
-                                          compile=False) for i in self._infos]
-        return Scorer(loaded, self._image_size, [i.image_size for i in self._infos])
+                                          compile=False) for i in self._artifacts]
+        return Scorer(loaded, self._image_size, [i.image_size for i in self._artifacts], self._picks)
 
     def run_inference(self, batch, model: Scorer, inference_args=None):
         try:

@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 
 import apache_beam as beam
 
+from pipeline.product_rules import colour_source
 from pipeline.records import CategoryRule, DeadLetter, Duplicate, FileStats, ImageRecord, Stage, WrittenFile
 
 TOP_UNMAPPED = 50
@@ -43,6 +44,8 @@ def product_events(product) -> list[tuple]:
         keys.append(("category_agreement", product.retailer, product.category_agreement))
     if product.gender_agreement:
         keys.append(("gender_agreement", product.retailer, product.gender_agreement))
+    if product.age_group_agreement:
+        keys.append(("age_group_agreement", product.retailer, product.age_group_agreement))
     if product.category_low_confidence:
         keys.append(("category_low_confidence", product.retailer))
     keys += [("review_reason", product.retailer, reason) for reason in product.review_reasons]
@@ -143,9 +146,10 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
         "started_at": config.started_at,
         "finished_at": finished_at,
         "versions": versions,
-        "models": {m.task: {"model_id": m.model_id, "path": m.path, "image_size": m.image_size,
+        "models": {m.task: {"model_id": m.model_id, "path": m.path, "head": m.head, "image_size": m.image_size,
                             "temperature": m.temperature,
                             "classes": list(m.classes)} for m in config.models},
+        "colour_source": colour_source([m.task for m in config.models]),
         "output": config.output,
         "sources": [
             {"retailer": s.retailer, "pattern": s.pattern, "mapping": s.mapping.path,
@@ -164,6 +168,7 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
             "products": per_retailer("products"),
             "category_agreement": _per_retailer(counter, "category_agreement"),
             "gender_agreement": _per_retailer(counter, "gender_agreement"),
+            "age_group_agreement": _per_retailer(counter, "age_group_agreement"),
             "category_low_confidence": per_retailer("category_low_confidence"),
             "category_rule": _per_retailer(counter, "category_rule"),
             "needs_review": per_retailer("needs_review"),  # = rows of the review table

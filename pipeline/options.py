@@ -26,6 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.flags import NAMED_RETAILERS, FashionEnrichOptions
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.keras_handler import InferenceConfig
+from pipeline.model_choice import MODEL_TASKS, choose_models
 from pipeline.model_info import ModelInfo
 from pipeline.product_rules import AggregateConfig
 from pipeline.sources.base import dump_folder
@@ -126,7 +127,7 @@ class RunConfig:
         fetch["allowed_roots"] = tuple(fetch["allowed_roots"])
         decode = data.pop("decode")
         decode["formats"] = tuple(decode["formats"])
-        models = tuple(ModelInfo.read(m["path"]) for m in data.pop("models"))
+        models = tuple(ModelInfo.read(m["path"], head=m.get("head")) for m in data.pop("models"))
         return cls(sources=sources, fetch=FetchConfig(**fetch), decode=DecodeConfig(**decode), models=models,
                    inference=InferenceConfig(**data.pop("inference")),
                    aggregate=_aggregate_from_json(data.pop("aggregate")), **data)
@@ -194,6 +195,7 @@ class RunConfig:
                                         person_threshold=opts.person_threshold,
                                         min_category_confidence=opts.min_category_confidence,
                                         min_gender_confidence=opts.min_gender_confidence,
+                                        min_age_group_confidence=opts.min_age_group_confidence,
                                         review_thresholds=_review_thresholds(opts.review_threshold or ()))
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
@@ -218,36 +220,19 @@ class RunConfig:
 
 
 def _models(opts) -> tuple[ModelInfo, ...]:
-    """The models named on the command line; 'default' is the shipped one, when there is one."""
-    from models.defaults import default_model_dir
-    from pipeline.model_info import DEFAULT_PREFIX
-
-    found = []
-    for task in ("person", "category", "gender"):
-        choice = getattr(opts, f"{task}_model")
-        if choice == "none":
-            continue
-        if choice == "default":
-            try:
-                default_model_dir(task)
-            except FileNotFoundError:
-                continue  # no default shipped for this task: run without it
-            choice = DEFAULT_PREFIX + task  # resolved on each worker, inside its own installation
-        try:
-            info = ModelInfo.read(choice)
-        except (OSError, KeyError, ValueError) as exc:
-            raise ConfigError(f"--{task}-model {choice}: not an exported model folder ({exc})") from exc
-        if info.task != task:
-            raise ConfigError(f"--{task}-model {choice} is a {info.task} model")
-        found.append(info)
-    return tuple(found)
+    """The models of the command line (:mod:`pipeline.model_choice`)."""
+    try:
+        return choose_models(profile=opts.models, multitask=opts.multitask_model,
+                             single={task: getattr(opts, f"{task}_model") for task in MODEL_TASKS})
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
 
 
 def _aggregate_from_json(data: dict) -> AggregateConfig:
     return AggregateConfig(**{**data, "review_thresholds": tuple(tuple(t) for t in data["review_thresholds"])})
 
 
-_REVIEW_RE = re.compile(r"^(?:(?P<retailer>[A-Za-z0-9_-]+):)?(?P<field>[a-z]+)=(?P<value>[0-9.]+)$")
+_REVIEW_RE = re.compile(r"^(?:(?P<retailer>[A-Za-z0-9_-]+):)?(?P<field>[a-z_]+)=(?P<value>[0-9.]+)$")
 
 
 def _review_thresholds(specs) -> tuple[tuple[str, str, float], ...]:

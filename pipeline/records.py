@@ -62,22 +62,6 @@ class ImageRole(enum.StrEnum):
     OTHER = "OTHER"
 
 
-class ReviewReason(enum.StrEnum):
-    """Why a product is in the review queue (products.review_reasons, review table)."""
-
-    LOW_CONFIDENCE = "LOW_CONFIDENCE"  # a model score under its review threshold
-    MODEL_RETAILER_DISAGREE = "MODEL_RETAILER_DISAGREE"  # category or gender agreement is DISAGREE
-    RETAILER_CATEGORY_UNMAPPED = "RETAILER_CATEGORY_UNMAPPED"  # the retailer's value matched no mapping rule
-    IMAGES_DISAGREE = "IMAGES_DISAGREE"  # under half of the product's images vote for its category
-
-
-class PrimaryRule(enum.StrEnum):
-    DECLARED = "DECLARED"  # the retailer marks it as the primary image
-    BEST_PACKSHOT = "BEST_PACKSHOT"  # the packshot with the highest calibrated category score
-    BEST_IMAGE = "BEST_IMAGE"  # only person shots: the highest-scoring image
-    FIRST_IMAGE = "FIRST_IMAGE"  # no scores: the lowest image position
-
-
 class CategoryRule(enum.StrEnum):
     EXACT = "EXACT"
     PREFIX = "PREFIX"
@@ -140,9 +124,15 @@ class ImageRecord:
     category_scores: tuple[float, ...] = ()
     predicted_gender: str | None = None
     gender_scores: tuple[float, ...] = ()
+    predicted_age_group: str | None = None
+    age_group_scores: tuple[float, ...] = ()
+    predicted_colour: str | None = None  # the colour model's (a multi-task head); dominant_colour is the heuristic
+    colour_scores: tuple[float, ...] = ()
     person_model: str | None = None
     category_model: str | None = None
     gender_model: str | None = None
+    age_group_model: str | None = None
+    colour_model: str | None = None
 
     def dedupe_key(self) -> tuple[str, str, str]:
         return (self.retailer, self.product_id, self.image_uri)
@@ -174,18 +164,28 @@ class ProductRecord:
     gender: str | None = None
     gender_score: float | None = None
     gender_low_confidence: bool = False
+    age_group: str | None = None  # from an age-group model (null without one), like gender
+    age_group_score: float | None = None
+    age_group_low_confidence: bool = False
     retailer_category: str | None = None  # the retailer's own label, mapped to the taxonomy
     retailer_gender: str | None = None
+    retailer_age_group: str | None = None
     category_agreement: str | None = None  # see pipeline.product_rules.compare
     gender_agreement: str | None = None
+    age_group_agreement: str | None = None
     category_model: str | None = None
     gender_model: str | None = None
     person_model: str | None = None
+    age_group_model: str | None = None
     # Catalog quality.
     primary_image_uri: str | None = None
     primary_image_rule: str | None = None  # PrimaryRule
     image_vote_share: float | None = None  # share of the scored images whose own top-1 is the product category
-    colour: str | None = None  # the primary image's dominant colour (skin discounted on person shots)
+    # The colour model's label when one runs (cumulative max over the non-person images, else all);
+    # else the primary image's dominant colour (skin discounted on person shots).
+    colour: str | None = None
+    colour_score: float | None = None  # null for the heuristic
+    colour_model: str | None = None
     duplicate_group: str | None = None  # near-duplicate images with other products: the group's smallest member
     duplicate_group_size: int = 0  # products in the group (0: none)
     needs_review: bool = False
@@ -212,6 +212,10 @@ class ReviewRecord:
     gender_score: float | None = None
     retailer_gender: str | None = None
     gender_agreement: str | None = None
+    age_group: str | None = None
+    age_group_score: float | None = None
+    retailer_age_group: str | None = None
+    age_group_agreement: str | None = None
     image_vote_share: float | None = None
 
     @classmethod

@@ -104,6 +104,7 @@ def dataflow_args(settings: DataflowSettings) -> list[str]:
 
 def check_remote_paths(config) -> None:
     """Workers cannot read the launcher's disk: inputs, output and cache must be object-store paths."""
+    from pipeline.model_choice import flag
     from pipeline.model_info import DEFAULT_PREFIX
     from pipeline.options import ConfigError
 
@@ -114,8 +115,8 @@ def check_remote_paths(config) -> None:
         local.append(f"--image-cache {config.fetch.cache}")
     if config.taxonomy_path and "://" not in config.taxonomy_path:
         local.append(f"--taxonomy {config.taxonomy_path}")
-    local += [f"--{m.task}-model {m.path}" for m in config.models
-              if "://" not in m.path and not m.path.startswith(DEFAULT_PREFIX)]  # shipped: inside the image
+    local += sorted({f"{'--multitask-model' if m.head else flag(m.task)} {m.path}" for m in config.models
+                     if "://" not in m.path and not m.path.startswith(DEFAULT_PREFIX)})  # shipped: inside the image
     if local:
         raise ConfigError("on Dataflow these must be gs:// paths: " + "; ".join(local))
 
@@ -222,7 +223,8 @@ def _store_problem(options, *, dry_run: bool) -> str | None:
 
     opts = options.view_as(FashionEnrichOptions)
     inputs = remote_paths([getattr(opts, name) for name in NAMED_RETAILERS] + list(opts.source or ()))
-    needed = remote_paths([opts.taxonomy] + [getattr(opts, f"{task}_model") for task in MODEL_TASKS])
+    needed = remote_paths([opts.taxonomy, opts.multitask_model] + [getattr(opts, f"{task}_model")
+                                                                     for task in MODEL_TASKS])
     problem = object_store_problem(inputs + needed)
     if problem is None:
         return None

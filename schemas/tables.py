@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from pipeline.records import DeadLetter, ImageRecord, ProductRecord, ReviewRecord
 
-SCHEMA_VERSION = "2"  # 2: products.variant_ids
+SCHEMA_VERSION = "3"  # 2: products.variant_ids; 3: age group and colour model columns (images, products, review)
 PARTITION_COLUMNS = ("run_date", "retailer")
 
 _SCALARS = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}

@@ -126,3 +126,57 @@ def test_variant_ids_come_from_every_record_of_the_product():
         out = {"images": images, "records": records} | AggregateProducts(CATS, GENDERS)
         assert_that(out | beam.Map(lambda r: (r.product_id, r.image_count, r.variant_ids)),
                     equal_to([("a", 1, ("a-L", "a-M", "a-S"))]))
+
+
+AGES = ("ADULT", "KIDS")
+COLOURS = ("black", "white", "navy")
+
+
+def modelled(product="p", age=(0.7, 0.3), colour=(0.2, 0.1, 0.7), retailer_age="ADULT", person=0.1, n=0):
+    """An image scored by age-group and colour models too (heads of a multi-task export)."""
+    return replace(image(product, person=person, n=n), age_group=retailer_age, age_group_scores=tuple(age),
+                   colour_scores=tuple(colour), age_group_model="mt-1", colour_model="mt-1",
+                   dominant_colour="white", dominant_colour_no_skin="white")
+
+
+def model_product(images, cfg=AggregateConfig()):
+    fn = ProductCombineFn(CATS, GENDERS, cfg, age_group_classes=AGES, colour_classes=COLOURS)
+    fn.setup()
+    return fn.to_product(("shop", images[0].product_id), combine_in_parts(fn, [images[i::2] for i in range(2)]))
+
+
+def test_age_group_is_a_cumulative_max_compared_with_the_retailer():
+    p = model_product([modelled(age=(0.9, 0.1), n=1), modelled(age=(0.2, 0.8), retailer_age="KIDS", n=2),
+                       modelled(age=(0.95, 0.05), n=3)])
+    assert (p.age_group, p.age_group_score, p.retailer_age_group) == ("ADULT", 0.95, "ADULT")
+    assert (p.age_group_agreement, p.age_group_model, p.needs_review) == ("AGREE", "mt-1", False)
+    kids = model_product([modelled(age=(0.1, 0.9))])
+    assert (kids.age_group, kids.age_group_agreement) == ("KIDS", "DISAGREE")
+    assert kids.review_reasons == ("MODEL_RETAILER_DISAGREE",) and kids.review_priority == 0.9
+    missing = model_product([modelled(retailer_age=None)])
+    assert missing.age_group_agreement == "RETAILER_MISSING"
+    uncertain = model_product([modelled(age=(0.55, 0.45))], AggregateConfig(min_age_group_confidence=0.6))
+    assert (uncertain.age_group, uncertain.age_group_low_confidence) == (None, True)
+    assert uncertain.age_group_agreement == "MODEL_UNCERTAIN"
+    assert uncertain.review_reasons == ("LOW_CONFIDENCE",) and uncertain.review_priority == 0.45  # under 0.6
+    lenient = model_product([modelled(age=(0.55, 0.45))], AggregateConfig(review_thresholds=(("*", "age_group", 0.5),)))
+    assert not lenient.needs_review
+    assert product([image()]).age_group is None and product([image()]).age_group_agreement is None
+
+
+def test_colour_comes_from_the_colour_model_over_the_packshots():
+    packshot = modelled(colour=(0.6, 0.3, 0.1), person=0.1, n=1)
+    person = modelled(colour=(0.05, 0.05, 0.9), person=0.9, n=2)  # the model shot says navy (a jacket? skin?)
+    p = model_product([packshot, person])
+    assert (p.colour, p.colour_score, p.colour_model) == ("black", 0.6, "mt-1")
+    only_people = model_product([person, replace(person, colour_scores=(0.3, 0.6, 0.1), image_position=3)])
+    assert (only_people.colour, only_people.colour_score) == ("navy", 0.9)
+    heuristic = product([replace(packshot, colour_scores=(), colour_model=None)])  # no colour model runs
+    assert (heuristic.colour, heuristic.colour_score, heuristic.colour_model) == ("white", None, None)
+
+
+def test_colour_source():
+    from pipeline.product_rules import colour_source
+
+    assert colour_source(["person", "category", "colour"]) == "model"
+    assert colour_source(["person", "category", "gender"]) == "dominant_colour"
