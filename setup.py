@@ -21,7 +21,7 @@ setup(
                      "samples/images/*.jpg"],
         # The shipped model profiles (models/defaults.py): compact/<task>/ and default/multitask/.
         "models": [f"{profile}/*/{files}" for profile in ("compact", "default")
-                   for files in ("*.json", "*.keras", "transform_fn/**/*", "cv_report/*")] + ["RESULTS.md"],
+                   for files in ("*.json", "*.keras", "transform_fn/**/*", "cv_report/**/*")] + ["RESULTS.md"],
     },
     install_requires=[
         "apache-beam[gcp]>=2.77.0,<2.78",
