@@ -69,6 +69,9 @@ class ImageServer:
     def __init__(self):
         self.hits: Counter[str] = Counter()
         self.bodies_sent: Counter[str] = Counter()
+        # path -> (ETag or None, Last-Modified or None, body): answered 304 when the request's
+        # If-None-Match (or, without an ETag, If-Modified-Since) matches; tests change them between runs.
+        self.versioned: dict[str, tuple[str | None, str | None, bytes]] = {}
         self.routes = {
             "/good.jpg": ("image/jpeg", jpeg()),
             "/good.png": ("image/png", png()),
@@ -135,6 +138,8 @@ class ImageServer:
                 if path in server.routes:
                     ctype, body = server.routes[path]
                     return self._send(200, body, ctype)
+                if path in server.versioned:
+                    return self._versioned(*server.versioned[path])
                 if path == "/missing.jpg":
                     return self._send(404, b"no", "text/plain")
                 if path == "/flaky.jpg":  # 500 once, then the image
@@ -170,6 +175,13 @@ class ImageServer:
                 if path == "/loop.jpg":
                     return self._send(302, b"", "text/plain", {"Location": "/loop.jpg"})
                 return self._send(404, b"unknown route", "text/plain")
+
+            def _versioned(self, etag, last_modified, body):
+                headers = {k: v for k, v in (("ETag", etag), ("Last-Modified", last_modified)) if v}
+                if etag and self.headers.get("If-None-Match") == etag or (
+                        not etag and last_modified and self.headers.get("If-Modified-Since") == last_modified):
+                    return self._send(304, b"", "image/jpeg", headers)
+                return self._send(200, body, "image/jpeg", headers)
 
             def _drip(self):
                 """A byte every 0.2 s (each well within a read timeout), 40 bytes: 8 s in all."""

@@ -29,6 +29,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.images.cache import CacheEntry, ImageCache
 from pipeline.images.config import FetchConfig
 from pipeline.images.guard import ForbiddenAddress, guarded_adapter, is_public_address
+from pipeline.images.validators import conditional_headers, file_validator, http_validator
 from pipeline.records import Reason
 
 OBJECT_STORES = ("gs",)  # read through Beam FileSystems (tests add a fake store)
@@ -51,6 +52,8 @@ class Fetched:
     attempts: int
     millis: float
     cache_hit: bool = False
+    validator: str | None = None  # ETag / Last-Modified, or size + mtime (pipeline.images.validators)
+    not_modified: bool = False  # the validator given to fetch() still holds: no body was read
 
 
 def _retry_after(value: str | None, now: float) -> float | None:
@@ -92,38 +95,45 @@ class Fetcher:
         self._session.close()
 
     # -- entry point -------------------------------------------------------------------
-    def fetch(self, uri: str) -> Fetched:
+    def fetch(self, uri: str, validator: str | None = None) -> Fetched:
+        """The bytes at ``uri``; with ``validator`` (a previous fetch's), a conditional fetch:
+        ``not_modified`` and no bytes when it still holds, else the new bytes."""
         start = self._clock()
         try:
             scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
         except ValueError as exc:
             raise FetchError(Reason.FORBIDDEN_URI, f"malformed URI {uri[:200]!r}: {exc}") from exc
         if scheme in ("http", "https"):
-            data, status, attempts, hit = self._fetch_http(uri)
+            data, status, attempts, hit, current = self._fetch_http(uri, validator)
         elif scheme and scheme != "file":
             if scheme not in OBJECT_STORES:
                 raise FetchError(Reason.FORBIDDEN_URI, f"scheme {scheme!r} is not allowed")
-            data, status, attempts, hit = self._read_file(uri), None, 1, False
+            (data, current), status, attempts, hit = self._read_file(uri, validator), None, 1, False
         else:
-            data, status, attempts, hit = self._read_local(uri), None, 1, False
-        return Fetched(data, status, attempts, (self._clock() - start) * 1000.0, hit)
+            (data, current), status, attempts, hit = self._read_local(uri, validator), None, 1, False
+        return Fetched(data or b"", status, attempts, (self._clock() - start) * 1000.0, hit, current,
+                       not_modified=data is None)
 
     # -- files ---------------------------------------------------------------------------
-    def _read_local(self, uri: str) -> bytes:
+    def _read_local(self, uri: str, validator: str | None) -> tuple[bytes | None, str | None]:
+        """(bytes, or None when ``validator`` still holds; the file's validator)."""
         path = urlsplit(uri).path if uri.startswith("file:") else uri
         real = os.path.realpath(path)
         if not any(real == root or real.startswith(root.rstrip("/") + "/") for root in self._roots):
             raise FetchError(Reason.FORBIDDEN_URI, f"local path {path!r} is outside the allowed roots")
-        try:  # os.path.getsize, not FileSystems.match: a glob match costs more than decoding a small JPEG
-            size = os.path.getsize(real)
-            if size > self._cfg.max_bytes:
-                raise FetchError(Reason.TOO_LARGE, f"file is {size} bytes, limit {self._cfg.max_bytes}")
+        try:  # os.stat, not FileSystems.match: a glob match costs more than decoding a small JPEG
+            stat = os.stat(real)
+            if stat.st_size > self._cfg.max_bytes:
+                raise FetchError(Reason.TOO_LARGE, f"file is {stat.st_size} bytes, limit {self._cfg.max_bytes}")
+            current = file_validator(stat.st_size, stat.st_mtime_ns)  # taken before reading: a later change shows
+            if validator is not None and validator == current:
+                return None, current
             with FileSystems.open(real, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-                return fh.read(self._cfg.max_bytes + 1)
+                return fh.read(self._cfg.max_bytes + 1), current
         except OSError as exc:
             raise FetchError(Reason.NOT_FOUND, f"cannot read {path}: {exc.strerror or exc}") from exc
 
-    def _read_file(self, path: str) -> bytes:
+    def _read_file(self, path: str, validator: str | None) -> tuple[bytes | None, str | None]:
         try:
             match = FileSystems.match([path])[0].metadata_list
         except Exception as exc:  # noqa: BLE001 - filesystem errors vary by backend
@@ -132,9 +142,12 @@ class Fetcher:
             raise FetchError(Reason.NOT_FOUND, f"no such file: {path}")
         if match[0].size_in_bytes > self._cfg.max_bytes:
             raise FetchError(Reason.TOO_LARGE, f"file is {match[0].size_in_bytes} bytes, limit {self._cfg.max_bytes}")
+        current = file_validator(match[0].size_in_bytes, int((match[0].last_updated_in_seconds or 0) * 1e9))
+        if validator is not None and validator == current:
+            return None, current
         try:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-                return fh.read(self._cfg.max_bytes + 1)
+                return fh.read(self._cfg.max_bytes + 1), current
         except OSError as exc:
             raise FetchError(Reason.NOT_FOUND, f"cannot read {path}: {exc}") from exc
 
@@ -153,15 +166,18 @@ class Fetcher:
         if not parts.hostname:
             raise FetchError(Reason.FORBIDDEN_URI, f"URL has no host: {url[:200]}")
 
-    def _fetch_http(self, url: str) -> tuple[bytes, int, int, bool]:
+    def _fetch_http(self, url: str, validator: str | None) -> tuple[bytes | None, int, int, bool, str | None]:
+        """(bytes, or None when ``validator`` still holds (304); status; attempts; cache hit; validator).
+        A ``validator`` is sent instead of the image cache's: a 304 then needs no cached body."""
         cfg = self._cfg
-        cached: CacheEntry | None = self._cache_get(url)
+        cached: CacheEntry | None = None if conditional_headers(validator) else self._cache_get(url)
         attempts = 0
         while True:
             attempts += 1
             wait: float | None = None
             try:
-                data, status, headers = self._get_following_redirects(url, cached)
+                data, status, headers = self._get_following_redirects(
+                    url, conditional_headers(validator) or self._cached_headers(cached))
             except FetchError as exc:
                 exc.attempts = attempts
                 retryable = exc.reason in (Reason.CONNECTION_ERROR, Reason.TIMEOUT) or exc.status in _RETRY_STATUS
@@ -169,10 +185,12 @@ class Fetcher:
                     raise
                 wait = exc.retry_after
             else:
+                if status == 304 and conditional_headers(validator):
+                    return None, status, attempts, False, validator
                 if status == 304 and cached is not None:
-                    return cached.data, status, attempts, True
+                    return cached.data, status, attempts, True, http_validator(cached.etag, cached.last_modified)
                 self._cache_put(url, data, headers)
-                return data, status, attempts, False
+                return data, status, attempts, False, http_validator(headers.get("ETag"), headers.get("Last-Modified"))
             backoff = min(cfg.backoff_max_s, cfg.backoff_base_s * 2 ** (attempts - 1))
             delay = backoff * (0.5 + self._rng.random() / 2)  # exponential backoff, jittered
             if wait is not None:
@@ -196,14 +214,18 @@ class Fetcher:
         except Exception as exc:  # noqa: BLE001 - a broken cache must not fail the fetch
             _LOG.warning("image cache write failed for %s: %s", url, exc)
 
-    def _get_following_redirects(self, url: str, cached: CacheEntry | None):
-        cfg = self._cfg
+    @staticmethod
+    def _cached_headers(cached: CacheEntry | None) -> dict[str, str]:
         headers = {}
         if cached is not None:
             if cached.etag:
                 headers["If-None-Match"] = cached.etag
             if cached.last_modified:
                 headers["If-Modified-Since"] = cached.last_modified
+        return headers
+
+    def _get_following_redirects(self, url: str, headers: dict[str, str]):
+        cfg = self._cfg
         for _hop in range(cfg.max_redirects + 1):
             self._check_url(url)
             try:
