@@ -103,7 +103,8 @@ class ImageRecord:
     gender: str | None = None
     age_group: str | None = None
     retailer_colour: str | None = None  # the retailer's colour on the colour vocabulary (a training label)
-    # Image fetch and decode (LoadImages).
+    # Image fetch and decode (LoadImages). Every field from here on is derived from the image: an
+    # incremental run keeps them from the stored row of an unchanged image (pipeline/stored.py).
     image_width: int | None = None
     image_height: int | None = None
     image_format: str | None = None
@@ -113,6 +114,9 @@ class ImageRecord:
     fetch_attempts: int | None = None
     fetch_ms: float | None = None
     cache_hit: bool | None = None
+    image_validator: str | None = None  # ETag / Last-Modified, or size + mtime (pipeline/images/validators.py)
+    enriched_with: str | None = None  # taxonomy version, image settings, model ids (pipeline/reuse.py)
+    reuse_status: str | None = None  # ReuseStatus (pipeline/stored.py): REUSED, RESCORED or NEW
     image_phash: str | None = None  # 144-bit perceptual hash, 36 hex digits (mirror-invariant)
     dominant_colour: str | None = None  # foreground colour, white background discounted
     dominant_colour_no_skin: str | None = None  # the same with skin tones discounted (person shots)

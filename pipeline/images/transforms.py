@@ -9,6 +9,12 @@ bundle. Failures are tagged with the stage that failed (``fetch`` or ``decode``)
 
 Every failure leaves on the ``dead_letter`` output with a reason code and is counted with
 Beam metrics (namespace ``fashion_enrich.images``).
+
+Incremental runs (:mod:`pipeline.reuse`) hand in ``(record, stored record)`` pairs as well: the
+fetch is then conditional on the stored row's validator (``If-None-Match`` /
+``If-Modified-Since``, or size + mtime for files). An unchanged image leaves on the ``reused``
+output as its stored row (:func:`~pipeline.stored.reuse_stored`), neither read nor decoded; a
+changed one is decoded from the bytes that same request brought.
 """
 
 from __future__ import annotations
@@ -27,9 +33,11 @@ from pipeline.images.features import dominant_colours, perceptual_hash
 from pipeline.images.fetch import Fetcher, FetchError
 from pipeline.memory import tune_malloc
 from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
+from pipeline.stored import reuse_stored
 
 METRICS_NAMESPACE = "fashion_enrich.images"
 DEAD_LETTER = "dead_letter"
+REUSED = "reused"
 _BUNDLE_MEMO = 256  # distinct images remembered per bundle, by content hash (bounds memory)
 
 
@@ -87,19 +95,22 @@ class _LoadFn(beam.DoFn):
         except Exception as exc:  # noqa: BLE001 - one odd image must not fail the whole job
             return ImageError(Reason.DECODE_ERROR, f"{type(exc).__name__}: {exc}"[:500])
 
-    def _fetch_then_decode(self, record: ImageRecord, inline: bool = False):
-        """(fetch result or error, sha256, decoded or a future of it) for one record.
+    def _fetch_then_decode(self, record: ImageRecord, validator: str | None, inline: bool = False):
+        """(fetch result or error, sha256, decoded or a future of it) for one record; with a stored
+        row's ``validator``, (not-modified result, None, None) when it still holds.
 
         Remote URIs run on a fetch thread and hand decoding to the decode pool, so it overlaps the
         other downloads. Local files (``inline``) are read and decoded on a decode thread directly:
         a thread hand-off costs more than reading a small file.
         """
         try:
-            fetched = self._fetcher.fetch(record.image_uri)
+            fetched = self._fetcher.fetch(record.image_uri, validator)
         except FetchError as exc:
             return exc, None, None
         except Exception as exc:  # noqa: BLE001 - one odd URI must not fail the whole job
             return FetchError(Reason.FETCH_ERROR, f"{type(exc).__name__}: {exc}"[:500]), None, None
+        if fetched.not_modified:
+            return fetched, None, None
         digest = hashlib.sha256(fetched.data).hexdigest()
         with self._lock:
             known = self._memo.get(digest)
@@ -117,20 +128,23 @@ class _LoadFn(beam.DoFn):
             self._memo.setdefault(digest, done)
         return fetched, digest, decoded
 
-    def _submit(self, record: ImageRecord) -> Future:
+    def _submit(self, record: ImageRecord, stored: ImageRecord | None) -> Future:
+        validator = stored.image_validator if stored is not None else None
         if "://" in record.image_uri and not record.image_uri.startswith("file:"):
-            return self._fetch_pool.submit(self._fetch_then_decode, record)
+            return self._fetch_pool.submit(self._fetch_then_decode, record, validator)
         if self._decode_threads == 1:  # one decode thread: no hand-off, decode right here
             done: Future = Future()
-            done.set_result(self._fetch_then_decode(record, True))
+            done.set_result(self._fetch_then_decode(record, validator, True))
             return done
-        return self._decode_pool.submit(self._fetch_then_decode, record, True)
+        return self._decode_pool.submit(self._fetch_then_decode, record, validator, True)
 
-    def process(self, batch: list[ImageRecord]):
+    def process(self, batch: list):
+        """``batch``: ImageRecords, or (record, stored record or None) pairs (incremental runs)."""
         counts: Counter[str] = Counter()
         fetched_bytes = 0
         self._reused = 0
-        for record, pending in zip(batch, [self._submit(r) for r in batch]):
+        pairs = [(e, None) if isinstance(e, ImageRecord) else e for e in batch]
+        for (record, stored), pending in zip(pairs, [self._submit(r, s) for r, s in pairs]):
             result, digest, decoded = pending.result()
             if isinstance(result, FetchError):
                 counts[f"dead_letter_{result.reason.value}"] += 1
@@ -138,13 +152,20 @@ class _LoadFn(beam.DoFn):
                     record, Stage.FETCH, result.reason, str(result), status=result.status,
                     attempts=result.attempts or None))
                 continue
+            if result.not_modified:
+                counts["reused"] += 1
+                yield beam.pvalue.TaggedOutput(REUSED, reuse_stored(
+                    record, stored, http_status=result.status, fetch_attempts=result.attempts,
+                    fetch_ms=round(result.millis, 3), cache_hit=False))
+                continue
             counts["fetched"] += 1
             counts["cache_hits"] += result.cache_hit
             fetched_bytes += len(result.data)
             if isinstance(decoded, Future):
                 decoded = decoded.result()
             fields = dict(http_status=result.status, fetch_attempts=result.attempts, fetch_ms=round(result.millis, 3),
-                          cache_hit=result.cache_hit, image_bytes=len(result.data), image_sha256=digest)
+                          cache_hit=result.cache_hit, image_bytes=len(result.data), image_sha256=digest,
+                          image_validator=result.validator)
             if isinstance(decoded, ImageError):
                 counts[f"dead_letter_{decoded.reason.value}"] += 1
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, image_dead_letter(
@@ -167,7 +188,8 @@ class _LoadFn(beam.DoFn):
 
 
 class LoadImages(beam.PTransform):
-    """Fetch + decode. Returns ``{"images": (ImageRecord, uint8 array), "dead_letter": DeadLetter}``."""
+    """Fetch + decode. Returns ``{"images": (ImageRecord, uint8 array), "dead_letter": DeadLetter,
+    "reused": ImageRecord}`` (``reused``: unchanged images of (record, stored record) inputs)."""
 
     def __init__(self, fetch: FetchConfig, decode: DecodeConfig, *, decode_threads: int = 2,
                  batch_size: int | None = None):
@@ -182,6 +204,6 @@ class LoadImages(beam.PTransform):
             records
             | "Batch" >> beam.BatchElements(min_batch_size=self._batch, max_batch_size=self._batch)
             | "FetchDecode" >> beam.ParDo(_LoadFn(self._fetch, self._decode, self._decode_threads)).with_outputs(
-                DEAD_LETTER, main="images")
+                DEAD_LETTER, REUSED, main="images")
         )
-        return {"images": loaded.images, "dead_letter": loaded[DEAD_LETTER]}
+        return {"images": loaded.images, "dead_letter": loaded[DEAD_LETTER], "reused": loaded[REUSED]}

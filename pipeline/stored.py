@@ -1,0 +1,56 @@
+"""Image rows of a previous run, back as records: what an incremental run reuses.
+
+A row of the images table becomes an :class:`~pipeline.records.ImageRecord` again with every
+column it stored (:func:`record_from_row`: generic over the columns, so columns added later
+come back too, and columns an older output lacks keep their defaults). When the image is
+unchanged, :func:`reuse_stored` keeps the stored row's image-derived columns (size, hashes,
+colours, every model's scores and ids) and takes the record's own fields (the retailer's
+values and their taxonomy mapping, where it was read) from today's dump:
+:data:`RECORD_FIELDS` are the fields declared before ``image_width`` in ``ImageRecord``.
+
+Plain Python, no Beam.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import re
+
+from pipeline.records import ImageRecord
+
+_FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))
+# The dump's and the taxonomy's fields: always today's. Every later field comes from the image.
+RECORD_FIELDS = _FIELDS[:_FIELDS.index("image_width")]
+_PARTITION_RE = re.compile(r"run_date=(?P<run_date>[^/\\]+)[/\\]retailer=(?P<retailer>[^/\\]+)[/\\][^/\\]+$")
+
+
+class ReuseStatus(enum.StrEnum):
+    """How an image row of this run was made (images.reuse_status; counted in the manifest)."""
+
+    REUSED = "REUSED"  # unchanged since the previous run: its stored row, not fetched, decoded or scored
+    RESCORED = "RESCORED"  # the previous run had it, but it changed (or a model or the taxonomy did)
+    NEW = "NEW"  # not in the previous run (or no previous run was compared)
+
+
+def partition_of(path: str) -> tuple[str, str]:
+    """(run_date, retailer) of a file under ``.../run_date=D/retailer=R/``."""
+    match = _PARTITION_RE.search(path)
+    if match is None:
+        raise ValueError(f"not a partitioned table file: {path}")
+    return match["run_date"], match["retailer"]
+
+
+def record_from_row(row: dict, retailer: str) -> ImageRecord:
+    """An images-table row (partition columns live in the path: ``retailer`` is given) as a record,
+    with every column the row has that ``ImageRecord`` knows; lists become tuples."""
+    known = {name: tuple(value) if isinstance(value, list) else value
+             for name, value in row.items() if name in _FIELDS}
+    return ImageRecord(**{**known, "retailer": retailer})
+
+
+def reuse_stored(record: ImageRecord, stored: ImageRecord, **fetch_stats) -> ImageRecord:
+    """The stored row of an unchanged image with today's record fields, the fetch statistics of
+    this run's check (``http_status``, ``fetch_ms``, ...) and ``reuse_status`` REUSED."""
+    return dataclasses.replace(stored, **{name: getattr(record, name) for name in RECORD_FIELDS},
+                               **fetch_stats, reuse_status=ReuseStatus.REUSED.value)
