@@ -283,3 +283,24 @@ def test_products_carry_age_group_and_colour_from_the_model(mixed_run):
     assert manifest["colour_source"] == "model"
     assert manifest["models"]["age_group"]["head"] == "age_group" and manifest["models"]["category"]["head"] is None
     assert sum(sum(v.values()) for v in manifest["counts"]["age_group_agreement"].values()) == len(products)
+
+
+def test_dataflow_names_a_local_multitask_export_once(multitask, single_category, samples):
+    """Workers cannot read the launcher's disk: a local multi-task export is refused once, under
+    its own flag, beside a local single-task one; shipped profile models are inside the image."""
+    from pipeline.options import ConfigError
+    from runners.dataflow import build, check_remote_paths
+    from tests.test_runners import dataflow_args, settings
+
+    local = ["--zalando", str(samples / "zalando.jsonl"), "--output", "/tmp/local-out"]
+    _, config = build(dataflow_args(settings()) + local + ["--multitask-model", multitask,
+                                                          "--category-model", single_category])
+    with pytest.raises(ConfigError) as refused:
+        check_remote_paths(config)
+    message = str(refused.value)
+    assert message.count(multitask) == 1 and f"--multitask-model {multitask}" in message
+    assert f"--category-model {single_category}" in message
+    _, shipped = build(dataflow_args(settings()) + local)
+    with pytest.raises(ConfigError) as refused:
+        check_remote_paths(shipped)
+    assert "model" not in str(refused.value)  # only the input and output
