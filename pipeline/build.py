@@ -1,6 +1,7 @@
 """build_pipeline(p, config): chains the labelled stages of one run, nothing else.
 
-    sources (one ReadDump per retailer) -> MapTaxonomy -> DeduplicateImages -> LoadImages
+    sources (one ReadDump per retailer) -> MapTaxonomy -> DeduplicateImages
+      [-> MatchPrevious (incremental runs: join with the previous run's image rows)] -> LoadImages
       -> ScoreImages (RunInference per model) -> AggregateProducts (cumulative max)
          + GroupNearDuplicates (perceptual hashes) -> review queue
       -> WriteTable(images / products / dead_letter) -> CommitRun (partitions + manifest)
@@ -10,6 +11,7 @@ The pipeline object comes from outside (the CLI, a runner, or a TestPipeline in 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -26,15 +28,19 @@ from pipeline.manifest import (
     dead_letter_events,
     duplicate_events,
     image_events,
+    previous_events,
     product_events,
     source_events,
+    vanished_events,
 )
 from pipeline.options import RunConfig
 from pipeline.product_rules import colour_source
 from pipeline.progress import LogProgress
 from pipeline.records import ReviewRecord
+from pipeline.reuse import MatchPrevious, enriched_with
 from pipeline.sinks import CommitRun, WriteTable, staging_root
 from pipeline.sources import DEAD_LETTER, FILE_STATS, ReadDump, decoder_for
+from pipeline.stored import ReuseStatus
 from pipeline.taxonomy import MapTaxonomy
 from schemas.tables import DEAD_LETTER as DEAD_LETTER_TABLE
 from schemas.tables import IMAGES, PRODUCTS, REVIEW
@@ -61,12 +67,15 @@ class LoadedCatalog:
     duplicates: beam.PCollection
     images: beam.PCollection  # (ImageRecord, uint8 array)
     image_dead_letter: beam.PCollection
+    reused: beam.PCollection | None = None  # complete ImageRecords of unchanged images (MatchPrevious)
+    vanished: beam.PCollection | None = None  # (retailer, product_id) of previous products not in the dump
+    previous_read: beam.PCollection | None = None  # (retailer, run_date) per previous image row read
 
 
 def load_catalog(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...], taxonomy_path: str | None,
-                 fetch, decode, decode_threads: int) -> LoadedCatalog:
-    """ReadDump per retailer -> MapTaxonomy -> DeduplicateImages -> LoadImages (also used by
-    ``fashion-enrich prepare``, so training data goes through exactly these stages)."""
+                 fetch, decode, decode_threads: int, match_previous: MatchPrevious | None = None) -> LoadedCatalog:
+    """ReadDump per retailer -> MapTaxonomy -> DeduplicateImages [-> MatchPrevious] -> LoadImages (also
+    used by ``fashion-enrich prepare``, so training data goes through exactly these stages)."""
     records, read_errors, file_stats = [], [], []
     for source in sources:
         out = p | f"Read[{source.retailer}]" >> ReadDump(
@@ -79,16 +88,31 @@ def load_catalog(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...], tax
     mapped = all_records | "MapTaxonomy" >> MapTaxonomy({s.retailer: s.mapping for s in sources},
                                                          taxonomy_path=taxonomy_path)
     deduped = mapped | "Deduplicate" >> DeduplicateImages()
-    loaded = deduped.unique | "LoadImages" >> LoadImages(fetch, decode, decode_threads=decode_threads)
+    to_load, matched = deduped.unique, None
+    if match_previous is not None:
+        matched = {"unique": deduped.unique, "records": all_records} | "MatchPrevious" >> match_previous
+        to_load = matched["candidates"]
+    loaded = to_load | "LoadImages" >> LoadImages(fetch, decode, decode_threads=decode_threads)
     return LoadedCatalog(
         records=all_records, read_dead_letter=read_errors | "AllReadErrors" >> beam.Flatten(),
         file_stats=file_stats | "AllFileStats" >> beam.Flatten(), duplicates=deduped[DUPLICATES],
-        images=loaded["images"], image_dead_letter=loaded["dead_letter"])
+        images=loaded["images"], image_dead_letter=loaded["dead_letter"],
+        reused=loaded["reused"] if matched else None, vanished=matched["vanished"] if matched else None,
+        previous_read=matched["read"] if matched else None)
+
+
+def finish_image(pair, key: str):
+    """(record, array) -> the record alone, stamped with what it was made with (``enriched_with``)."""
+    record = pair[0]
+    return dataclasses.replace(record, enriched_with=key, reuse_status=record.reuse_status or ReuseStatus.NEW.value)
 
 
 def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
+    key = enriched_with(config)
+    match = MatchPrevious(config.previous, config.retailers, key) if config.previous else None
     catalog = load_catalog(p, config.sources, extra_roots=config.extra_roots, taxonomy_path=config.taxonomy_path,
-                           fetch=config.fetch, decode=config.decode, decode_threads=config.decode_threads)
+                           fetch=config.fetch, decode=config.decode, decode_threads=config.decode_threads,
+                           match_previous=match)
     all_records, read_dead, stats = catalog.records, catalog.read_dead_letter, catalog.file_stats
     duplicates = catalog.duplicates
     arrays, dead = catalog.images, [read_dead, catalog.image_dead_letter]
@@ -101,7 +125,9 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
         scored = arrays | "ScoreImages" >> score
         arrays = scored["images"]
         dead.append(scored["dead_letter"])
-    images = arrays | "DropArrays" >> beam.Map(lambda pair: pair[0])
+    images = arrays | "DropArrays" >> beam.Map(finish_image, key)
+    if catalog.reused is not None:  # unchanged images: their stored rows, neither decoded nor scored
+        images = (images, catalog.reused) | "WithReused" >> beam.Flatten()
     if config.progress_interval_s and config.models:
         _ = images | "ProgressScored" >> LogProgress("images scored", config.progress_interval_s)
     dead_letter = dead | "AllDeadLetters" >> beam.Flatten()
@@ -131,14 +157,17 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
          write(dead_letter, DEAD_LETTER_TABLE, "WriteDeadLetter"), write(review, REVIEW, "WriteReview"))
         | "AllWritten" >> beam.Flatten()
     )
-    counts = p | "CountEvents" >> CountEvents({
+    counted = {
         "Source": (all_records, source_events),
         "ReadErrors": (read_dead, source_events),
         "Images": (images, image_events),
         "DeadLetter": (dead_letter, dead_letter_events),
         "Duplicates": (duplicates, duplicate_events),
         "Products": (products, product_events),
-    })
+    }
+    if catalog.vanished is not None:
+        counted.update(Vanished=(catalog.vanished, vanished_events), Previous=(catalog.previous_read, previous_events))
+    counts = p | "CountEvents" >> CountEvents(counted)
     manifest = p | "CommitRun" >> CommitRun(config, written=written, counts=counts, file_stats=stats,
                                             versions=versions.versions())
     return RunOutputs(images=images, products=products, dead_letter=dead_letter, duplicates=duplicates,

@@ -28,6 +28,8 @@ class FashionEnrichOptions(PipelineOptions):
                             help="any retailer through a mapping file (built-in mapping used when MAPPING is "
                                  f"omitted; built-in: {', '.join(builtin_retailers())}); repeatable")
         parser.add_argument("--output", default=DEFAULT_OUTPUT, help="output folder (local or gs://)")
+        parser.add_argument("--previous", default=None, metavar="OUTPUT",
+                            help="reuse the unchanged images of this output's latest run (incremental run)")
         parser.add_argument("--run_date", "--run-date", dest="run_date", default=None,
                             help="partition date YYYY-MM-DD (default: today, UTC)")
         parser.add_argument("--shards_per_partition", "--shards-per-partition", dest="shards_per_partition",

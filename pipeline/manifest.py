@@ -5,6 +5,8 @@ Every stage's output is turned into small count keys (``("images", retailer)``,
 derived from what was actually written, not from what code meant to write. The central
 check: records read from the sources (image records + read errors) equal images written +
 later dead letters + duplicates, and the products' image counts add up to the images.
+Incremental runs: every image row is reused, rescored or new (their counts add up to the
+images, reused ones included), and vanished products are counted.
 """
 
 from __future__ import annotations
@@ -34,7 +36,18 @@ def image_events(record: ImageRecord) -> list[tuple]:
         keys.append(("unmapped_age_group", record.retailer, " | ".join(record.raw_age_group) or "<missing>"))
     if record.cache_hit:
         keys.append(("cache_hits", record.retailer))
+    keys.append((f"images_{(record.reuse_status or 'NEW').lower()}", record.retailer))
     return keys
+
+
+def vanished_events(product_key: tuple[str, str]) -> list[tuple]:
+    """A product of the previous run that is not in this run's dump."""
+    return [("vanished_products", product_key[0])]
+
+
+def previous_events(read: tuple[str, str]) -> list[tuple]:
+    """One stored image row read from the previous run: (retailer, its run_date)."""
+    return [("previous_rows", read[0], read[1])]
 
 
 def product_events(product) -> list[tuple]:
@@ -108,6 +121,7 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
 
     records_in, images, duplicates = per_retailer("records_in"), per_retailer("images"), per_retailer("duplicates")
     product_images = per_retailer("product_images")
+    reuse = {kind: per_retailer(f"images_{kind}") for kind in ("reused", "rescored", "new")}
     dead = Counter()
     dead_by_reason: dict[str, Counter] = {r: Counter() for r in config.retailers}
     dead_by_stage: dict[str, Counter] = {r: Counter() for r in config.retailers}
@@ -127,7 +141,9 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
             "dead_letter": dead[r],
             "duplicates": duplicates[r],
             "product_images": product_images[r],
-            "ok": records_in[r] == images[r] + dead[r] + duplicates[r] and product_images[r] == images[r],
+            **{kind: reuse[kind][r] for kind in reuse},
+            "ok": (records_in[r] == images[r] + dead[r] + duplicates[r] and product_images[r] == images[r]
+                   and sum(reuse[kind][r] for kind in reuse) == images[r]),
         }
         for r in config.retailers
     }
@@ -151,6 +167,8 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
                             "classes": list(m.classes)} for m in config.models},
         "colour_source": colour_source([m.task for m in config.models]),
         "output": config.output,
+        "previous": {"output": config.previous, "partitions": _per_retailer(counter, "previous_rows")}
+        if getattr(config, "previous", None) else None,
         "sources": [
             {"retailer": s.retailer, "pattern": s.pattern, "mapping": s.mapping.path,
              "files": files_by_retailer.get(s.retailer, [])}
@@ -165,6 +183,8 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
             "dead_letter_by_reason": {r: dict(c.most_common()) for r, c in dead_by_reason.items()},
             "dead_letter_by_stage": {r: dict(c.most_common()) for r, c in dead_by_stage.items()},
             "cache_hits": per_retailer("cache_hits"),
+            **{f"images_{kind}": reuse[kind] for kind in reuse},
+            "vanished_products": per_retailer("vanished_products"),
             "products": per_retailer("products"),
             "category_agreement": _per_retailer(counter, "category_agreement"),
             "gender_agreement": _per_retailer(counter, "gender_agreement"),

@@ -80,6 +80,7 @@ class RunConfig:
     aggregate: AggregateConfig = AggregateConfig()
     progress_interval_s: float = 60.0  # 0: no progress lines
     inference_hints: tuple[tuple[str, str], ...] = ()  # Beam resource hints on the inference step only
+    previous: str | None = None  # an output whose latest run's unchanged images are reused (pipeline/reuse.py)
 
     def __post_init__(self):
         if not self.sources:
@@ -216,7 +217,16 @@ class RunConfig:
             aggregate=aggregate,
             progress_interval_s=opts.progress_interval,
             inference_hints=_inference_hints(opts, bool(models)),
+            previous=_previous(opts.previous),
         )
+
+
+def _previous(path: str | None) -> str | None:
+    if not path or "://" in path:
+        return path or None
+    if not os.path.isdir(path):
+        raise ConfigError(f"--previous {path}: no such output folder")
+    return os.path.abspath(path)
 
 
 def _models(opts) -> tuple[ModelInfo, ...]:

@@ -46,6 +46,13 @@ def format_summary(manifest: dict, seconds: float) -> str:
     if agreement:
         lines.append("model vs retailer category: " + "; ".join(
             f"{r}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for r, c in agreement.items()))
+    previous = manifest.get("previous")
+    if previous:
+        total = {kind: sum(counts[f"images_{kind}"].values()) for kind in ("reused", "rescored", "new")}
+        dates = sorted({d for by_date in previous["partitions"].values() for d in by_date})
+        lines.append(f"reuse: {total['reused']} reused, {total['rescored']} rescored, {total['new']} new; "
+                     f"{sum(counts['vanished_products'].values())} products vanished "
+                     f"(previous run: {', '.join(dates) or 'none found'} in {previous['output']})")
     reasons = top_reasons(manifest)
     if reasons:
         lines.append("top dead-letter reasons: " + ", ".join(f"{reason} {n}" for reason, n in reasons))

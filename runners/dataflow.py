@@ -113,6 +113,8 @@ def check_remote_paths(config) -> None:
         local.append(f"--output {config.output}")
     if config.fetch.cache and "://" not in config.fetch.cache:
         local.append(f"--image-cache {config.fetch.cache}")
+    if config.previous and "://" not in config.previous:
+        local.append(f"--previous {config.previous}")
     if config.taxonomy_path and "://" not in config.taxonomy_path:
         local.append(f"--taxonomy {config.taxonomy_path}")
     local += sorted({f"{'--multitask-model' if m.head else flag(m.task)} {m.path}" for m in config.models

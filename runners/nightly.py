@@ -1,7 +1,10 @@
 """Nightly job on one machine: the multi-processing DirectRunner sized to the machine, today's
 run-date partition, a one-screen summary, and an exit code a cron job can alert on.
 
-    fashion-enrich nightly [--max-dead-letter-share 0.05] [--workers N] [any 'run' option]
+    fashion-enrich nightly [--max-dead-letter-share 0.05] [--workers N] [--full] [any 'run' option]
+
+Incremental by default: unchanged images of the output's previous run are reused
+(``run --previous OUTPUT``, :mod:`pipeline.reuse`); ``--full`` fetches and scores everything.
 
 Exit codes: 0 ok; 1 counts did not reconcile; 2 bad command line or input files;
 3 the dead-letter share exceeded ``--max-dead-letter-share``; 4 the job itself failed
@@ -43,6 +46,24 @@ def direct_args(argv: list[str], workers: int) -> list[str]:
     return [f"--{k}={v}" for k, v in defaults.items() if k not in given] + list(argv)
 
 
+def reuse_args(argv: list[str], full: bool) -> list[str]:
+    """``argv`` with ``--previous`` set to the output folder (reuse its previous run), unless ``full``,
+    or given, or the output does not exist yet (the first night)."""
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from pipeline.flags import FashionEnrichOptions
+    from pipeline.options import ConfigError
+
+    given = PipelineOptions(argv).view_as(FashionEnrichOptions)
+    if full and given.previous:
+        raise ConfigError("--full and --previous exclude each other")
+    if full or given.previous:
+        return list(argv)
+    if "://" not in given.output and not os.path.isdir(given.output):
+        return list(argv)
+    return [*argv, f"--previous={given.output}"]
+
+
 def verdict(manifest: dict, max_share: float) -> tuple[int, str]:
     from pipeline.summary import dead_letter_share
 
@@ -65,6 +86,8 @@ def main(argv: list[str]) -> int:
                         default=DEFAULT_MAX_DEAD_LETTER_SHARE,
                         help="exit 3 when dead letters / records in exceeds this share")
     parser.add_argument("--workers", type=int, default=None, help="worker processes (default: sized to the machine)")
+    parser.add_argument("--full", "--no-reuse", dest="full", action="store_true",
+                        help="fetch, decode and score every image (default: reuse the output's unchanged images)")
     parser.add_argument("-h", "--help", action="store_true")
     args, rest = parser.parse_known_args(argv)
     if args.help:
@@ -78,7 +101,7 @@ def main(argv: list[str]) -> int:
     if args.workers is not None and args.workers < 1:
         raise ConfigError("--workers must be >= 1")
     try:
-        result = run_job(direct_args(rest, args.workers or default_workers()))
+        result = run_job(direct_args(reuse_args(rest, args.full), args.workers or default_workers()))
     except ConfigError:
         raise  # exit 2, one line (pipeline.cli)
     except Exception as exc:  # noqa: BLE001 - a cron job needs a distinct code, not a traceback

@@ -16,7 +16,7 @@ def manifest(counts: dict) -> dict:
 
 BALANCED = {("records_in", "shop"): 10, ("images", "shop"): 7, ("duplicates", "shop"): 1,
             ("dead_letter", "shop", "read", "NO_IMAGES"): 1, ("dead_letter", "shop", "fetch", "HTTP_4XX"): 1,
-            ("product_images", "shop"): 7, ("products", "shop"): 4}
+            ("product_images", "shop"): 7, ("products", "shop"): 4, ("images_new", "shop"): 7}
 
 
 def test_balanced_counts_reconcile():
@@ -29,6 +29,18 @@ def test_balanced_counts_reconcile():
 def test_a_lost_image_or_a_lost_product_breaks_the_reconciliation():
     assert manifest({**BALANCED, ("images", "shop"): 6})["reconciled"] is False
     assert manifest({**BALANCED, ("product_images", "shop"): 6})["reconciled"] is False
+
+
+def test_reused_images_count_as_images_and_every_image_is_reused_rescored_or_new():
+    incremental = {**{k: n for k, n in BALANCED.items() if k[0] != "images_new"}, ("images_reused", "shop"): 5,
+                   ("images_rescored", "shop"): 1, ("images_new", "shop"): 1, ("vanished_products", "shop"): 2}
+    m = manifest(incremental)
+    assert m["reconciled"] is True
+    assert m["reconciliation"]["shop"] | {"ok": None} == {
+        "records_in": 10, "images": 7, "dead_letter": 2, "duplicates": 1, "product_images": 7,
+        "reused": 5, "rescored": 1, "new": 1, "ok": None}
+    assert (m["counts"]["images_reused"], m["counts"]["vanished_products"]) == ({"shop": 5}, {"shop": 2})
+    assert manifest({**incremental, ("images_rescored", "shop"): 0})["reconciled"] is False  # an image unaccounted
 
 
 def _schema_section(text: str, heading: str) -> str:

@@ -1,0 +1,138 @@
+"""Incremental runs: match today's image records with the previous run's stored rows.
+
+``run --previous OUTPUT`` (``nightly`` by default, on its own output) reads, per retailer of
+the run, the latest ``run_date`` partition of ``OUTPUT/images`` with Beam's Parquet reader, and
+joins it with today's de-duplicated image records by (retailer, product id, image URI) in a
+``CoGroupByKey``, so the previous table is never held in one place. Each record leaves as
+``(record, stored record or None)`` with ``reuse_status`` set:
+
+* ``NEW``: no stored row; fetched, decoded and scored as in a full run;
+* ``RESCORED``, with a stored record: the stored row has a validator and was made with the same
+  taxonomy version, image settings and model ids (:func:`enriched_with`). The image stage then
+  fetches conditionally (:mod:`pipeline.images.transforms`): unchanged, the stored row is reused
+  (``REUSED``); changed, the new bytes are decoded and scored;
+* ``RESCORED``, without one: a stored row made otherwise (another model, an older output
+  without validators): fetched and scored afresh.
+
+Products of the previous run that are not in today's dump at all are counted as vanished and
+not carried forward. The previous rows are read before this run's partitions are replaced
+(the commit waits for every write, and the writes for this join), so a rerun of the same date
+on the same output reuses its own rows.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+
+import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.parquetio import ReadAllFromParquet
+
+from pipeline.records import ImageRecord
+from pipeline.stored import ReuseStatus, partition_of, record_from_row
+
+_LOG = logging.getLogger(__name__)
+
+
+def enriched_with(config) -> str:
+    """What an image row depends on besides the image (stored as ``images.enriched_with``): the
+    taxonomy version, the image settings and every model's id and calibration temperature."""
+    from schemas.taxonomy import load_taxonomy
+
+    decode = config.decode
+    return json.dumps({
+        "taxonomy": str(load_taxonomy(config.taxonomy_path).version),
+        "image": [decode.size, decode.min_side, decode.max_pixels, config.fetch.max_bytes],
+        "models": {m.task: f"{m.model_id}@{m.temperature:g}" for m in config.models},
+    }, sort_keys=True, separators=(",", ":"))
+
+
+def latest_partition_files(retailer: str, output: str) -> list[str]:
+    """The Parquet files of the retailer's latest ``run_date`` partition of ``output``'s images
+    table (none when the output has no such partition)."""
+    pattern = FileSystems.join(output, "images", "run_date=*", f"retailer={retailer}", "*.parquet")
+    try:
+        paths = [m.path for result in FileSystems.match([pattern]) for m in result.metadata_list]
+    except Exception as exc:  # noqa: BLE001 - no such folder (first run) reads as "nothing to reuse"
+        _LOG.info("no previous images for %s under %s: %s", retailer, output, exc)
+        return []
+    by_date: dict[str, list[str]] = {}
+    for path in paths:
+        by_date.setdefault(partition_of(path)[0], []).append(path)
+    return sorted(by_date[max(by_date)]) if by_date else []
+
+
+def _stored(element) -> tuple[str, ImageRecord]:
+    path, row = element
+    run_date, retailer = partition_of(path)
+    return run_date, record_from_row(row, retailer)
+
+
+class ReadPrevious(beam.PTransform):
+    """pbegin -> (run_date, stored ImageRecord) for each retailer's latest images partition."""
+
+    def __init__(self, output: str, retailers: tuple[str, ...]):
+        super().__init__()
+        self._output, self._retailers = output, tuple(sorted(retailers))
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "Retailers" >> beam.Create(self._retailers)
+            | "LatestPartition" >> beam.FlatMap(latest_partition_files, self._output)
+            | "ReadParquet" >> ReadAllFromParquet(with_filename=True)
+            | "ToRecords" >> beam.Map(_stored)
+        )
+
+
+def _reusable(stored: ImageRecord, key: str) -> ImageRecord | None:
+    """The stored record when its image may be reused (a validator, made the same way), else None."""
+    return stored if stored.image_validator and stored.enriched_with == key else None
+
+
+def _classify(element):
+    _, grouped = element
+    stored = list(grouped["previous"])
+    status = ReuseStatus.RESCORED if stored else ReuseStatus.NEW
+    reusable = next((s for s in stored if s is not None), None)
+    for record in grouped["record"]:  # one, after de-duplication; none for a vanished image
+        yield dataclasses.replace(record, reuse_status=status.value), reusable
+
+
+def _sum_pairs(pairs) -> tuple[int, int]:
+    pairs = list(pairs)
+    return sum(p[0] for p in pairs), sum(p[1] for p in pairs)
+
+
+class MatchPrevious(beam.PTransform):
+    """``{"unique": de-duplicated ImageRecords, "records": every record the sources emitted}`` ->
+
+    ``{"candidates": (record with reuse_status, stored record or None), "vanished": (retailer,
+    product_id) of previous products not in the dump, "read": (retailer, run_date) per stored row}``.
+    """
+
+    def __init__(self, previous: str, retailers: tuple[str, ...], key: str):
+        super().__init__()
+        self._previous, self._retailers, self._key = previous, retailers, key
+
+    def expand(self, inputs):
+        unique, records = inputs["unique"], inputs["records"]
+        key = self._key
+        previous = unique.pipeline | "ReadPrevious" >> ReadPrevious(self._previous, self._retailers)
+        joined = (
+            {"record": unique | "KeyRecords" >> beam.Map(lambda r: (r.dedupe_key(), r)),
+             "previous": previous | "KeyStored" >> beam.MapTuple(lambda _, s: (s.dedupe_key(), _reusable(s, key)))}
+            | "JoinByImage" >> beam.CoGroupByKey()
+        )
+        product = ((previous | "PreviousProducts" >> beam.MapTuple(lambda _, s: ((s.retailer, s.product_id), (1, 0))),
+                    records | "DumpProducts" >> beam.Map(lambda r: ((r.retailer, r.product_id), (0, 1))))
+                   | "AllProducts" >> beam.Flatten()
+                   | "CountPerProduct" >> beam.CombinePerKey(_sum_pairs))
+        return {
+            "candidates": joined | "Classify" >> beam.FlatMap(_classify),
+            "vanished": product | "Vanished" >> beam.FlatMapTuple(
+                lambda product_key, n: [product_key] if n[0] and not n[1] else []),
+            "read": previous | "PartitionsRead" >> beam.MapTuple(lambda run_date, s: (s.retailer, run_date)),
+        }
