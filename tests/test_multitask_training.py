@@ -173,3 +173,51 @@ def test_float16_storage_halves_the_file_and_loads_into_float32(trained, tmp_pat
     for task in TASKS:
         np.testing.assert_allclose(a[task], b[task], atol=5e-3)
         assert not np.array_equal(a[task], b[task])  # the rounding did happen
+
+
+def test_the_trained_export_serves_every_head_through_beam(trained, catalog, tmp_path):
+    """The tiny trained export, calibration included, through the whole pipeline (RunInference on
+    the DirectRunner): every image's calibrated scores are the export's own prediction on the same
+    image as prepare decoded it (one shared preprocessing), and products carry the model's colour."""
+    import apache_beam as beam
+    import keras
+    import pandas as pd
+    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.testing.test_pipeline import TestPipeline
+    from apache_beam.testing.util import assert_that, equal_to
+
+    from models.calibration import apply_to_outputs
+    from models.data import load_prepared
+    from pipeline.build import build_pipeline
+    from pipeline.options import RunConfig
+
+    data_dir, out, _, _ = trained
+    with open(os.path.join(out, "model_card.json"), encoding="utf-8") as fh:
+        card = json.load(fh)  # as written last (the resume test exports again)
+    options = PipelineOptions(["--source", f"shop={catalog / 'shop.csv'}:{catalog / 'shop.yaml'}",
+                               "--output", str(tmp_path / "run"), "--run_date", "2026-01-02",
+                               "--multitask-model", out])
+    with TestPipeline(options=options) as p:
+        outputs = build_pipeline(p, RunConfig.from_options(options))
+        assert_that(outputs.manifest | beam.Map(lambda m: m["reconciled"]), equal_to([True]), label="reconciled")
+
+    images = pd.read_parquet(tmp_path / "run" / "images")
+    products = pd.read_parquet(tmp_path / "run" / "products")
+    assert len(images) == 72 and len(products) == 36
+    heads = {h["task"]: h for h in card["heads"]}
+    assert set(images["predicted_category"]) <= set(heads["category"]["classes"])
+    assert (products["colour_model"] == card["model_id"]).all()
+    assert (products["gender_model"] == card["model_id"]).all()
+
+    data = load_prepared(data_dir)
+    model = keras.models.load_model(os.path.join(out, "model.keras"), compile=False)
+    raw = model.predict(data.images, verbose=0)
+    by_hash = {h: i for i, h in enumerate(data.sha256)}
+    rows = [by_hash[h] for h in images["image_sha256"]]
+    for task, column in (("category", "category_scores"), ("gender", "gender_scores"), ("colour", "colour_scores")):
+        expected = apply_to_outputs(np.asarray(raw[task])[rows], heads[task]["calibration"]["temperature"],
+                                    sigmoid=False)
+        np.testing.assert_allclose(np.stack(images[column].to_numpy()), expected, atol=2e-3, err_msg=task)
+    person = apply_to_outputs(np.asarray(raw["person"])[rows], heads["person"]["calibration"]["temperature"],
+                              sigmoid=False)[:, 1]
+    np.testing.assert_allclose(images["person_score"].to_numpy(), person, atol=2e-3)
