@@ -39,9 +39,7 @@ def format_summary(manifest: dict, seconds: float) -> str:
     lines.append(f"throughput: {images / seconds if seconds else 0:.1f} images/s, "
                  f"{records / seconds if seconds else 0:.1f} records/s; "
                  f"dead-letter share {dead_letter_share(manifest):.1%}")
-    models = manifest.get("models") or {}
-    lines.append("models: " + (", ".join(f"{t} {m['model_id']}" for t, m in models.items())
-                               or "none (retailer labels only)"))
+    lines.append("models: " + (models_line(manifest.get("models") or {}) or "none (retailer labels only)"))
     agreement = {r: c for r, c in counts.get("category_agreement", {}).items() if c}
     if agreement:
         lines.append("model vs retailer category: " + "; ".join(
@@ -62,3 +60,11 @@ def format_summary(manifest: dict, seconds: float) -> str:
             f"{r}: " + ", ".join(f"{k!r} {v}" for k, v in list(c.items())[:5]) for r, c in unmapped.items()))
     lines.append(f"manifest: {manifest['output']}/manifest.json")
     return "\n".join(lines)
+
+
+def models_line(models: dict) -> str:
+    """``person+category+gender M1, age_group M2``: the heads one export serves, named once."""
+    by_model: dict[str, list[str]] = {}
+    for task, model in models.items():
+        by_model.setdefault(model["model_id"], []).append(task)
+    return ", ".join(f"{'+'.join(tasks)} {model_id}" for model_id, tasks in by_model.items())

@@ -304,3 +304,14 @@ def test_dataflow_names_a_local_multitask_export_once(multitask, single_category
     with pytest.raises(ConfigError) as refused:
         check_remote_paths(shipped)
     assert "model" not in str(refused.value)  # only the input and output
+
+
+def test_the_run_summary_names_each_export_once(mixed_run):
+    from pipeline.summary import format_summary
+
+    manifest = json.loads((mixed_run / "manifest.json").read_text())
+    line = next(x for x in format_summary(manifest, 2.0).splitlines() if x.startswith("models: "))
+    assert line.count("multitask-custom_cnn-clean-test") == 1
+    exports = dict(part.split(" ")[::-1] for part in line.removeprefix("models: ").split(", "))
+    assert sorted(exports["multitask-custom_cnn-clean-test"].split("+")) == ["age_group", "colour", "gender", "person"]
+    assert [tasks for model, tasks in exports.items() if model.startswith("category-custom_cnn")] == ["category"]
