@@ -102,19 +102,16 @@ def run_pipeline(args: list[str]) -> tuple[float, int, dict]:
 
 
 def model_args(kind: str, workdir: Path) -> tuple[list[str], list[str]]:
-    """(run arguments, model folders) for 'default', 'inception' or 'none'."""
+    """(run arguments, model folders) for a shipped profile ('default', 'compact', 'multitask'),
+    'inception' or 'none'."""
     if kind == "none":
         return ["--category-model", "none", "--gender-model", "none", "--person-model", "none"], []
-    if kind == "default":
-        from models.defaults import DEFAULT_TASKS, default_model_dir
+    if kind in ("default", "compact", "multitask"):  # a shipped profile ('default': the default profile)
+        from models.defaults import DEFAULT_PROFILE, profile_models
 
-        folders = []
-        for task in DEFAULT_TASKS:
-            try:
-                folders.append(str(default_model_dir(task)))
-            except FileNotFoundError:
-                pass
-        return [], folders
+        profile = DEFAULT_PROFILE if kind == "default" else kind
+        folders = list(dict.fromkeys(str(f) for f in profile_models(profile).values()))  # each export once
+        return ["--models", profile], folders
     from models.architectures import ModelSpec, build_model
     from models.export import export_model
 
@@ -151,7 +148,7 @@ def bare_limit(images: list[Path], folders: list[str], size: int) -> tuple[float
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default=str(ROOT.parent / "shared" / "data"))
-    parser.add_argument("--models", choices=("default", "inception", "none"), default="default")
+    parser.add_argument("--models", choices=("default", "compact", "multitask", "inception", "none"), default="default")
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--scale", default=None, help="comma-separated record counts for the memory benchmark")

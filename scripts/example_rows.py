@@ -8,9 +8,10 @@ import argparse
 import pandas as pd
 
 PRODUCT_COLUMNS = ["retailer", "product_id", "title", "image_count", "person_image_count", "retailer_category",
-                   "category", "category_score", "category_agreement", "retailer_gender", "gender", "gender_agreement"]
+                   "category", "category_score", "category_agreement", "retailer_gender", "gender", "gender_agreement",
+                   "age_group", "age_group_agreement", "colour"]
 IMAGE_COLUMNS = ["retailer", "product_id", "image_position", "category", "person_score", "predicted_category",
-                 "category_top3", "predicted_gender"]
+                 "category_top3", "predicted_gender", "predicted_age_group", "colour"]
 
 
 def markdown(df: pd.DataFrame) -> str:
@@ -36,13 +37,13 @@ def main() -> None:
     products = pd.read_parquet(f"{args.output}/products")
     products["retailer"] = products["retailer"].astype(str)
     sample = products.groupby("category_agreement", group_keys=False).head(1).head(args.rows)
-    print(markdown(sample[PRODUCT_COLUMNS]))
+    print(markdown(sample[[c for c in PRODUCT_COLUMNS if c in sample.columns]]))  # a model's columns, if served
     print()
     images = pd.read_parquet(f"{args.output}/images")
     images["retailer"] = images["retailer"].astype(str)
     keys = set(zip(sample["retailer"], sample["product_id"]))
     chosen = images[[k in keys for k in zip(images["retailer"], images["product_id"])]].head(args.rows)
-    print(markdown(chosen[IMAGE_COLUMNS]))
+    print(markdown(chosen[[c for c in IMAGE_COLUMNS if c in chosen.columns]]))
 
 
 if __name__ == "__main__":
