@@ -42,17 +42,24 @@ def run_job(argv: list[str]) -> JobResult:
 
 def run_sharded_job(options, config) -> JobResult | None:
     """The run as a sequence of Beam pipelines over hash shards of its products
-    (:mod:`pipeline.sharded`); None when one shard is enough (nothing was committed)."""
+    (:mod:`pipeline.sharded`); None when one shard is enough (nothing was committed). Passes
+    that neither load images nor score them run on the in-process DirectRunner (no worker
+    processes to start); the shard passes run with the run's own options."""
+    import copy
+
     import apache_beam as beam
+    from apache_beam.options.pipeline_options import DirectOptions
 
     from pipeline.memory import tune_child_processes, tune_malloc
     from pipeline.sharded import run_sharded
 
     tune_malloc()
     tune_child_processes()
+    light = copy.deepcopy(options)
+    light.view_as(DirectOptions).direct_running_mode = "in_memory"
 
-    def run(build) -> None:
-        p = beam.Pipeline(options=options)
+    def run(build, *, heavy: bool) -> None:
+        p = beam.Pipeline(options=options if heavy else light)
         build(p)
         p.run().wait_until_finish()
 

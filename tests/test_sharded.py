@@ -24,8 +24,8 @@ from pipeline.duplicates import GroupNearDuplicates
 from pipeline.grouping import UnionFind, near_duplicate_pairs
 from pipeline.job import run_job
 from pipeline.records import ImageRecord
-from pipeline.shardfiles import BUCKETS, ReadBuckets, WriteBuckets, bucket_of, shard_buckets
 from pipeline.sharded import band_parts, shard_count
+from pipeline.shardfiles import BUCKETS, ReadBuckets, WriteBuckets, bucket_of, shard_buckets
 
 NO_MODELS = ["--person-model", "none", "--category-model", "none", "--gender-model", "none"]
 COMMON = ["--direct_running_mode", "in_memory", "--progress-interval", "0"]
