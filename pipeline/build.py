@@ -6,7 +6,8 @@
          + GroupNearDuplicates (perceptual hashes) -> review queue
       -> WriteTable(images / products / dead_letter) -> CommitRun (partitions + manifest)
 
-The pipeline object comes from outside (the CLI, a runner, or a TestPipeline in tests).
+The pipeline object comes from outside (the CLI, a runner, or a TestPipeline in tests). A
+sharded run (:mod:`pipeline.sharded`) runs the same stages in passes (:mod:`pipeline.passes`).
 """
 
 from __future__ import annotations
