@@ -30,7 +30,8 @@ from pipeline.sinks import delete_tree, staging_root
 
 _LOG = logging.getLogger(__name__)
 SHARDS_PER_BAND_PART = 8  # a band pass holds ~12 slim members per image: far less than a shard pass per record
-MIN_BYTES_PER_RECORD = 40  # no dump format stores an image record in fewer (compressed dumps: x10)
+MIN_BYTES_PER_RECORD = 40  # no dump format stores an image record in fewer
+COMPRESSION_BOUND = 20  # compressed dumps: assume at most this ratio (an over-estimate only costs a split pass)
 _COMPRESSED = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")
 DIRECT_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner",
                   "FnApiRunner")
@@ -57,7 +58,7 @@ def may_need_shards(config, runner: str | None) -> bool:
     for source in config.sources:
         for result in FileSystems.match([source.pattern]):
             for meta in result.metadata_list:
-                size += meta.size_in_bytes * (10 if meta.path.endswith(_COMPRESSED) else 1)
+                size += meta.size_in_bytes * (COMPRESSION_BOUND if meta.path.endswith(_COMPRESSED) else 1)
     return size // MIN_BYTES_PER_RECORD > config.records_per_shard
 
 

@@ -99,7 +99,8 @@ def read_file(path: str):
 
 class ReadBuckets(beam.PTransform):
     """pbegin -> the elements spilled into ``folder``'s buckets ``buckets`` (all of them by default).
-    The file list is reshuffled, so the files are read in parallel by the runner's workers."""
+    The files are listed when the graph is built (an earlier pass wrote them); the list is
+    reshuffled, so the files are read in parallel by the runner's workers."""
 
     def __init__(self, folder: str, buckets: Iterable[int] | None = None):
         super().__init__()

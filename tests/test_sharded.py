@@ -8,6 +8,7 @@ are grouped; incremental reruns reuse and replace their partitions; reconciliati
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
@@ -17,14 +18,16 @@ import apache_beam as beam
 import numpy as np
 import pandas as pd
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.duplicates import GroupNearDuplicates
 from pipeline.grouping import UnionFind, near_duplicate_pairs
 from pipeline.job import run_job
+from pipeline.options import RunConfig
 from pipeline.records import ImageRecord
-from pipeline.sharded import band_parts, shard_count
+from pipeline.sharded import band_parts, may_need_shards, shard_count
 from pipeline.shardfiles import BUCKETS, ReadBuckets, WriteBuckets, bucket_of, shard_buckets
 
 NO_MODELS = ["--person-model", "none", "--category-model", "none", "--gender-model", "none"]
@@ -85,6 +88,15 @@ def test_shards_cover_every_bucket_once_and_counts_follow_the_target():
     assert band_parts(1) == 1 and band_parts(8) == 1 and band_parts(40) == 5
     with pytest.raises(ValueError):
         shard_buckets(2, 2)
+
+
+def test_only_direct_runs_of_large_enough_dumps_are_split(tmp_path):
+    source = shop_dump(tmp_path, [(f"P{n}", "x.jpg") for n in range(10)])  # ~60 bytes a row
+    config = RunConfig.from_options(PipelineOptions(["--source", source, "--records-per-shard", "5"]))
+    assert may_need_shards(config, None) and may_need_shards(config, "DirectRunner")
+    assert not may_need_shards(config, "DataflowRunner")
+    assert not may_need_shards(dataclasses.replace(config, records_per_shard=0), None)  # sharding off
+    assert not may_need_shards(dataclasses.replace(config, records_per_shard=1000), None)  # too small a dump
 
 
 def test_work_files_round_trip_by_bucket(tmp_path):
