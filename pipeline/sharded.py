@@ -74,8 +74,14 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
     False (nothing committed, work files removed) when the split pass finds that one shard is
     enough: the caller then runs the ordinary single pipeline."""
     started = time.monotonic()
+
+    def timed(name: str, build, *, heavy: bool) -> None:
+        began = time.monotonic()
+        run(build, heavy=heavy)
+        _LOG.info("sharded run: pass %s in %.1f s", name, time.monotonic() - began)
+
     number = 0
-    run(lambda p: passes.build_split(p, config, number), heavy=False)
+    timed("split", lambda p: passes.build_split(p, config, number), heavy=False)
     results = [passes.load_result(passes.result_path(config, number))]
     records = sum(n for key, n in results[0]["counts"] if key[0] == "records_in")
     shards = shard_count(records, config.records_per_shard)
@@ -87,15 +93,16 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
                  records, shards, math.ceil(records / shards), parts)
     for shard in range(shards):
         number += 1
-        _LOG.info("pass %d: shard %d of %d", number, shard + 1, shards)
-        run(lambda p, n=number, s=shard: passes.build_shard(p, config, n, s, shards), heavy=True)
+        timed(f"shard {shard + 1}/{shards}", lambda p, n=number, s=shard: passes.build_shard(p, config, n, s, shards),
+              heavy=True)
         results.append(passes.load_result(passes.result_path(config, number)))
     for part in range(parts):
-        run(lambda p, j=part: passes.build_bands(p, config, j, parts), heavy=False)
-    run(lambda p: passes.build_groups(p, config), heavy=False)
+        timed(f"bands {part + 1}/{parts}", lambda p, j=part: passes.build_bands(p, config, j, parts), heavy=False)
+    timed("groups", lambda p: passes.build_groups(p, config), heavy=False)
     for shard in range(shards):
         number += 1
-        run(lambda p, n=number, s=shard: passes.build_finish(p, config, n, s, shards), heavy=False)
+        timed(f"finish {shard + 1}/{shards}",
+              lambda p, n=number, s=shard: passes.build_finish(p, config, n, s, shards), heavy=False)
         results.append(passes.load_result(passes.result_path(config, number)))
     written, counts, stats = [], Counter(), []
     for n, result in enumerate(results):
@@ -103,7 +110,7 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
         for key, count in result["counts"]:
             counts[tuple(key)] += count
         stats += result["file_stats"]
-    run(lambda p: passes.build_commit(p, config, written=written, counts=list(counts.items()), file_stats=stats),
-        heavy=False)
+    timed("commit", lambda p: passes.build_commit(p, config, written=written, counts=list(counts.items()),
+                                                   file_stats=stats), heavy=False)
     _LOG.info("sharded run: %d passes in %.0f s", number + parts + 3, time.monotonic() - started)
     return True
