@@ -16,6 +16,7 @@
     python benchmarks/bench_enrich.py --models default --images 2000 --inference-steps combined,per-model
     python benchmarks/bench_enrich.py --models inception --images 300      # InceptionV3 299 px, random weights
     python benchmarks/bench_enrich.py --scale 10000,30000,100000
+    python benchmarks/bench_enrich.py --scale 5000,20000 --records-per-shard 0   # one pipeline (no shards)
 """
 
 from __future__ import annotations
@@ -154,6 +155,8 @@ def main() -> None:
     parser.add_argument("--scale", default=None, help="comma-separated record counts for the memory benchmark")
     parser.add_argument("--inference-steps", default="combined", help="comma-separated: combined, per-model")
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (best kept)")
+    parser.add_argument("--records-per-shard", default=None,
+                        help="passed to the runs (0: one pipeline, as before sharded runs; default: the run's)")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     images = sorted((Path(args.data) / "myntra" / "images").glob("*.jpg"))
@@ -161,6 +164,8 @@ def main() -> None:
     runner = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(args.workers),
               "--allowed-root", str(Path(args.data) / "myntra" / "images")]
     run_models, folders = model_args(args.models, work)
+    if args.records_per_shard is not None:
+        runner += ["--records-per-shard", args.records_per_shard]
     if args.scale:
         print(f"\n== scale: synthetic catalogs, models '{args.models}', {args.workers} workers ==")
         for n in (int(x) for x in args.scale.split(",")):

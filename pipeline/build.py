@@ -6,7 +6,8 @@
          + GroupNearDuplicates (perceptual hashes) -> review queue
       -> WriteTable(images / products / dead_letter) -> CommitRun (partitions + manifest)
 
-The pipeline object comes from outside (the CLI, a runner, or a TestPipeline in tests).
+The pipeline object comes from outside (the CLI, a runner, or a TestPipeline in tests). A
+sharded run (:mod:`pipeline.sharded`) runs the same stages in passes (:mod:`pipeline.passes`).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import apache_beam as beam
 from pipeline import versions
 from pipeline.aggregate import AggregateProducts
 from pipeline.dedupe import DUPLICATES, DeduplicateImages
-from pipeline.duplicates import GroupNearDuplicates, attach_groups
+from pipeline.duplicates import AttachGroups, GroupNearDuplicates
 from pipeline.images import LoadImages
 from pipeline.inference import ScoreImages
 from pipeline.manifest import (
@@ -62,8 +63,8 @@ class LoadedCatalog:
     """The shared front of every graph: dumps read, mapped, de-duplicated, images loaded."""
 
     records: beam.PCollection  # every ImageRecord the sources emitted
-    read_dead_letter: beam.PCollection
-    file_stats: beam.PCollection
+    read_dead_letter: beam.PCollection | None  # None: records read by an earlier pass (sharded runs)
+    file_stats: beam.PCollection | None
     duplicates: beam.PCollection
     images: beam.PCollection  # (ImageRecord, uint8 array)
     image_dead_letter: beam.PCollection
@@ -72,10 +73,8 @@ class LoadedCatalog:
     previous_read: beam.PCollection | None = None  # (retailer, run_date) per previous image row read
 
 
-def load_catalog(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...], taxonomy_path: str | None,
-                 fetch, decode, decode_threads: int, match_previous: MatchPrevious | None = None) -> LoadedCatalog:
-    """ReadDump per retailer -> MapTaxonomy -> DeduplicateImages [-> MatchPrevious] -> LoadImages (also
-    used by ``fashion-enrich prepare``, so training data goes through exactly these stages)."""
+def read_sources(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...]):
+    """One ReadDump per retailer -> (every ImageRecord, read dead letters, file stats)."""
     records, read_errors, file_stats = [], [], []
     for source in sources:
         out = p | f"Read[{source.retailer}]" >> ReadDump(
@@ -84,7 +83,14 @@ def load_catalog(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...], tax
         records.append(out.records)
         read_errors.append(out[DEAD_LETTER])
         file_stats.append(out[FILE_STATS])
-    all_records = records | "AllRecords" >> beam.Flatten()
+    return (records | "AllRecords" >> beam.Flatten(), read_errors | "AllReadErrors" >> beam.Flatten(),
+            file_stats | "AllFileStats" >> beam.Flatten())
+
+
+def load_records(all_records: beam.PCollection, sources, *, taxonomy_path: str | None, fetch, decode,
+                 decode_threads: int, match_previous: MatchPrevious | None = None) -> LoadedCatalog:
+    """Records -> MapTaxonomy -> DeduplicateImages [-> MatchPrevious] -> LoadImages (no read
+    dead letters or file stats: :func:`load_catalog` adds those)."""
     mapped = all_records | "MapTaxonomy" >> MapTaxonomy({s.retailer: s.mapping for s in sources},
                                                          taxonomy_path=taxonomy_path)
     deduped = mapped | "Deduplicate" >> DeduplicateImages()
@@ -94,11 +100,20 @@ def load_catalog(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...], tax
         to_load = matched["candidates"]
     loaded = to_load | "LoadImages" >> LoadImages(fetch, decode, decode_threads=decode_threads)
     return LoadedCatalog(
-        records=all_records, read_dead_letter=read_errors | "AllReadErrors" >> beam.Flatten(),
-        file_stats=file_stats | "AllFileStats" >> beam.Flatten(), duplicates=deduped[DUPLICATES],
+        records=all_records, read_dead_letter=None, file_stats=None, duplicates=deduped[DUPLICATES],
         images=loaded["images"], image_dead_letter=loaded["dead_letter"],
         reused=loaded["reused"] if matched else None, vanished=matched["vanished"] if matched else None,
         previous_read=matched["read"] if matched else None)
+
+
+def load_catalog(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...], taxonomy_path: str | None,
+                 fetch, decode, decode_threads: int, match_previous: MatchPrevious | None = None) -> LoadedCatalog:
+    """ReadDump per retailer -> MapTaxonomy -> DeduplicateImages [-> MatchPrevious] -> LoadImages (also
+    used by ``fashion-enrich prepare``, so training data goes through exactly these stages)."""
+    records, read_dead, stats = read_sources(p, sources, extra_roots=extra_roots)
+    catalog = load_records(records, sources, taxonomy_path=taxonomy_path, fetch=fetch, decode=decode,
+                           decode_threads=decode_threads, match_previous=match_previous)
+    return dataclasses.replace(catalog, read_dead_letter=read_dead, file_stats=stats)
 
 
 def finish_image(pair, key: str):
@@ -107,15 +122,20 @@ def finish_image(pair, key: str):
     return dataclasses.replace(record, enriched_with=key, reuse_status=record.reuse_status or ReuseStatus.NEW.value)
 
 
-def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
+@dataclass(frozen=True)
+class Enriched:
+    """The images of a catalog, scored (or reused), its products before near-duplicate groups,
+    and the dead letters of the image and scoring stages."""
+
+    images: beam.PCollection  # ImageRecords as written
+    products: beam.PCollection  # ProductRecords without duplicate_group
+    dead_letter: beam.PCollection
+
+
+def enrich(catalog: LoadedCatalog, config: RunConfig) -> Enriched:
+    """A loaded catalog -> [ScoreImages] -> finished image rows (+ reused rows) -> AggregateProducts."""
     key = enriched_with(config)
-    match = MatchPrevious(config.previous, config.retailers, key) if config.previous else None
-    catalog = load_catalog(p, config.sources, extra_roots=config.extra_roots, taxonomy_path=config.taxonomy_path,
-                           fetch=config.fetch, decode=config.decode, decode_threads=config.decode_threads,
-                           match_previous=match)
-    all_records, read_dead, stats = catalog.records, catalog.read_dead_letter, catalog.file_stats
-    duplicates = catalog.duplicates
-    arrays, dead = catalog.images, [read_dead, catalog.image_dead_letter]
+    arrays, dead = catalog.images, [catalog.image_dead_letter]
     if config.progress_interval_s:
         _ = arrays | "ProgressLoaded" >> LogProgress("images loaded", config.progress_interval_s)
     if config.models:
@@ -130,31 +150,57 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
         images = (images, catalog.reused) | "WithReused" >> beam.Flatten()
     if config.progress_interval_s and config.models:
         _ = images | "ProgressScored" >> LogProgress("images scored", config.progress_interval_s)
-    dead_letter = dead | "AllDeadLetters" >> beam.Flatten()
     classes = {m.task: m.classes for m in config.models}
-    products = {"images": images, "records": all_records} | "AggregateProducts" >> AggregateProducts(
+    products = {"images": images, "records": catalog.records} | "AggregateProducts" >> AggregateProducts(
         classes.get("category", ()), classes.get("gender", ()), config.aggregate, taxonomy_path=config.taxonomy_path,
         age_group_classes=classes.get("age_group", ()), colour_classes=classes.get("colour", ()))
-    duplicate_groups = images | "NearDuplicates" >> GroupNearDuplicates()
-    products = products | "AttachDuplicateGroups" >> beam.Map(
-        attach_groups, groups=beam.pvalue.AsSingleton(duplicate_groups))
+    return Enriched(images=images, products=products,
+                    dead_letter=dead | "ImageDeadLetters" >> beam.Flatten())
 
-    review = (products
-              | "NeedsReview" >> beam.Filter(lambda product: product.needs_review)
-              | "ToReview" >> beam.Map(ReviewRecord.of))
+
+def vocabulary(config: RunConfig) -> dict[str, str]:
+    """Parquet metadata of the images and products tables: each model's classes and id."""
+    classes = {m.task: m.classes for m in config.models}
+    found = {f"fashion_enrich.{m.task}_classes": json.dumps(list(m.classes)) for m in config.models}
+    found.update({f"fashion_enrich.{m.task}_model": m.model_id for m in config.models})
+    found["fashion_enrich.colour_source"] = colour_source(classes)
+    return found
+
+
+def write_table(pcoll, table, label: str, config: RunConfig, staging: str, metadata=None) -> beam.PCollection:
+    """``pcoll`` -> staged Parquet files of ``table`` (WrittenFile records), labelled ``label``."""
+    return pcoll | label >> WriteTable(table, run_date=config.run_date, staging=staging,
+                                       shards=config.shards_per_partition, metadata=metadata)
+
+
+def to_review(products: beam.PCollection) -> beam.PCollection:
+    return (products
+            | "NeedsReview" >> beam.Filter(lambda product: product.needs_review)
+            | "ToReview" >> beam.Map(ReviewRecord.of))
+
+
+def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
+    """The whole run as one pipeline (a sharded run splits it into passes: :mod:`pipeline.sharded`)."""
+    match = MatchPrevious(config.previous, config.retailers, enriched_with(config)) if config.previous else None
+    catalog = load_catalog(p, config.sources, extra_roots=config.extra_roots, taxonomy_path=config.taxonomy_path,
+                           fetch=config.fetch, decode=config.decode, decode_threads=config.decode_threads,
+                           match_previous=match)
+    all_records, read_dead, stats = catalog.records, catalog.read_dead_letter, catalog.file_stats
+    duplicates = catalog.duplicates
+    enriched = enrich(catalog, config)
+    images = enriched.images
+    dead_letter = (read_dead, enriched.dead_letter) | "AllDeadLetters" >> beam.Flatten()
+    duplicate_groups = images | "NearDuplicates" >> GroupNearDuplicates()
+    products = {"products": enriched.products, "groups": duplicate_groups} | "AttachDuplicateGroups" >> AttachGroups()
+    review = to_review(products)
 
     staging = staging_root(config.output, config.run_id)
-    vocabulary = {f"fashion_enrich.{m.task}_classes": json.dumps(list(m.classes)) for m in config.models}
-    vocabulary.update({f"fashion_enrich.{m.task}_model": m.model_id for m in config.models})
-    vocabulary["fashion_enrich.colour_source"] = colour_source(classes)
-
-    def write(pcoll, table, label, metadata=None):
-        return pcoll | label >> WriteTable(table, run_date=config.run_date, staging=staging,
-                                           shards=config.shards_per_partition, metadata=metadata)
-
+    metadata = vocabulary(config)
     written = (
-        (write(images, IMAGES, "WriteImages", vocabulary), write(products, PRODUCTS, "WriteProducts", vocabulary),
-         write(dead_letter, DEAD_LETTER_TABLE, "WriteDeadLetter"), write(review, REVIEW, "WriteReview"))
+        (write_table(images, IMAGES, "WriteImages", config, staging, metadata),
+         write_table(products, PRODUCTS, "WriteProducts", config, staging, metadata),
+         write_table(dead_letter, DEAD_LETTER_TABLE, "WriteDeadLetter", config, staging),
+         write_table(review, REVIEW, "WriteReview", config, staging))
         | "AllWritten" >> beam.Flatten()
     )
     counted = {

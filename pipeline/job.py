@@ -22,35 +22,74 @@ class JobResult:
 def run_job(argv: list[str]) -> JobResult:
     """Validate ``argv``, build the graph on a Beam pipeline, run it to the end, read the manifest."""
     import apache_beam as beam
-    from apache_beam.options.pipeline_options import PipelineOptions
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from pipeline.build import build_pipeline
     from pipeline.options import RunConfig
+    from pipeline.sharded import may_need_shards
 
     options = PipelineOptions(argv)
     config = RunConfig.from_options(options)
     check_writable(config.output)
+    if may_need_shards(config, options.view_as(StandardOptions).runner):
+        result = run_sharded_job(options, config)
+        if result is not None:
+            return result
     p = beam.Pipeline(options=options)
     build_pipeline(p, config)
     return run_pipeline(p, config)
 
 
+def run_sharded_job(options, config) -> JobResult | None:
+    """The run as a sequence of Beam pipelines over hash shards of its products
+    (:mod:`pipeline.sharded`); None when one shard is enough (nothing was committed). Passes
+    that neither load images nor score them run on the in-process DirectRunner (no worker
+    processes to start); the shard passes run with the run's own options."""
+    import copy
+
+    import apache_beam as beam
+    from apache_beam.options.pipeline_options import DirectOptions
+
+    from pipeline.memory import tune_child_processes, tune_malloc
+    from pipeline.sharded import run_sharded
+
+    tune_malloc()
+    tune_child_processes()
+    light = copy.deepcopy(options)
+    light.view_as(DirectOptions).direct_running_mode = "in_memory"
+
+    def run(build, *, heavy: bool) -> None:
+        p = beam.Pipeline(options=options if heavy else light)
+        build(p)
+        p.run().wait_until_finish()
+
+    started = time.monotonic()
+    if not run_sharded(config, run):
+        return None
+    return JobResult(config=config, manifest=read_manifest(config), seconds=time.monotonic() - started)
+
+
 def run_pipeline(p, config) -> JobResult:
     """Run a pipeline that ``build_pipeline`` built for ``config`` to the end; read its manifest.
     (The Dataflow runner builds and validates its graph itself, then hands it over here.)"""
-    from apache_beam.io.filesystems import FileSystems
-
     from pipeline.memory import tune_child_processes, tune_malloc
-    from pipeline.sinks import manifest_paths
 
     tune_malloc()  # this process holds the DirectRunner's shuffled data
     tune_child_processes()
     started = time.monotonic()
     p.run().wait_until_finish()  # the manifest is read below: always wait
     seconds = time.monotonic() - started
+    return JobResult(config=config, manifest=read_manifest(config), seconds=seconds)
+
+
+def read_manifest(config) -> dict:
+    """The manifest that the run of ``config`` committed."""
+    from apache_beam.io.filesystems import FileSystems
+
+    from pipeline.sinks import manifest_paths
+
     with FileSystems.open(manifest_paths(config.output, config.run_date, config.run_id)[1]) as fh:
-        manifest = json.loads(fh.read())
-    return JobResult(config=config, manifest=manifest, seconds=seconds)
+        return json.loads(fh.read())
 
 
 def check_writable(output: str) -> None:

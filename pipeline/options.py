@@ -81,6 +81,7 @@ class RunConfig:
     progress_interval_s: float = 60.0  # 0: no progress lines
     inference_hints: tuple[tuple[str, str], ...] = ()  # Beam resource hints on the inference step only
     previous: str | None = None  # an output whose latest run's unchanged images are reused (pipeline/reuse.py)
+    records_per_shard: int = 25_000  # DirectRunner: above it, one pipeline per hash shard (pipeline/sharded.py); 0 off
 
     def __post_init__(self):
         if not self.sources:
@@ -99,6 +100,8 @@ class RunConfig:
             raise ConfigError("--decode-threads must be between 1 and 64")
         if self.progress_interval_s < 0:
             raise ConfigError("--progress-interval must be >= 0")
+        if self.records_per_shard < 0:
+            raise ConfigError("--records-per-shard must be >= 0 (0: never shard)")
 
     @property
     def mappings(self) -> dict[str, RetailerMapping]:
@@ -218,6 +221,7 @@ class RunConfig:
             progress_interval_s=opts.progress_interval,
             inference_hints=_inference_hints(opts, bool(models)),
             previous=_previous(opts.previous),
+            records_per_shard=opts.records_per_shard,
         )
 
 

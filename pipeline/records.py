@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+from pipeline.pickled import PickledByValues
+
 # Bound on the raw payload kept in a dead-letter row, in characters.
 RAW_RECORD_LIMIT = 2000
 
@@ -72,7 +74,7 @@ class CategoryRule(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class ImageRecord:
+class ImageRecord(PickledByValues):
     """One product image, normalized from any retailer format (one row of the images table)."""
 
     retailer: str
@@ -146,7 +148,7 @@ class ImageRecord:
 
 
 @dataclass(frozen=True)
-class ProductRecord:
+class ProductRecord(PickledByValues):
     """One product: its images' scores aggregated with the cumulative max (products table)."""
 
     retailer: str

@@ -113,14 +113,16 @@ class MatchPrevious(beam.PTransform):
     product_id) of previous products not in the dump, "read": (retailer, run_date) per stored row}``.
     """
 
-    def __init__(self, previous: str, retailers: tuple[str, ...], key: str):
+    def __init__(self, previous: str, retailers: tuple[str, ...], key: str, *, read: beam.PTransform | None = None):
+        """``read``: pbegin -> (run_date, stored ImageRecord), instead of :class:`ReadPrevious` (a
+        sharded run reads its shard of the previous rows, spilled by its first pass)."""
         super().__init__()
-        self._previous, self._retailers, self._key = previous, retailers, key
+        self._previous, self._retailers, self._key, self._read = previous, retailers, key, read
 
     def expand(self, inputs):
         unique, records = inputs["unique"], inputs["records"]
         key = self._key
-        previous = unique.pipeline | "ReadPrevious" >> ReadPrevious(self._previous, self._retailers)
+        previous = unique.pipeline | "ReadPrevious" >> (self._read or ReadPrevious(self._previous, self._retailers))
         joined = (
             {"record": unique | "KeyRecords" >> beam.Map(lambda r: (r.dedupe_key(), r)),
              "previous": previous | "KeyStored" >> beam.MapTuple(lambda _, s: (s.dedupe_key(), _reusable(s, key)))}

@@ -95,7 +95,7 @@ class WriteTable(beam.PTransform):
         )
 
 
-def _delete_tree(path: str) -> None:
+def delete_tree(path: str) -> None:
     """Delete a folder (local) or every object under a prefix (gs://), if there is one."""
     remote = "://" in path
     if not remote and not FileSystems.exists(path):
@@ -127,7 +127,7 @@ class _CommitFn(beam.DoFn):
         final_files = []
         for table in TABLES.values():
             for retailer in cfg.retailers:
-                _delete_tree(FileSystems.join(cfg.output, table.name, TableSpec.partition(cfg.run_date, retailer)))
+                delete_tree(FileSystems.join(cfg.output, table.name, TableSpec.partition(cfg.run_date, retailer)))
         suffix = cfg.run_id.rsplit("-", 1)[-1]
         for f in written:
             folder = FileSystems.join(cfg.output, f.table, f.partition)
@@ -136,7 +136,7 @@ class _CommitFn(beam.DoFn):
             FileSystems.rename([f.path], [target])
             final_files.append(WrittenFile(table=f.table, partition=f.partition, path=target, rows=f.rows,
                                            shard=f.shard))
-        _delete_tree(staging_root(cfg.output, cfg.run_id))
+        delete_tree(staging_root(cfg.output, cfg.run_id))
         parent = FileSystems.join(cfg.output, STAGING)
         if "://" not in parent:
             try:  # leave no empty _staging folder behind; another run may be using it, then it stays

@@ -5,6 +5,8 @@ run-date partition, a one-screen summary, and an exit code a cron job can alert 
 
 Incremental by default: unchanged images of the output's previous run are reused
 (``run --previous OUTPUT``, :mod:`pipeline.reuse`); ``--full`` fetches and scores everything.
+Catalogs of more than ``--records-per-shard`` image records run as one Beam pipeline per hash
+shard of their products, so memory stays bounded (:mod:`pipeline.sharded`).
 
 Exit codes: 0 ok; 1 counts did not reconcile; 2 bad command line or input files;
 3 the dead-letter share exceeded ``--max-dead-letter-share``; 4 the job itself failed

@@ -1,0 +1,116 @@
+"""Sharded runs: one catalog as a sequence of Beam pipelines, each over one hash shard of its products.
+
+The DirectRunner holds every collection that crosses a fused stage boundary in memory, so one
+pipeline over the whole catalog peaks at a size that grows with the catalog (benchmarks/README.md,
+"Memory model"). A run whose dumps hold more than ``records_per_shard`` image records therefore
+runs as passes (:mod:`pipeline.passes`): a cheap split pass spills the records by a hash of
+``retailer/product_id`` (de-duplication, reuse and aggregation are all per product, so a shard
+needs no other shard's records), then one pass per shard of about ``records_per_shard`` records,
+the near-duplicate grouping over slim ``(product key, hash)`` tuples of the whole catalog, one
+pass per shard attaching the groups, and the commit. Each pass is an ordinary Beam pipeline
+with the run's options, run to the end before the next is built; the counts of all passes make
+one manifest, reconciled as in an unsharded run. Memory then depends on ``records_per_shard``,
+not on the catalog.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable
+
+from apache_beam.io.filesystems import FileSystems
+
+from pipeline import passes
+from pipeline.records import WrittenFile
+from pipeline.shardfiles import BUCKETS
+from pipeline.sinks import delete_tree, staging_root
+
+_LOG = logging.getLogger(__name__)
+SHARDS_PER_BAND_PART = 8  # a band pass holds ~12 slim members per image: far less than a shard pass per record
+MIN_BYTES_PER_RECORD = 40  # no dump format stores an image record in fewer
+COMPRESSION_BOUND = 20  # compressed dumps: assume at most this ratio (an over-estimate only costs a split pass)
+_COMPRESSED = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")
+DIRECT_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner",
+                  "FnApiRunner")
+
+
+def shard_count(records: int, records_per_shard: int) -> int:
+    """Shards for ``records`` image records: 1 when ``records_per_shard`` is 0 (sharding off)."""
+    if records_per_shard <= 0 or records <= records_per_shard:
+        return 1
+    return min(BUCKETS, math.ceil(records / records_per_shard))
+
+
+def band_parts(shards: int) -> int:
+    """Near-duplicate bucketing passes for ``shards`` shards."""
+    return max(1, math.ceil(shards / SHARDS_PER_BAND_PART))
+
+
+def may_need_shards(config, runner: str | None) -> bool:
+    """Whether to run the split pass at all: a one-machine runner, sharding on, and dumps large
+    enough to hold more than ``records_per_shard`` records (an upper bound from file sizes)."""
+    if runner not in DIRECT_RUNNERS or config.records_per_shard <= 0:
+        return False
+    size = 0
+    for source in config.sources:
+        for result in FileSystems.match([source.pattern]):
+            for meta in result.metadata_list:
+                size += meta.size_in_bytes * (COMPRESSION_BOUND if meta.path.endswith(_COMPRESSED) else 1)
+    return size // MIN_BYTES_PER_RECORD > config.records_per_shard
+
+
+def _renumbered(written: list[WrittenFile], number: int, per_pass: int) -> list[WrittenFile]:
+    """Shard numbers unique over the run's passes (the committed file names use them)."""
+    return [WrittenFile(table=f.table, partition=f.partition, path=f.path, rows=f.rows,
+                        shard=number * per_pass + f.shard) for f in written]
+
+
+def run_sharded(config, run: Callable[..., None]) -> bool:
+    """Run ``config`` as passes; ``run(build, heavy=...)`` runs one Beam pipeline that ``build(p)``
+    builds (``heavy``: it loads and scores images; the others may run in one process).
+    False (nothing committed, work files removed) when the split pass finds that one shard is
+    enough: the caller then runs the ordinary single pipeline."""
+    started = time.monotonic()
+
+    def timed(name: str, build, *, heavy: bool) -> None:
+        began = time.monotonic()
+        run(build, heavy=heavy)
+        _LOG.info("sharded run: pass %s in %.1f s", name, time.monotonic() - began)
+
+    number = 0
+    timed("split", lambda p: passes.build_split(p, config, number), heavy=False)
+    results = [passes.load_result(passes.result_path(config, number))]
+    records = sum(n for key, n in results[0]["counts"] if key[0] == "records_in")
+    shards = shard_count(records, config.records_per_shard)
+    if shards == 1:
+        delete_tree(staging_root(config.output, config.run_id))
+        return False
+    parts = band_parts(shards)
+    _LOG.warning("sharded run: %d image records in %d shards of ~%d, %d near-duplicate band pass(es)",
+                 records, shards, math.ceil(records / shards), parts)
+    for shard in range(shards):
+        number += 1
+        timed(f"shard {shard + 1}/{shards}", lambda p, n=number, s=shard: passes.build_shard(p, config, n, s, shards),
+              heavy=True)
+        results.append(passes.load_result(passes.result_path(config, number)))
+    for part in range(parts):
+        timed(f"bands {part + 1}/{parts}", lambda p, j=part: passes.build_bands(p, config, j, parts), heavy=False)
+    timed("groups", lambda p: passes.build_groups(p, config), heavy=False)
+    for shard in range(shards):
+        number += 1
+        timed(f"finish {shard + 1}/{shards}",
+              lambda p, n=number, s=shard: passes.build_finish(p, config, n, s, shards), heavy=False)
+        results.append(passes.load_result(passes.result_path(config, number)))
+    written, counts, stats = [], Counter(), []
+    for n, result in enumerate(results):
+        written += _renumbered(result["written"], n, config.shards_per_partition)
+        for key, count in result["counts"]:
+            counts[tuple(key)] += count
+        stats += result["file_stats"]
+    timed("commit", lambda p: passes.build_commit(p, config, written=written, counts=list(counts.items()),
+                                                   file_stats=stats), heavy=False)
+    _LOG.info("sharded run: %d passes in %.0f s", number + parts + 3, time.monotonic() - started)
+    return True
