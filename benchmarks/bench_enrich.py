@@ -106,7 +106,7 @@ def model_args(kind: str, workdir: Path) -> tuple[list[str], list[str]]:
     """(run arguments, model folders) for a shipped profile ('default', 'compact', 'multitask'),
     'inception' or 'none'."""
     if kind == "none":
-        return ["--category-model", "none", "--gender-model", "none", "--person-model", "none"], []
+        return ["--models", "none"], []
     if kind in ("default", "compact", "multitask"):  # a shipped profile ('default': the default profile)
         from models.defaults import DEFAULT_PROFILE, profile_models
 
@@ -121,7 +121,7 @@ def model_args(kind: str, workdir: Path) -> tuple[list[str], list[str]]:
     export_model(build_model(spec), out=str(folder), spec=spec, task="category",
                  classes=[f"C{i}" for i in range(27)], data_dir=str(workdir), train_config={}, metrics={},
                  wall_seconds=0.0)
-    return ["--category-model", str(folder), "--gender-model", "none", "--person-model", "none"], [str(folder)]
+    return ["--category-model", str(folder), "--models", "none"], [str(folder)]
 
 
 def bare_limit(images: list[Path], folders: list[str], size: int) -> tuple[float, float]:

@@ -32,7 +32,9 @@ def prepare_main(argv: list[str]) -> int:
     if "--image-size" not in rest and "--image_size" not in rest:
         rest += ["--image-size", "64"]
     # Preparing data never runs the serving models: their input size must not constrain it.
-    no_models = [arg for task in ("category", "gender", "person") for arg in (f"--{task}-model", "none")]
+    from pipeline.model_choice import MODEL_TASKS, flag
+
+    no_models = ["--models", "none", *[arg for task in MODEL_TASKS for arg in (flag(task), "none")]]
     options = PipelineOptions(rest + ["--output", args.out] + no_models)
     cfg = RunConfig.from_options(options)
     person = []

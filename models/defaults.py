@@ -24,7 +24,7 @@ PROFILES: dict[str, tuple[str, ...]] = {  # profile -> its export folders, relat
     "compact": ("compact/person", "compact/category", "compact/gender"),
     "multitask": ("default/multitask",),
 }
-DEFAULT_PROFILE = "compact"
+DEFAULT_PROFILE = "multitask"
 DEFAULT_TASKS = ("category", "gender", "person")  # the tasks of the compact profile, one folder each
 
 

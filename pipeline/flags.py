@@ -61,8 +61,9 @@ class FashionEnrichOptions(PipelineOptions):
                             help="folder or gs:// prefix caching downloads (ETag/Last-Modified revalidated)")
         parser.add_argument("--allowed_root", "--allowed-root", dest="allowed_root", action="append", default=None,
                             help="extra local folder images may be read from (default: the dumps' folders)")
-        parser.add_argument("--models", default=None, choices=tuple(PROFILES),
-                            help=f"shipped model profile (default: {DEFAULT_PROFILE}; see docs/models.md)")
+        parser.add_argument("--models", default=None, choices=(*PROFILES, "none"),
+                            help=f"shipped model profile (default: {DEFAULT_PROFILE}; none: no shipped model; "
+                                 "see docs/models.md)")
         parser.add_argument("--multitask_model", "--multitask-model", dest="multitask_model", default=None,
                             metavar="DIR", help="multi-task export folder: its heads replace the profile's models")
         for task in MODEL_TASKS:

@@ -2,7 +2,7 @@
 
 1. ``--models PROFILE`` (default :data:`models.defaults.DEFAULT_PROFILE`): the profile's shipped
    models, one per task (``compact``: three single-task CNNs; ``multitask``: the heads of one
-   export). Named ``default:<task>`` when the profile is the default one, ``default:<profile>/<task>``
+   export; ``none``: no shipped model). Named ``default:<task>`` when the profile is the default one, ``default:<profile>/<task>``
    otherwise, so each worker resolves them inside its own installation.
 2. ``--multitask-model DIR``: every head of that multi-task export replaces the profile's model
    for its task; tasks it has no head for keep the profile's.
@@ -21,6 +21,7 @@ import dataclasses
 from pipeline.model_info import DEFAULT_PREFIX, ModelInfo
 
 MODEL_TASKS = ("person", "category", "gender", "age_group", "colour")  # the tasks served, in this order
+NO_PROFILE = "none"  # --models none: no shipped model (only the exports named by the other flags)
 
 
 def flag(task: str) -> str:
@@ -45,6 +46,8 @@ def profile_infos(profile: str | None) -> dict[str, ModelInfo]:
     are left out; a profile named explicitly must be shipped)."""
     from models.defaults import DEFAULT_PROFILE, profile_models
 
+    if profile == NO_PROFILE:
+        return {}
     name = profile or DEFAULT_PROFILE
     shipped = profile_models(name)  # ValueError: unknown profile
     if profile is not None and not shipped:

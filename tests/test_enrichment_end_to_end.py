@@ -28,7 +28,7 @@ def enriched(tmp_path_factory):
              "gender": export_tiny(root / "gender", "gender", ["FEMALE", "MALE", "UNISEX"]).path}
     out = root / "out"
     options = PipelineOptions(["--output", str(out), "--run-date", "2026-05-05", "--min-category-confidence", "0.2",
-                               *[f"--{task}-model={path}" for task, path in paths.items()]])
+                               "--models", "none", *[f"--{task}-model={path}" for task, path in paths.items()]])
     config = RunConfig.from_options(options)
     with TestPipeline(options=options) as p:
         build_pipeline(p, config)

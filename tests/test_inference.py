@@ -160,11 +160,11 @@ def test_classes_are_checked_against_the_transform_output_vocabulary(tmp_path):
     import json
     import shutil
 
-    from models.defaults import default_model_dir
+    from models.defaults import shipped_model_dir
     from pipeline.model_info import transform_vocabulary
 
-    shipped = str(default_model_dir("category"))
-    info = ModelInfo.read("default:category")
+    shipped = str(shipped_model_dir("compact/category"))
+    info = ModelInfo.read("default:compact/category")
     assert transform_vocabulary(shipped, "category") == list(info.classes)
     assert transform_vocabulary(shipped, "person") is None  # no vocabulary: fixed PRODUCT / PERSON
     copy = tmp_path / "category"

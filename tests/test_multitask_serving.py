@@ -182,18 +182,21 @@ def test_head_classes_that_do_not_match_the_dense_units_are_refused(tmp_path):
 
 
 def test_model_choice_profiles_and_overrides(multitask, single_category, tmp_path):
-    compact = choose_models()
-    assert [(i.task, i.path) for i in compact] == [
-        ("person", "default:person"), ("category", "default:category"), ("gender", "default:gender")]
-    assert choose_models(profile="compact") == compact
-    with pytest.raises(ValueError, match="ships no model of that profile"):
-        choose_models(profile="multitask")  # not shipped yet
+    shipped = choose_models()  # the default profile: the shipped multi-task export, one head per task
+    assert [(i.task, i.path, i.head) for i in shipped] == [
+        (t, f"default:{t}", t) for t in ("person", "category", "gender", "age_group", "colour")]
+    assert choose_models(profile="multitask") == shipped  # the default profile named: the same names
+    compact = choose_models(profile="compact")
+    assert [(i.task, i.path, i.head) for i in compact] == [
+        ("person", "default:compact/person", None), ("category", "default:compact/category", None),
+        ("gender", "default:compact/gender", None)]
     mixed = choose_models(multitask=multitask, single={"gender": "none", "category": "default"})
     assert [(i.task, i.head) for i in mixed] == [
         ("person", "person"), ("category", "category"), ("age_group", "age_group"), ("colour", "colour")]
-    head = choose_models(single={"age_group": multitask, "person": "none"})
+    assert [i.path for i in mixed] == [multitask] * 4  # "default": what the profile and --multitask-model give
+    head = choose_models(profile="compact", single={"age_group": multitask, "person": "none"})
     assert [(i.task, i.path, i.head) for i in head] == [
-        ("category", "default:category", None), ("gender", "default:gender", None),
+        ("category", "default:compact/category", None), ("gender", "default:compact/gender", None),
         ("age_group", multitask, "age_group")]
     with pytest.raises(ValueError, match="is a category model"):
         choose_models(single={"gender": single_category})
@@ -205,11 +208,12 @@ def test_model_choice_profiles_and_overrides(multitask, single_category, tmp_pat
 
 
 def test_a_multitask_default_profile_serves_every_head_from_one_shipped_export(multitask, monkeypatch):
-    """When the multi-task profile is the default (DEFAULT_PROFILE flipped), ``default:<task>``
-    names each head of the one shipped export, which loads once."""
+    """When the multi-task profile is the default, ``default:<task>`` names each head of the one
+    shipped export, which loads once; when it is not, ``default:multitask/<task>``."""
     import models.defaults as defaults
 
     monkeypatch.setitem(defaults.PROFILES, "multitask", (multitask,))  # an absolute folder stands in
+    monkeypatch.setattr(defaults, "DEFAULT_PROFILE", "compact")
     assert defaults.profile_models("multitask") == {t: defaults.Path(multitask) for t in HEADS}
     explicit = choose_models(profile="multitask")
     assert [i.path for i in explicit] == [f"default:multitask/{t}" for t in

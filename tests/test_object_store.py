@@ -27,14 +27,14 @@ def store(tmp_path, monkeypatch, samples):
 
 
 def test_a_run_entirely_on_an_object_store(store):
-    from models.defaults import default_model_dir
+    from models.defaults import shipped_model_dir
     from pipeline.job import run_job
 
-    shutil.copytree(default_model_dir("category"), store / "bucket" / "models" / "category")
+    shutil.copytree(shipped_model_dir("compact/category"), store / "bucket" / "models" / "category")
     args = ["--zalando", f"{PREFIX}bucket/dumps/zalando.jsonl", "--asos", f"{PREFIX}bucket/dumps/asos.jsonl",
             "--output", f"{PREFIX}bucket/enriched", "--image-cache", f"{PREFIX}bucket/cache",
-            "--category-model", f"{PREFIX}bucket/models/category", "--person-model", "none",
-            "--gender-model", "none", "--run-date", "2026-11-21", "--progress-interval", "0"]
+            "--category-model", f"{PREFIX}bucket/models/category", "--models", "none",
+            "--run-date", "2026-11-21", "--progress-interval", "0"]
     result = run_job(args)
     manifest = result.manifest
     assert manifest["reconciled"] and manifest["counts"]["images"] == {"zalando": 33, "asos": 37}
@@ -62,8 +62,7 @@ def test_the_image_cache_on_an_object_store_serves_the_second_run(store):
             "category: {exact: {dresses: DRESSES}}\n")
         args = ["--source", f"shop={PREFIX}bucket/dumps/shop.jsonl:{PREFIX}bucket/dumps/shop.yaml",
                 "--output", f"{PREFIX}bucket/out", "--image-cache", f"{PREFIX}bucket/cache",
-                "--allow-private-addresses", "--person-model", "none", "--category-model", "none",
-                "--gender-model", "none", "--progress-interval", "0"]
+                "--allow-private-addresses", "--models", "none", "--progress-interval", "0"]
         first = run_job(args).manifest
         bodies_first = server.bodies_sent["/etag.jpg"]
         second = run_job(args).manifest

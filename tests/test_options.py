@@ -7,7 +7,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from pipeline.options import ConfigError, RunConfig, samples_dir
 
-NO_MODELS = ("--category-model", "none", "--gender-model", "none", "--person-model", "none")
+NO_MODELS = ("--models", "none")
 
 
 def config(*argv: str) -> RunConfig:
@@ -50,17 +50,18 @@ def test_models_of_different_sizes_decode_at_the_largest(tmp_path):
     from models.architectures import ModelSpec, build_model
     from models.export import export_model
 
-    shipped = config("--output", str(tmp_path))
+    shipped = config("--output", str(tmp_path), "--models", "compact")
     if not shipped.models:
-        pytest.skip("no default models shipped")
+        pytest.skip("no compact models shipped")
     spec = ModelSpec("custom_cnn", image_size=96, num_outputs=2, width=4)
     export_model(build_model(spec), out=str(tmp_path / "cat96"), spec=spec, task="category",
                  classes=["DRESSES", "JEANS"], data_dir=str(tmp_path), train_config={}, metrics={}, wall_seconds=0.0)
-    cfg = config("--output", str(tmp_path), "--category-model", str(tmp_path / "cat96"))
+    cfg = config("--output", str(tmp_path), "--models", "compact", "--category-model", str(tmp_path / "cat96"))
     assert cfg.decode.size == 96 and sorted(m.image_size for m in cfg.models)[-1] == 96
     assert min(m.image_size for m in cfg.models) < 96
     with pytest.raises(ConfigError, match="largest"):
-        config("--output", str(tmp_path), "--category-model", str(tmp_path / "cat96"), "--image-size", "64")
+        config("--output", str(tmp_path), "--models", "compact", "--category-model", str(tmp_path / "cat96"),
+               "--image-size", "64")
 
 
 @pytest.mark.parametrize("argv, message", [

@@ -31,7 +31,7 @@ from pipeline.stored import RECORD_FIELDS, ReuseStatus, record_from_row, reuse_s
 from schemas.tables import IMAGES
 from tests.imageserver import ImageServer, jpeg
 
-NO_MODELS = ["--person-model", "none", "--category-model", "none", "--gender-model", "none"]
+NO_MODELS = ["--models", "none"]
 MAPPING = ("retailer: shop\nsource: {format: jsonl, product_id: sku, image_uri: url, category: [kind]}\n"
            "category: {exact: {dresses: DRESSES}}\n")
 
@@ -243,16 +243,17 @@ def test_local_files_are_reused_on_unchanged_size_and_mtime(local_catalog, tmp_p
 
 
 def test_a_model_change_rescores_everything_and_scores_are_reused_with_the_same_model(local_catalog, tmp_path):
-    from models.defaults import default_model_dir
+    from models.defaults import shipped_model_dir
 
     _, source = local_catalog
     out = tmp_path / "out"
     renamed = tmp_path / "category-renamed"
-    shutil.copytree(default_model_dir("category"), renamed)
+    shutil.copytree(shipped_model_dir("compact/category"), renamed)
     card = json.loads((renamed / "model_card.json").read_text())
     card["model_id"] += "-renamed"
     (renamed / "model_card.json").write_text(json.dumps(card))
-    common = ["--source", source, "--output", str(out), "--person-model", "none", "--gender-model", "none"]
+    common = ["--source", source, "--output", str(out), "--models", "compact", "--person-model", "none",
+              "--gender-model", "none"]
     first, counters = run([*common, "--run-date", "2026-07-01"])
     assert first["reconciled"] and counters["num_inferences"] == 3
 

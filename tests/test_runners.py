@@ -222,7 +222,7 @@ def mostly_bad_catalog(tmp_path, samples) -> Path:
 
 def test_nightly_exits_3_when_the_dead_letter_share_is_too_high(mostly_bad_catalog, tmp_path, capsys):
     common = ["--zalando", str(mostly_bad_catalog), "--output", str(tmp_path / "out"), "--workers", "1",
-              "--person-model", "none", "--category-model", "none", "--gender-model", "none",
+              "--models", "none",
               "--direct_running_mode", "in_memory"]
     assert main(["nightly", *common]) == EXIT_DEAD_LETTER
     out = capsys.readouterr().out
@@ -241,15 +241,15 @@ def test_nightly_exits_4_when_the_job_itself_fails(samples, tmp_path, capsys):
     on the worker when it loads: a failed job, not a count problem."""
     import zipfile
 
-    from models.defaults import default_model_dir
+    from models.defaults import shipped_model_dir
 
     broken = tmp_path / "broken-model"
-    shutil.copytree(default_model_dir("category"), broken)
-    with zipfile.ZipFile(default_model_dir("category") / "model.keras") as src, \
+    shutil.copytree(shipped_model_dir("compact/category"), broken)
+    with zipfile.ZipFile(shipped_model_dir("compact/category") / "model.keras") as src, \
             zipfile.ZipFile(broken / "model.keras", "w") as dst:
         dst.writestr("config.json", src.read("config.json"))
     code = main(["nightly", "--zalando", str(samples / "zalando.jsonl"), "--output", str(tmp_path / "out"),
-                 "--category-model", str(broken), "--person-model", "none", "--gender-model", "none",
+                 "--category-model", str(broken), "--models", "none",
                  "--direct_running_mode", "in_memory", "--progress-interval", "0"])
     assert code == EXIT_FAILED
     err = capsys.readouterr().err

@@ -30,7 +30,7 @@ from pipeline.records import ImageRecord
 from pipeline.sharded import band_parts, may_need_shards, shard_count
 from pipeline.shardfiles import BUCKETS, ReadBuckets, WriteBuckets, bucket_of, shard_buckets
 
-NO_MODELS = ["--person-model", "none", "--category-model", "none", "--gender-model", "none"]
+NO_MODELS = ["--models", "none"]
 COMMON = ["--direct_running_mode", "in_memory", "--progress-interval", "0"]
 MAPPING = ("retailer: shop\nsource: {format: jsonl, product_id: sku, image_uri: url, category: [kind]}\n"
            "category: {exact: {dresses: DRESSES}}\n")
@@ -58,7 +58,7 @@ def assert_same_rows(a: pd.DataFrame, b: pd.DataFrame) -> None:
     """Equal rows; model scores equal to float32 rounding (batches differ between the passes)."""
     assert list(a.columns) == list(b.columns) and len(a) == len(b)
     for column in a.columns:
-        if column in FLOATS:
+        if column in FLOATS or column.endswith(("_score", "_scores")):  # every head's scores
             left = a[column].map(lambda v: np.asarray(v if v is not None else [], dtype=float).ravel())
             right = b[column].map(lambda v: np.asarray(v if v is not None else [], dtype=float).ravel())
             assert all(np.allclose(x, y, atol=1e-5, equal_nan=True) for x, y in zip(left, right)), column
