@@ -2,8 +2,9 @@
 
 1. ``--models PROFILE`` (default :data:`models.defaults.DEFAULT_PROFILE`): the profile's shipped
    models, one per task (``compact``: three single-task CNNs; ``multitask``: the heads of one
-   export; ``none``: no shipped model). Named ``default:<task>`` when the profile is the default one, ``default:<profile>/<task>``
-   otherwise, so each worker resolves them inside its own installation.
+   export; ``none``: no shipped model). Named ``default:<task>`` when the profile is the
+   default one, ``default:<profile>/<task>`` otherwise, so each worker resolves them inside its
+   own installation.
 2. ``--multitask-model DIR``: every head of that multi-task export replaces the profile's model
    for its task; tasks it has no head for keep the profile's.
 3. ``--<task>-model DIR|default|none``: DIR (a single-task export of that task, or a multi-task
