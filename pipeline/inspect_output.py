@@ -15,6 +15,8 @@ from collections import defaultdict
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.summary import models_line
+
 TABLES = ("images", "products", "dead_letter")
 VERDICTS = ("AGREE", "PARENT_CHILD", "SAME_BRANCH", "DISAGREE")  # a comparison was possible
 PARTITIONING = pa.schema([("run_date", pa.string()), ("retailer", pa.string())])
@@ -82,8 +84,9 @@ def _nested(rows: list[dict], outer: str, inner: str) -> dict[str, dict[str, int
     return dict(out)
 
 
-SUMMARY_PRODUCT_COLUMNS = ["category", "gender", "category_agreement", "gender_agreement",
-                           "category_low_confidence", "category_score"]
+SUMMARY_PRODUCT_COLUMNS = ["category", "gender", "age_group", "colour", "category_agreement", "gender_agreement",
+                           "age_group_agreement", "category_low_confidence", "category_score"]
+AGREEMENT_FIELDS = ("category", "gender", "age_group")  # model vs retailer, per product
 
 
 def summarize(output: str, run_date: str | None = None, *, examples: int = 2,
@@ -101,7 +104,7 @@ def summarize(output: str, run_date: str | None = None, *, examples: int = 2,
             for name, t in (("images", images), ("products", products), ("dead_letter", dead))}
 
     disagreement: dict[str, dict[str, float | None]] = defaultdict(dict)
-    for field in ("category", "gender"):
+    for field in AGREEMENT_FIELDS:
         for retailer, verdicts in _nested(_counts(products, "retailer", f"{field}_agreement"), "retailer",
                                           f"{field}_agreement").items():
             compared = sum(n for v, n in verdicts.items() if v in VERDICTS)
@@ -140,6 +143,8 @@ def summarize(output: str, run_date: str | None = None, *, examples: int = 2,
         "rows": rows,
         "category_distribution": _nested(_counts(products, "retailer", "category"), "retailer", "category"),
         "gender_distribution": _nested(_counts(products, "retailer", "gender"), "retailer", "gender"),
+        "age_group_distribution": _nested(_counts(products, "retailer", "age_group"), "retailer", "age_group"),
+        "colour_distribution": _nested(_counts(products, "retailer", "colour"), "retailer", "colour"),
         "disagreement": dict(disagreement),
         "low_confidence_share": {r: low.get(r, 0) / n for r, n in rows["products"].items()},
         "dead_letter_reasons": reasons,
@@ -155,17 +160,21 @@ def format_summary(s: dict, *, top: int = 8) -> str:
     lines = [f"run {s['run_id']} (run_date {s['run_date']}) in {s['output']}",
              f"reconciled: {'yes' if s['reconciled'] else 'NO'}; "
              + (f"{s['seconds']:.0f} s, {s['images_per_second']:.1f} images/s" if s["seconds"] else "duration unknown"),
-             "models: " + (", ".join(f"{t} {m}" for t, m in s["models"].items()) or "none"), "",
+             "models: " + (models_line({t: {"model_id": m} for t, m in s["models"].items()}) or "none"), "",
              f"{'retailer':<14}{'records in':>11}{'images':>9}{'products':>10}{'dead letters':>14}"
-             f"{'cat. disagree':>15}{'gender disagree':>17}{'low conf.':>11}"]
+             f"{'cat. disagree':>15}{'gender disagree':>17}{'age disagree':>14}{'low conf.':>11}"]
     for retailer, records in s["records_in"].items():
         d = s["disagreement"].get(retailer, {})
         lines.append(f"{retailer:<14}{records:>11}{s['rows']['images'].get(retailer, 0):>9}"
                      f"{s['rows']['products'].get(retailer, 0):>10}{s['rows']['dead_letter'].get(retailer, 0):>14}"
-                     f"{_share(d.get('category')):>15}{_share(d.get('gender')):>17}"
+                     f"{_share(d.get('category')):>15}{_share(d.get('gender')):>17}{_share(d.get('age_group')):>14}"
                      f"{_share(s['low_confidence_share'].get(retailer)):>11}")
     for title, key in (("categories (model, per product)", "category_distribution"),
-                       ("genders (model, per product)", "gender_distribution")):
+                       ("genders (model, per product)", "gender_distribution"),
+                       ("age groups (model, per product)", "age_group_distribution"),
+                       ("colours (per product)", "colour_distribution")):
+        if all(value == "(none)" for counts in s[key].values() for value in counts):
+            continue  # a task no model served (and, for colour, no heuristic either)
         lines += ["", title + ":"]
         for retailer, counts in s[key].items():
             shown = sorted(counts.items(), key=lambda kv: -kv[1])[:top]

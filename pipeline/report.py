@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 
 from pipeline import plots
 from pipeline.inspect_output import SUMMARY_PRODUCT_COLUMNS, read_manifest, read_table, summarize
+from pipeline.summary import models_line
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
 table{border-collapse:collapse;font-size:13px}td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}
@@ -102,17 +103,19 @@ def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -
              f"{'yes' if s['reconciled'] else '<b>NO</b>'}"
              + (f" &middot; {s['seconds']:.0f} s, {s['images_per_second']:.1f} images/s" if s["seconds"] else "")
              + "</p>",
-             "<p>models: " + html.escape(", ".join(f"{t} {m}" for t, m in s["models"].items()) or "none") + "</p>"]
+             "<p>models: " + html.escape(models_line({t: {"model_id": m} for t, m in s["models"].items()}) or "none")
+             + "</p>"]
     rows = []
     for retailer, records in s["records_in"].items():
         d = s["disagreement"].get(retailer, {})
         share = lambda v: "-" if v is None else f"{v:.1%}"  # noqa: E731
         rows.append([html.escape(retailer), str(records), str(s["rows"]["images"].get(retailer, 0)),
                      str(s["rows"]["products"].get(retailer, 0)), str(s["rows"]["dead_letter"].get(retailer, 0)),
-                     share(d.get("category")), share(d.get("gender")),
+                     share(d.get("category")), share(d.get("gender")), share(d.get("age_group")),
                      share(s["low_confidence_share"].get(retailer))])
     parts += ["<h2>Counts</h2>", _table(["retailer", "records in", "images", "products", "dead letters",
-                                         "category disagree", "gender disagree", "low confidence"], rows)]
+                                         "category disagree", "gender disagree", "age group disagree",
+                                         "low confidence"], rows)]
 
     if s["category_distribution"]:
         parts += ["<h2>Model categories per retailer</h2>",

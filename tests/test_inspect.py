@@ -42,6 +42,12 @@ def test_summary_numbers_match_pandas(output):
         expected = (compared["category_agreement"] == "DISAGREE").mean() if len(compared) else None
         assert s["disagreement"][retailer]["category"] == pytest.approx(expected)
         assert s["low_confidence_share"][retailer] == pytest.approx(group["category_low_confidence"].mean())
+        # The default model serves an age group and a colour for every product (issue 17).
+        assert s["age_group_distribution"][retailer] == group["age_group"].fillna("(none)").value_counts().to_dict()
+        assert s["colour_distribution"][retailer] == group["colour"].fillna("(none)").value_counts().to_dict()
+        ages = group[group["age_group_agreement"].isin(["AGREE", "DISAGREE"])]
+        expected = (ages["age_group_agreement"] == "DISAGREE").mean() if len(ages) else None
+        assert s["disagreement"][retailer]["age_group"] == pytest.approx(expected)
     reasons = {(r["retailer"], r["reason"]): r["count"] for r in s["dead_letter_reasons"]}
     assert reasons == dead.groupby(["retailer", "reason"]).size().to_dict()
     for r in s["dead_letter_reasons"]:  # examples come from their own (retailer, stage, reason) group
@@ -54,6 +60,7 @@ def test_inspect_command_and_json(output, capsys):
     assert main(["inspect", output]) == 0
     text = capsys.readouterr().out
     assert "cat. disagree" in text and "dead letters:" in text and "MALFORMED_JSON" in text
+    assert "age disagree" in text and "age groups (model, per product):" in text and "colours (per product):" in text
     assert main(["inspect", output, "--json", "--run-date", "2026-11-20"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["rows"]["images"]["zalando"] == 33
