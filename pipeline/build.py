@@ -116,6 +116,13 @@ def load_catalog(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...], tax
     return dataclasses.replace(catalog, read_dead_letter=read_dead, file_stats=stats)
 
 
+def reuse_counted(catalog: LoadedCatalog) -> dict:
+    """CountEvents inputs of an incremental run (vanished products, previous rows read); none otherwise."""
+    if catalog.vanished is None:
+        return {}
+    return {"Vanished": (catalog.vanished, vanished_events), "Previous": (catalog.previous_read, previous_events)}
+
+
 def finish_image(pair, key: str):
     """(record, array) -> the record alone, stamped with what it was made with (``enriched_with``)."""
     record = pair[0]
@@ -211,8 +218,7 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
         "Duplicates": (duplicates, duplicate_events),
         "Products": (products, product_events),
     }
-    if catalog.vanished is not None:
-        counted.update(Vanished=(catalog.vanished, vanished_events), Previous=(catalog.previous_read, previous_events))
+    counted.update(reuse_counted(catalog))
     counts = p | "CountEvents" >> CountEvents(counted)
     manifest = p | "CommitRun" >> CommitRun(config, written=written, counts=counts, file_stats=stats,
                                             versions=versions.versions())

@@ -160,7 +160,7 @@ def format_summary(s: dict, *, top: int = 8) -> str:
     lines = [f"run {s['run_id']} (run_date {s['run_date']}) in {s['output']}",
              f"reconciled: {'yes' if s['reconciled'] else 'NO'}; "
              + (f"{s['seconds']:.0f} s, {s['images_per_second']:.1f} images/s" if s["seconds"] else "duration unknown"),
-             "models: " + (models_line({t: {"model_id": m} for t, m in s["models"].items()}) or "none"), "",
+             "models: " + (models_line(s["models"]) or "none"), "",
              f"{'retailer':<14}{'records in':>11}{'images':>9}{'products':>10}{'dead letters':>14}"
              f"{'cat. disagree':>15}{'gender disagree':>17}{'age disagree':>14}{'low conf.':>11}"]
     for retailer, records in s["records_in"].items():

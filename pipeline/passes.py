@@ -25,17 +25,15 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import versions
-from pipeline.build import enrich, load_records, read_sources, to_review, vocabulary, write_table
+from pipeline.build import enrich, load_records, read_sources, reuse_counted, to_review, vocabulary, write_table
 from pipeline.duplicates import AttachGroups, GroupsFromEdges, NearDuplicateEdges, slim_member
 from pipeline.manifest import (
     CountEvents,
     dead_letter_events,
     duplicate_events,
     image_events,
-    previous_events,
     product_events,
     source_events,
-    vanished_events,
 )
 from pipeline.reuse import MatchPrevious, ReadPrevious, enriched_with
 from pipeline.shardfiles import ReadBuckets, WriteBuckets, product_key, shard_buckets
@@ -140,8 +138,7 @@ def build_shard(p: beam.Pipeline, config, number: int, shard: int, shards: int) 
          | "SpillMembers" >> WriteBuckets(work_folder(config, "members"), member_product))
     counted = {"Images": (enriched.images, image_events), "DeadLetter": (enriched.dead_letter, dead_letter_events),
                "Duplicates": (catalog.duplicates, duplicate_events)}
-    if catalog.vanished is not None:
-        counted.update(Vanished=(catalog.vanished, vanished_events), Previous=(catalog.previous_read, previous_events))
+    counted.update(reuse_counted(catalog))
     counts = p | "CountEvents" >> CountEvents(counted)
     _ = p | "SaveResult" >> SaveResult(result_path(config, number), written=written, counts=counts)
 

@@ -103,8 +103,7 @@ def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -
              f"{'yes' if s['reconciled'] else '<b>NO</b>'}"
              + (f" &middot; {s['seconds']:.0f} s, {s['images_per_second']:.1f} images/s" if s["seconds"] else "")
              + "</p>",
-             "<p>models: " + html.escape(models_line({t: {"model_id": m} for t, m in s["models"].items()}) or "none")
-             + "</p>"]
+             "<p>models: " + html.escape(models_line(s["models"]) or "none") + "</p>"]
     rows = []
     for retailer, records in s["records_in"].items():
         d = s["disagreement"].get(retailer, {})

@@ -39,7 +39,8 @@ def format_summary(manifest: dict, seconds: float) -> str:
     lines.append(f"throughput: {images / seconds if seconds else 0:.1f} images/s, "
                  f"{records / seconds if seconds else 0:.1f} records/s; "
                  f"dead-letter share {dead_letter_share(manifest):.1%}")
-    lines.append("models: " + (models_line(manifest.get("models") or {}) or "none (retailer labels only)"))
+    model_ids = {task: m["model_id"] for task, m in (manifest.get("models") or {}).items()}
+    lines.append("models: " + (models_line(model_ids) or "none (retailer labels only)"))
     agreement = {r: c for r, c in counts.get("category_agreement", {}).items() if c}
     if agreement:
         lines.append("model vs retailer category: " + "; ".join(
@@ -62,9 +63,10 @@ def format_summary(manifest: dict, seconds: float) -> str:
     return "\n".join(lines)
 
 
-def models_line(models: dict) -> str:
-    """``person+category+gender M1, age_group M2``: the heads one export serves, named once."""
+def models_line(model_ids: dict[str, str]) -> str:
+    """{task: model id} -> ``person+category+gender M1, age_group M2``: the heads one export
+    serves, named once."""
     by_model: dict[str, list[str]] = {}
-    for task, model in models.items():
-        by_model.setdefault(model["model_id"], []).append(task)
+    for task, model_id in model_ids.items():
+        by_model.setdefault(model_id, []).append(task)
     return ", ".join(f"{'+'.join(tasks)} {model_id}" for model_id, tasks in by_model.items())
