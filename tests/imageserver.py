@@ -63,6 +63,13 @@ def bomb_png(width=50_000, height=50_000) -> bytes:
             + chunk(b"IEND", b""))
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's listen backlog is 5: with 8 fetches in flight on a loaded machine, a SYN
+    # beyond it is dropped and retransmitted after 1 s, past the tests' 1 s connect timeout, so
+    # a first attempt could fail before the route saw it (CI: /ratelimited.jpg ended HTTP_4XX).
+    request_queue_size = 128
+
+
 class ImageServer:
     """Start with ``with ImageServer() as server: server.url("/good.jpg")``."""
 
@@ -86,7 +93,7 @@ class ImageServer:
             "/page.html": ("text/html", b"<html><body>Not found, but 200 OK</body></html>"),
             "/lying.jpg": ("image/jpeg", b"GIF? no: just some text pretending to be a JPEG"),
         }
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self._server = _Server(("127.0.0.1", 0), self._handler())
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
