@@ -5,7 +5,11 @@
    run: the bare decode loop plus bare ``model.predict`` on pre-decoded batches.
 2. Scale (``--scale 10000,30000,100000``): synthetic catalogs of N image records (repeated
    Myntra files, generic JSONL source), peak RSS summed over the whole process tree and wall
-   time for each N.
+   time for each N. ``--rerun-changed 0,1`` then reruns each catalog incrementally on its own
+   output (``--previous``, same date: its partitions are replaced) with 0 % and 1 % of the
+   image files changed (their mtime moved: the size + mtime validator no longer holds), and
+   prints each rerun's wall time as a share of the full run's. The scale runs read copies of
+   the Myntra files in a temp folder, so the originals are never touched.
 
    The "steady state" figure subtracts the wall time of the same command on a 64-image
    catalog (process start-up, TensorFlow import, model loading, pipeline construction) from
@@ -17,6 +21,7 @@
     python benchmarks/bench_enrich.py --models inception --images 300      # InceptionV3 299 px, random weights
     python benchmarks/bench_enrich.py --scale 10000,30000,100000
     python benchmarks/bench_enrich.py --scale 5000,20000 --records-per-shard 0   # one pipeline (no shards)
+    python benchmarks/bench_enrich.py --scale 100000 --rerun-changed 0,1          # incremental reruns
 """
 
 from __future__ import annotations
@@ -25,6 +30,8 @@ import argparse
 import json
 import os
 import platform
+import random
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -74,6 +81,33 @@ def tree_rss(root_pid: int) -> int:
                 family.add(child)
                 frontier.append(child)
     return sum(rss.get(p, 0) for p in family)
+
+
+def copy_images(images: list[Path], folder: Path) -> list[Path]:
+    """Copies of ``images`` in ``folder`` (reruns change some of them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    copies = []
+    for path in images:
+        copy = folder / path.name
+        shutil.copyfile(path, copy)
+        copies.append(copy)
+    return copies
+
+
+def change_files(files: list[Path], percent: float, seed: int) -> int:
+    """Moves the mtime of ``percent`` % of ``files`` one minute on (a changed image to the size + mtime
+    validator). Returns how many changed."""
+    chosen = random.Random(seed).sample(files, round(len(files) * percent / 100))
+    for path in chosen:
+        stat = path.stat()
+        os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 60 * 10**9))
+    return len(chosen)
+
+
+def reuse_line(manifest: dict) -> str:
+    counts = manifest["counts"]
+    kinds = ("reused", "rescored", "new")
+    return ", ".join(f"{kind} {sum(counts.get(f'images_{kind}', {}).values())}" for kind in kinds)
 
 
 def run_pipeline(args: list[str]) -> tuple[float, int, dict]:
@@ -153,6 +187,8 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--scale", default=None, help="comma-separated record counts for the memory benchmark")
+    parser.add_argument("--rerun-changed", default="",
+                        help="with --scale: comma-separated percentages of changed files for incremental reruns")
     parser.add_argument("--inference-steps", default="combined", help="comma-separated: combined, per-model")
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (best kept)")
     parser.add_argument("--records-per-shard", default=None,
@@ -168,14 +204,23 @@ def main() -> None:
         runner += ["--records-per-shard", args.records_per_shard]
     if args.scale:
         print(f"\n== scale: synthetic catalogs, models '{args.models}', {args.workers} workers ==")
+        copies = copy_images(images, work / "images")
+        runner[runner.index("--allowed-root") + 1] = str(work / "images")
         for n in (int(x) for x in args.scale.split(",")):
-            dump = write_catalog(work / f"scale{n}", images, n)
-            seconds, peak, manifest = run_pipeline(
-                ["--source", f"bench={dump}:{dump.parent / 'bench.yaml'}", "--output", str(work / f"out{n}"),
-                 *runner, *run_models])
+            dump = write_catalog(work / f"scale{n}", copies, n)
+            common = ["--source", f"bench={dump}:{dump.parent / 'bench.yaml'}", "--output", str(work / f"out{n}"),
+                      *runner, *run_models]
+            seconds, peak, manifest = run_pipeline(common)
             print(f"{n:>7} records: {seconds:7.1f} s, {n / seconds:6.1f} records/s, peak RSS "
                   f"{peak / 2**30:5.2f} GiB, images {sum(manifest['counts']['images'].values())}, "
-                  f"reconciled {manifest['reconciled']}")
+                  f"reconciled {manifest['reconciled']}", flush=True)
+            for percent in (float(x) for x in args.rerun_changed.split(",") if x):
+                changed = change_files(copies, percent, seed=n)
+                again, peak, manifest = run_pipeline([*common, "--previous", str(work / f"out{n}")])
+                print(f"{n:>7} records, rerun with {percent:g} % of the files changed ({changed}): {again:7.1f} s "
+                      f"({again / seconds:.1%} of the full run), {n / again:6.1f} records/s, peak RSS "
+                      f"{peak / 2**30:5.2f} GiB; {reuse_line(manifest)}; reconciled {manifest['reconciled']}",
+                      flush=True)
         return
     subset = images[: args.images]
     dump = write_catalog(work / "catalog", subset, len(subset))

@@ -55,8 +55,9 @@ class FashionEnrichOptions(PipelineOptions):
                             default=images.max_retries, help="retries on connection errors, timeouts, 429, 5xx")
         parser.add_argument("--fetch_concurrency", "--fetch-concurrency", dest="fetch_concurrency", type=int,
                             default=images.concurrency, help="concurrent downloads per worker thread")
-        parser.add_argument("--decode_threads", "--decode-threads", dest="decode_threads", type=int, default=2,
-                            help="image decode threads per worker (Pillow releases the GIL)")
+        parser.add_argument("--decode_threads", "--decode-threads", dest="decode_threads", type=int, default=None,
+                            help="image decode threads per worker (Pillow releases the GIL; default: the worker's "
+                                 "cores on the multi-processing DirectRunner, else 2)")
         parser.add_argument("--image_cache", "--image-cache", dest="image_cache", default=None,
                             help="folder or gs:// prefix caching downloads (ETag/Last-Modified revalidated)")
         parser.add_argument("--allowed_root", "--allowed-root", dest="allowed_root", action="append", default=None,
@@ -77,8 +78,9 @@ class FashionEnrichOptions(PipelineOptions):
                             help="model copies per worker machine, shared across its processes")
         parser.add_argument("--large_model", "--large-model", dest="large_model", action="store_true",
                             help="load one model per machine, shared across processes")
-        parser.add_argument("--tf_threads", "--tf-threads", dest="tf_threads", type=int, default=0,
-                            help="TensorFlow intra-op threads (0: TensorFlow's default)")
+        parser.add_argument("--tf_threads", "--tf-threads", dest="tf_threads", type=int, default=None,
+                            help="TensorFlow intra-op threads per worker (0: TensorFlow's default; default: the "
+                                 "worker's cores on the multi-processing DirectRunner, else TensorFlow's)")
         parser.add_argument("--tf_inter_op_threads", "--tf-inter-op-threads", dest="tf_inter_op_threads", type=int,
                             default=0, help="TensorFlow inter-op threads (0: TensorFlow's default)")
         parser.add_argument("--inference_steps", "--inference-steps", dest="inference_steps", default="combined",

@@ -6,7 +6,8 @@ artifacts, loaded once per worker process); what each model is comes from its ca
 :class:`~pipeline.records.ImageRecord` (``KeyedModelHandler``), so the record and its
 array travel through each model step together; a failed batch leaves through the
 dead-letter output with reason ``INFERENCE_ERROR``; when a batch raises, its elements are
-scored one by one so that only the culprit is dead-lettered.
+scored one by one so that only the culprit is dead-lettered. Models that cannot be loaded (they
+load on the first batch) fail the run instead.
 
 Each model keeps its own artifact, card and version. By default one RunInference step scores
 every model of the run (``steps="combined"``): one batching pass, one compiled TensorFlow
@@ -28,6 +29,7 @@ from pipeline.keras_handler import (
     InferenceConfig,
     InferenceFailure,
     KerasModelHandler,
+    ModelLoadError,
     artifacts,
     check_sizes,
 )
@@ -77,6 +79,9 @@ def describe_failure(error) -> str:
 
 def _failed_batch_to_dead_letters(element, infos: tuple[ModelInfo, ...]):
     batch, error = element
+    kind = error[0] if isinstance(error, tuple) and error else type(error)
+    if isinstance(kind, type) and issubclass(kind, ModelLoadError):
+        raise ModelLoadError(describe_failure(error))  # the run's models, not these images: fail the run
     for record, _array in batch:
         yield _inference_dead_letter(record, infos, describe_failure(error))
 

@@ -6,9 +6,10 @@ shares it across threads; ``model_copies`` / ``large_model`` are passed through)
 memory growth on and TF thread pools configurable. One handler may score several models:
 :class:`Scorer` calls them all on the same batch through one ``tf.function`` with a fixed input
 signature (not eagerly: ~1.7x faster on small CNNs); a model with a smaller input than the
-run's arrays scores a :func:`downscale` copy. The heads of a multi-task export (one
-:class:`~pipeline.model_info.ModelInfo` each, sharing the export's path) come from one artifact,
-loaded once and called once per batch: each head's scores are its entry of the output dict.
+run's arrays scores a :func:`downscale` copy. Models load on the first batch
+(:class:`DeferredScorer`), not when the worker sets the step up. The heads of a multi-task export
+(one :class:`~pipeline.model_info.ModelInfo` each, sharing the export's path) come from one
+artifact, loaded once and called once per batch: each head's scores are its entry of the output dict.
 When a batch raises, its elements are scored one by one and only the culprit comes back as an
 :class:`InferenceFailure`.
 """
@@ -19,6 +20,8 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -155,7 +158,43 @@ class Scorer:
         return [np.asarray(out) for out in self._fn(batch)]
 
 
-class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, Scorer]):
+class ModelLoadError(RuntimeError):
+    """The run's models cannot be loaded: the run fails (:mod:`pipeline.inference` re-raises it
+    instead of dead-lettering the batch, as it would an image that makes a model raise)."""
+
+
+class DeferredScorer:
+    """A :class:`Scorer` built by ``load`` on first use (thread-safe: ``RunInference`` shares one
+    per worker process across threads)."""
+
+    def __init__(self, load: Callable[[], Scorer]):
+        self._load, self._scorer, self._lock = load, None, threading.Lock()
+
+    @property
+    def loaded(self) -> bool:
+        return self._scorer is not None
+
+    def scorer(self) -> Scorer:
+        """The loaded models; :class:`ModelLoadError` when they cannot be loaded."""
+        if self._scorer is None:
+            with self._lock:
+                if self._scorer is None:
+                    try:
+                        self._scorer = self._load()
+                    except Exception as exc:  # noqa: BLE001 - re-raised as what it means for the run
+                        raise ModelLoadError(f"the models could not be loaded: {type(exc).__name__}: {exc}"[:2000]) \
+                            from exc
+        return self._scorer
+
+    @property
+    def models(self) -> list:
+        return self.scorer().models
+
+    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
+        return self.scorer()(batch)
+
+
+class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, DeferredScorer]):
     """Scores batches of uint8 (size, size, 3) arrays with one or several exported ``model.keras``.
 
     Each ``PredictionResult.inference`` is a tuple with one score vector per info (in the order
@@ -172,7 +211,13 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, Scorer]):
         self._artifacts, self._picks = artifacts(self._infos)
         self._model_id = ",".join(i.model_id for i in self._artifacts)
 
-    def load_model(self) -> Scorer:
+    def load_model(self) -> DeferredScorer:
+        """The models, loaded on the first batch (:class:`DeferredScorer`): a worker that is never
+        sent an image to score (an incremental run's shard where every image is reused) neither
+        imports TensorFlow nor loads a model."""
+        return DeferredScorer(self._load_now)
+
+    def _load_now(self) -> Scorer:
         from pipeline.memory import tune_malloc
 
         tune_malloc()
@@ -185,14 +230,15 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, Scorer]):
                                           compile=False) for i in self._artifacts]
         return Scorer(loaded, self._image_size, [i.image_size for i in self._artifacts], self._picks)
 
-    def run_inference(self, batch, model: Scorer, inference_args=None):
+    def run_inference(self, batch, model: DeferredScorer, inference_args=None):
+        scorer = model.scorer()  # outside the try: a model that cannot load is not the batch's fault
         try:
-            outputs = self._calibrated(model(np.stack(batch)))
+            outputs = self._calibrated(scorer(np.stack(batch)))
             scores = [tuple(out[i] for out in outputs) for i in range(len(batch))]
         except Exception:  # noqa: BLE001 - isolate the culprit instead of failing the whole batch
             if len(batch) == 1:
                 raise
-            scores = [self._score_one(model, example) for example in batch]
+            scores = [self._score_one(scorer, example) for example in batch]
         return [PredictionResult(example, score, model_id=self._model_id) for example, score in zip(batch, scores)]
 
     def _calibrated(self, outputs: list[np.ndarray]) -> list[np.ndarray]:

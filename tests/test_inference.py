@@ -193,3 +193,41 @@ def test_beam_failure_tuples_become_one_line():
     beam_style = (ValueError, "ValueError('bad shape')", ["Traceback (most recent call last):\n", "  ...\n"])
     assert describe_failure(beam_style) == "ValueError: ValueError('bad shape')"
     assert describe_failure(RuntimeError("boom")) == "RuntimeError: boom"
+
+
+def test_models_load_on_the_first_batch_and_never_without_one(models, monkeypatch):
+    """A step that is never sent an image (an incremental shard where every image is reused)
+    loads no model; the first batch loads each artifact once."""
+    import keras
+
+    loads = []
+    real_load = keras.models.load_model
+    monkeypatch.setattr(keras.models, "load_model", lambda path, **kw: loads.append(path) or real_load(path, **kw))
+    with TestPipeline() as p:
+        out = p | beam.Create([], reshuffle=False).with_output_types(tuple) | ScoreImages(models)
+        assert_that(out["images"], equal_to([]), label="none scored")
+    assert loads == []
+
+    handler = KerasModelHandler(models, InferenceConfig(max_batch_size=8))
+    scorer = handler.load_model()
+    assert not scorer.loaded and loads == []
+    handler.run_inference([arrays(1), arrays(2)], scorer)
+    handler.run_inference([arrays(3)], scorer)
+    assert scorer.loaded and len(loads) == 3  # person, category, gender: once each
+
+
+def test_models_that_cannot_load_fail_the_run_instead_of_dead_lettering_images(models, tmp_path):
+    import shutil
+
+    broken = tmp_path / "category"
+    shutil.copytree(models[1].path, broken)
+    import zipfile
+
+    with zipfile.ZipFile(models[1].path + "/model.keras") as src, \
+            zipfile.ZipFile(broken / "model.keras", "w") as dst:  # the card still reads; the weights do not
+        for item in src.infolist():
+            dst.writestr(item, b"not HDF5" if item.filename.endswith(".h5") else src.read(item))
+    info = ModelInfo.read(str(broken))
+    with pytest.raises(Exception, match="could not be loaded"):
+        with TestPipeline() as p:
+            _ = p | beam.Create([(record(1), arrays(1))]) | ScoreImages((info,))

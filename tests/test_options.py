@@ -73,3 +73,24 @@ def test_models_of_different_sizes_decode_at_the_largest(tmp_path):
 def test_invalid_values_are_config_errors(tmp_path, argv, message):
     with pytest.raises(ConfigError, match=message):
         config("--output", str(tmp_path), *argv)
+
+
+def test_each_multi_processing_worker_gets_its_share_of_the_cores(monkeypatch):
+    """2 workers on 2 cores: one TensorFlow and one decode thread each (not 2 + 2 apiece, which
+    oversubscribes the cores); one process, or another runner: TensorFlow's default, 2 decoders."""
+    import os
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    four = config("--direct_running_mode", "multi_processing", "--direct_num_workers", "4")
+    assert (four.decode_threads, four.inference.intra_op_threads) == (1, 1)
+    two = config("--direct_running_mode", "multi_processing", "--direct_num_workers", "2")
+    assert (two.decode_threads, two.inference.intra_op_threads) == (2, 2)
+    every_core = config("--direct_running_mode", "multi_processing", "--direct_num_workers", "0")
+    assert every_core.decode_threads == 1
+    one_process = config()
+    assert (one_process.decode_threads, one_process.inference.intra_op_threads) == (2, 0)
+    dataflow = config("--runner", "DataflowRunner", "--direct_running_mode", "multi_processing")
+    assert (dataflow.decode_threads, dataflow.inference.intra_op_threads) == (2, 0)
+    given = config("--direct_running_mode", "multi_processing", "--direct_num_workers", "4",
+                   "--decode-threads", "3", "--tf-threads", "0")
+    assert (given.decode_threads, given.inference.intra_op_threads) == (3, 0)
