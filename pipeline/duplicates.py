@@ -21,7 +21,7 @@ from collections import Counter
 
 import apache_beam as beam
 
-from pipeline.grouping import UnionFind, bands, matching_pairs
+from pipeline.grouping import MAX_BUCKET, UnionFind, bands, matching_pairs
 from pipeline.images.features import NEAR_DUPLICATE_BITS
 from pipeline.shardfiles import product_key
 
@@ -44,8 +44,17 @@ def _component_edges(element, bits: int):
     together are those of all matching pairs, with at most one edge per member and bucket
     (a bucket of many identical images gives n - 1 edges, not n^2 / 2 pairs)."""
     _, members = element
+    compared = sorted(set(members))[:MAX_BUCKET]  # the members matching_pairs would compare
+    keys_by_hash: dict[str, list] = {}
+    for key, phash in compared:
+        keys_by_hash.setdefault(phash, []).append(key)
     sets = UnionFind()
-    for a, b in matching_pairs(members, bits):
+    for keys in keys_by_hash.values():  # identical hashes match (0 bits): joined without comparing
+        for key in keys[1:]:
+            join(sets, keys[0], key)
+    # Then one representative per distinct hash: O(members + distinct^2), not O(members^2), for
+    # a bucket of many copies of one image; the components are the same.
+    for a, b in matching_pairs([(keys[0], phash) for phash, keys in keys_by_hash.items()], bits):
         join(sets, a, b)
     for member, root in sets.groups().items():
         if member != root:

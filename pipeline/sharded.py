@@ -97,7 +97,7 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
               heavy=True)
         results.append(passes.load_result(passes.result_path(config, number)))
     for part in range(parts):
-        timed(f"bands {part + 1}/{parts}", lambda p, j=part: passes.build_bands(p, config, j, parts), heavy=False)
+        timed(f"bands {part + 1}/{parts}", lambda p, j=part: passes.build_bands(p, config, j, parts), heavy=True)
     timed("groups", lambda p: passes.build_groups(p, config), heavy=False)
     for shard in range(shards):
         number += 1

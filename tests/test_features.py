@@ -92,3 +92,32 @@ def test_near_duplicate_groups_within_and_across_retailers():
         groups = p | beam.Create(images) | GroupNearDuplicates()
         assert_that(groups, equal_to([{"other/p2": ("other/p2", 3), "shop/p1": ("other/p2", 3),
                                        "shop/p4": ("other/p2", 3)}]))
+
+
+def test_bucket_edges_collapse_copies_of_one_image_and_keep_the_components():
+    """A bucket of many copies of a few images (a catalog reusing its pictures) is joined copy by
+    copy, comparing only distinct hashes; the components equal those of every pair compared."""
+    import random
+
+    from pipeline.duplicates import _component_edges
+    from pipeline.grouping import UnionFind, matching_pairs
+
+    base = "e68c9973268c65cde68c9973268c65cde68c"
+    hashes = [base, f"{int(base, 16) ^ 0b111:036x}", f"{int(base, 16) ^ (0xFFFF << 90):036x}",
+              f"{int(base, 16) ^ (0xFFFFF << 20):036x}"]
+    rng = random.Random(7)
+    members = [(f"shop/p{i:03d}", rng.choice(hashes)) for i in range(300)] + [("shop/p000", hashes[2])]
+
+    def components(edges):
+        sets = UnionFind()
+        for a, b in edges:
+            sets.union(a, b)
+        groups: dict = {}
+        for member, root in sets.groups().items():
+            groups.setdefault(root, set()).add(member)
+        return sorted(sorted(g) for g in groups.values() if len(g) > 1)
+
+    expected = components(matching_pairs(members))
+    edges = list(_component_edges(((0, "abc"), members), NEAR_DUPLICATE_BITS))
+    assert components(edges) == expected and len(expected) == 3  # hashes 0+1 together, 2 and 3 alone
+    assert len(edges) == sum(len(g) - 1 for g in expected)  # a spanning forest: one edge per other member
