@@ -231,20 +231,21 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, DeferredScore
         return Scorer(loaded, self._image_size, [i.image_size for i in self._artifacts], self._picks)
 
     def run_inference(self, batch, model: DeferredScorer, inference_args=None):
-        scorer = model.scorer()  # outside the try: a model that cannot load is not the batch's fault
         try:
-            outputs = self._calibrated(scorer(np.stack(batch)))
+            outputs = self._calibrated(model(np.stack(batch)))
             scores = [tuple(out[i] for out in outputs) for i in range(len(batch))]
+        except ModelLoadError:
+            raise  # the models, not the batch: nothing to isolate
         except Exception:  # noqa: BLE001 - isolate the culprit instead of failing the whole batch
             if len(batch) == 1:
                 raise
-            scores = [self._score_one(scorer, example) for example in batch]
+            scores = [self._score_one(model, example) for example in batch]
         return [PredictionResult(example, score, model_id=self._model_id) for example, score in zip(batch, scores)]
 
     def _calibrated(self, outputs: list[np.ndarray]) -> list[np.ndarray]:
         return [apply_to_outputs(out, i.temperature, sigmoid=i.sigmoid) for out, i in zip(outputs, self._infos)]
 
-    def _score_one(self, model: Scorer, example):
+    def _score_one(self, model: DeferredScorer, example):
         try:
             return tuple(out[0] for out in self._calibrated(model(example[None])))
         except Exception as exc:  # noqa: BLE001 - this element alone goes to the dead-letter table
