@@ -42,9 +42,9 @@ def run_job(argv: list[str]) -> JobResult:
 
 def run_sharded_job(options, config) -> JobResult | None:
     """The run as a sequence of Beam pipelines over hash shards of its products
-    (:mod:`pipeline.sharded`); None when one shard is enough (nothing was committed). Passes
-    that neither load images nor score them run on the in-process DirectRunner (no worker
-    processes to start); the shard passes run with the run's own options."""
+    (:mod:`pipeline.sharded`); None when one shard is enough (nothing was committed). The shard
+    and band passes run with the run's own options; the other passes, small beside them, run on
+    the in-process DirectRunner (no worker processes to start)."""
     import copy
 
     import apache_beam as beam

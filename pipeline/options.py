@@ -26,6 +26,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.flags import NAMED_RETAILERS, FashionEnrichOptions
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.keras_handler import InferenceConfig
+from pipeline.machine import worker_cores
 from pipeline.model_choice import MODEL_TASKS, choose_models
 from pipeline.model_info import ModelInfo
 from pipeline.product_rules import AggregateConfig
@@ -224,23 +225,6 @@ class RunConfig:
             previous=_previous(opts.previous),
             records_per_shard=opts.records_per_shard,
         )
-
-
-def worker_cores(options: PipelineOptions) -> int:
-    """The cores each worker process has: cores / ``--direct_num_workers`` on the multi-processing
-    DirectRunner (its workers share one machine), else 0 (not known here: TensorFlow's default
-    and 2 decode threads). Measured on Myntra with 2 workers on 2 cores: one TensorFlow and one
-    decode thread per worker, instead of the defaults (2 each, 4 + 4 on 2 cores), ran 65 s
-    instead of 82 s (benchmarks/README.md)."""
-    from apache_beam.options.pipeline_options import DirectOptions, StandardOptions
-
-    runner = options.view_as(StandardOptions).runner
-    direct = options.view_as(DirectOptions)
-    if runner not in (None, "DirectRunner", "direct") or direct.direct_running_mode != "multi_processing":
-        return 0
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    workers = direct.direct_num_workers or cpus  # Beam: 0 workers means one per core
-    return max(1, cpus // max(1, workers))
 
 
 def _previous(path: str | None) -> str | None:

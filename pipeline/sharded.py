@@ -24,6 +24,7 @@ from collections.abc import Callable
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import passes
+from pipeline.machine import DIRECT_RUNNERS
 from pipeline.records import WrittenFile
 from pipeline.shardfiles import BUCKETS
 from pipeline.sinks import delete_tree, staging_root
@@ -33,8 +34,6 @@ SHARDS_PER_BAND_PART = 8  # a band pass holds ~12 slim members per image: far le
 MIN_BYTES_PER_RECORD = 40  # no dump format stores an image record in fewer
 COMPRESSION_BOUND = 20  # compressed dumps: assume at most this ratio (an over-estimate only costs a split pass)
 _COMPRESSED = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")
-DIRECT_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner",
-                  "FnApiRunner")
 
 
 def shard_count(records: int, records_per_shard: int) -> int:
@@ -70,7 +69,8 @@ def _renumbered(written: list[WrittenFile], number: int, per_pass: int) -> list[
 
 def run_sharded(config, run: Callable[..., None]) -> bool:
     """Run ``config`` as passes; ``run(build, heavy=...)`` runs one Beam pipeline that ``build(p)``
-    builds (``heavy``: it loads and scores images; the others may run in one process).
+    builds (``heavy``: it runs on the run's worker processes: the shard passes, which load and
+    score images, and the band passes, the largest of the others; the rest may run in one process).
     False (nothing committed, work files removed) when the split pass finds that one shard is
     enough: the caller then runs the ordinary single pipeline."""
     started = time.monotonic()

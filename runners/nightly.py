@@ -35,7 +35,9 @@ def _memory_gib() -> float:
 def default_workers(cpus: int | None = None, memory_gib: float | None = None) -> int:
     """One worker process per core, fewer when memory would not hold them."""
     if cpus is None:
-        cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        from pipeline.machine import available_cores
+
+        cpus = available_cores()
     memory_gib = _memory_gib() if memory_gib is None else memory_gib
     return max(1, min(cpus, int(memory_gib // GIB_PER_WORKER)))
 
