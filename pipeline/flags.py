@@ -35,7 +35,7 @@ class FashionEnrichOptions(PipelineOptions):
         parser.add_argument("--shards_per_partition", "--shards-per-partition", dest="shards_per_partition",
                             type=int, default=1, help="Parquet files per (table, run_date, retailer)")
         parser.add_argument("--records_per_shard", "--records-per-shard", dest="records_per_shard", type=int,
-                            default=25_000, metavar="N",
+                            default=10_000, metavar="N",
                             help="DirectRunner: run catalogs of more image records as one pipeline per hash "
                                  "shard of about N records, so memory stays bounded (0: one pipeline)")
         parser.add_argument("--taxonomy", default=None, help="taxonomy YAML (default: the shipped one)")

@@ -82,7 +82,7 @@ class RunConfig:
     progress_interval_s: float = 60.0  # 0: no progress lines
     inference_hints: tuple[tuple[str, str], ...] = ()  # Beam resource hints on the inference step only
     previous: str | None = None  # an output whose latest run's unchanged images are reused (pipeline/reuse.py)
-    records_per_shard: int = 25_000  # DirectRunner: above it, one pipeline per hash shard (pipeline/sharded.py); 0 off
+    records_per_shard: int = 10_000  # DirectRunner: above it, one pipeline per hash shard (pipeline/sharded.py); 0 off
 
     def __post_init__(self):
         if not self.sources:

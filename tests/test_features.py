@@ -76,6 +76,22 @@ def test_skin_is_discounted_for_person_shots():
     assert plain in ("beige", "brown", "pink", "blue")  # with skin counted, skin may win
 
 
+def test_hash_is_the_144_low_frequencies_of_the_full_dct_of_the_mirror_averaged_image():
+    # perceptual_hash multiplies by the kept DCT rows only: the same bits as the full 2-D DCT.
+    from pipeline.images.features import _DCT, HASH_BLOCK, HASH_SIDE
+
+    rng = np.random.default_rng(7)
+    for size in (64, 128, 224):
+        array = rng.integers(0, 256, (size, size, 3), dtype=np.uint8)
+        array[: size // 2] = rng.integers(200, 256, (size // 2, size, 3), dtype=np.uint8)  # structure, not noise only
+        grey = np.asarray(Image.fromarray(array).convert("L").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BILINEAR),
+                          dtype=np.float64)
+        full = _DCT @ ((grey + grey[:, ::-1]) / 2) @ _DCT.T
+        block = full[:HASH_BLOCK, 0:2 * HASH_BLOCK:2].ravel()
+        bits = "".join("1" if b else "0" for b in block > np.median(block[1:]))
+        assert perceptual_hash(array) == f"{int(bits, 2):036x}"
+
+
 def record(product, phash, retailer="shop"):
     return ImageRecord(retailer=retailer, product_id=product, image_position=1, image_uri=f"/{product}.jpg",
                        source_file="f", source_line=1, image_phash=phash)

@@ -53,6 +53,8 @@ def _dct_matrix(n: int) -> np.ndarray:
 
 
 _DCT = _dct_matrix(HASH_SIDE)
+_ROWS = np.ascontiguousarray(_DCT[:HASH_BLOCK])  # the vertical frequencies kept
+_COLUMNS = np.ascontiguousarray(_DCT[0:2 * HASH_BLOCK:2].T)  # the even horizontal ones
 
 
 def perceptual_hash(array: np.ndarray) -> str:
@@ -60,10 +62,9 @@ def perceptual_hash(array: np.ndarray) -> str:
     grey = np.asarray(Image.fromarray(array).convert("L").resize((HASH_SIDE, HASH_SIDE), Image.Resampling.BILINEAR),
                       dtype=np.float64)
     symmetric = (grey + grey[:, ::-1]) / 2  # odd horizontal frequencies vanish: keep the even ones
-    coefficients = _DCT @ symmetric @ _DCT.T
-    block = coefficients[:HASH_BLOCK, 0:2 * HASH_BLOCK:2].ravel()
+    block = (_ROWS @ symmetric @ _COLUMNS).ravel()  # only the kept coefficients of the 2-D DCT
     bits = block > np.median(block[1:])  # the DC term skews the median
-    return f"{int(''.join('1' if b else '0' for b in bits), 2):0{len(bits) // 4}x}"
+    return np.packbits(bits).tobytes().hex()  # 144 bits: 18 bytes, most significant bit first
 
 
 def hamming(a: str, b: str) -> int:
@@ -84,7 +85,9 @@ _REFERENCE_NAME = np.array([COLOUR_NAMES.index(name) for name, _ in COLOURS])
 
 
 def _is_background(rgb: np.ndarray) -> np.ndarray:
-    return (rgb.min(axis=1) >= 225) & (rgb.max(axis=1) - rgb.min(axis=1) <= 18)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # per channel: a min/max over axes of 3 is slow in numpy
+    low, high = np.minimum(np.minimum(r, g), b), np.maximum(np.maximum(r, g), b)
+    return (low >= 225) & (high - low <= 18)
 
 
 def _is_skin(rgb: np.ndarray) -> np.ndarray:
@@ -111,8 +114,9 @@ CHROMATIC_SHARE = 0.5  # a colour wins over black/white/grey with half their vot
 def _vote(rgb: np.ndarray) -> str | None:
     if len(rgb) == 0:
         return None
-    q = rgb >> 3
-    votes = np.bincount(_name_table()[q[:, 0], q[:, 1], q[:, 2]], minlength=len(COLOUR_NAMES))
+    q = (rgb >> 3).astype(np.intp)
+    names = _name_table().ravel()[(q[:, 0] << 10) | (q[:, 1] << 5) | q[:, 2]]  # one lookup in the 32^3 table
+    votes = np.bincount(names, minlength=len(COLOUR_NAMES))
     best = int(votes.argmax())
     if COLOUR_NAMES[best] in ACHROMATIC:
         chromatic = [i for i, name in enumerate(COLOUR_NAMES) if name not in ACHROMATIC]
@@ -130,7 +134,7 @@ def dominant_colours(array: np.ndarray) -> tuple[str | None, str | None]:
     anti-aliased rim does not vote either."""
     stride = max(1, array.shape[0] // 64)
     small = array[::stride, ::stride]
-    background = _is_background(small.reshape(-1, 3)).reshape(small.shape[:2])
+    background = _is_background(small)
     inner = ~background
     inner[1:, :] &= ~background[:-1, :]
     inner[:-1, :] &= ~background[1:, :]
