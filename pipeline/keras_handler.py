@@ -21,6 +21,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -33,6 +34,9 @@ from pipeline.model_info import ModelInfo, resolve_model_path
 
 _LOG = logging.getLogger(__name__)
 METRICS_NAMESPACE = "fashion_enrich.inference"
+LOADED_KEPT = 2  # loaded model sets a process keeps for its next pipeline (a sharded run's in-process passes)
+_LOADED: OrderedDict[tuple, Scorer] = OrderedDict()
+_LOADED_LOCK = threading.Lock()
 
 
 STEPS = ("combined", "per-model")
@@ -92,6 +96,23 @@ def _local_copy(path: str) -> str:
         with FileSystems.open(FileSystems.join(path, name)) as src, open(os.path.join(local, name), "wb") as dst:
             shutil.copyfileobj(src, dst)
     return local
+
+
+def forget_loaded_models() -> None:
+    """Empty this process's cache of loaded models."""
+    with _LOADED_LOCK:
+        _LOADED.clear()
+
+
+def _stamp(path: str) -> tuple:
+    """What identifies an artifact's loaded model: its resolved path, and for a local file its
+    size and mtime (a file replaced in place is loaded again)."""
+    resolved = resolve_model_path(path)
+    try:
+        stat = os.stat(os.path.join(resolved, "model.keras")) if "://" not in resolved else None
+    except OSError:
+        stat = None
+    return (resolved,) if stat is None else (resolved, stat.st_size, stat.st_mtime_ns)
 
 
 @dataclass(frozen=True)
@@ -218,6 +239,22 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, DeferredScore
         return DeferredScorer(self._load_now)
 
     def _load_now(self) -> Scorer:
+        """The loaded models, from this process's cache when the same files were loaded for an
+        earlier pipeline (the passes of a sharded run that run in the launcher load them once)."""
+        key = (tuple(_stamp(i.path) + (i.image_size,) for i in self._artifacts), self._image_size,
+               tuple(self._picks), self._cfg)
+        with _LOADED_LOCK:
+            if key in _LOADED:
+                _LOADED.move_to_end(key)
+                return _LOADED[key]
+        scorer = self._load_files()
+        with _LOADED_LOCK:
+            _LOADED[key] = scorer
+            while len(_LOADED) > LOADED_KEPT:
+                _LOADED.popitem(last=False)
+        return scorer
+
+    def _load_files(self) -> Scorer:
         from pipeline.memory import tune_malloc
 
         tune_malloc()

@@ -75,6 +75,7 @@ class RunConfig:
     fetch: FetchConfig = FetchConfig()
     decode: DecodeConfig = DecodeConfig()
     decode_threads: int = 2
+    threads_auto: bool = False  # decode and TF threads sized by the run (not --decode-threads / --tf-threads)
     extra_roots: tuple[str, ...] = ()  # --allowed-root folders: local images outside the dumps' folders
     models: tuple[ModelInfo, ...] = ()
     inference: InferenceConfig = InferenceConfig()
@@ -216,6 +217,7 @@ class RunConfig:
             fetch=fetch,
             decode=decode,
             decode_threads=(cores or 2) if opts.decode_threads is None else opts.decode_threads,
+            threads_auto=opts.decode_threads is None and opts.tf_threads is None,
             extra_roots=extra_roots,
             models=models,
             inference=inference,

@@ -5,7 +5,8 @@ A sharded run (:mod:`pipeline.sharded` runs the passes in order, each to the end
 (:mod:`pipeline.shardfiles`, under the run's staging folder) in between:
 
 1. ``split``: ReadDump per retailer -> records spilled by product bucket; the previous run's
-   image rows (incremental runs) likewise; read errors written to the dead-letter table.
+   image rows (incremental runs) likewise, and counted where they may be reused; read errors
+   written to the dead-letter table.
 2. ``shard`` (one per shard): its records -> MapTaxonomy -> DeduplicateImages [-> MatchPrevious
    against its previous rows] -> LoadImages -> ScoreImages -> images and dead letters written;
    products (before near-duplicate groups) and slim ``(product key, hash)`` members spilled.
@@ -35,7 +36,7 @@ from pipeline.manifest import (
     product_events,
     source_events,
 )
-from pipeline.reuse import MatchPrevious, ReadPrevious, enriched_with
+from pipeline.reuse import MatchPrevious, ReadPrevious, enriched_with, reusable
 from pipeline.shardfiles import ReadBuckets, WriteBuckets, product_key, shard_buckets
 from pipeline.sinks import CommitRun, staging_root
 from schemas.tables import DEAD_LETTER as DEAD_LETTER_TABLE
@@ -72,26 +73,31 @@ class _SaveResultFn(beam.DoFn):
     def __init__(self, path: str):
         self._path = path
 
-    def process(self, _, written, counts, file_stats):
+    def process(self, _, written, counts, file_stats, reusable):
         with FileSystems.create(self._path) as fh:
-            pickle.dump({"written": list(written), "counts": list(counts), "file_stats": list(file_stats)}, fh)
+            pickle.dump({"written": list(written), "counts": list(counts), "file_stats": list(file_stats),
+                         "reusable": sum(reusable)}, fh)
         yield self._path
 
 
 class SaveResult(beam.PTransform):
-    """pbegin -> one file holding a pass's WrittenFiles, event counts and file stats."""
+    """pbegin -> one file holding a pass's WrittenFiles, event counts, file stats and (split pass
+    of an incremental run) how many previous rows may be reused."""
 
-    def __init__(self, path: str, *, written, counts, file_stats=None):
+    def __init__(self, path: str, *, written, counts, file_stats=None, reusable=None):
         super().__init__()
-        self._path, self._written, self._counts, self._file_stats = path, written, counts, file_stats
+        self._path, self._written, self._counts = path, written, counts
+        self._file_stats, self._reusable = file_stats, reusable
 
     def expand(self, pbegin):
         stats = self._file_stats if self._file_stats is not None else pbegin | "NoStats" >> beam.Create([])
+        reusable = self._reusable if self._reusable is not None else pbegin | "NoReusable" >> beam.Create([])
         return (
             pbegin
             | "Once" >> beam.Create([None])
             | "Save" >> beam.ParDo(_SaveResultFn(self._path), written=beam.pvalue.AsList(self._written),
-                                   counts=beam.pvalue.AsSingleton(self._counts), file_stats=beam.pvalue.AsList(stats))
+                                   counts=beam.pvalue.AsSingleton(self._counts), file_stats=beam.pvalue.AsList(stats),
+                                   reusable=beam.pvalue.AsList(reusable))
         )
 
 
@@ -104,15 +110,20 @@ def build_split(p: beam.Pipeline, config, number: int) -> None:
     """Pass 1: read the dumps (and the previous rows) once, spill them by product bucket."""
     records, read_dead, stats = read_sources(p, config.sources, extra_roots=config.extra_roots)
     _ = records | "SpillRecords" >> WriteBuckets(work_folder(config, "records"), record_product)
+    reusable_rows = None
     if config.previous:
-        _ = (p
-             | "ReadPrevious" >> ReadPrevious(config.previous, config.retailers)
-             | "SpillPrevious" >> WriteBuckets(work_folder(config, "previous"), stored_product))
+        previous = p | "ReadPrevious" >> ReadPrevious(config.previous, config.retailers)
+        _ = previous | "SpillPrevious" >> WriteBuckets(work_folder(config, "previous"), stored_product)
+        key = enriched_with(config)
+        reusable_rows = (previous
+                         | "ReusableRows" >> beam.Filter(lambda element: reusable(element[1], key))
+                         | "CountReusable" >> beam.combiners.Count.Globally())
     written = write_table(read_dead, DEAD_LETTER_TABLE, "WriteReadErrors", config, pass_staging(config, number))
     counts = p | "CountEvents" >> CountEvents({
         "Source": (records, source_events), "ReadErrors": (read_dead, source_events),
         "DeadLetter": (read_dead, dead_letter_events)})
-    _ = p | "SaveResult" >> SaveResult(result_path(config, number), written=written, counts=counts, file_stats=stats)
+    _ = p | "SaveResult" >> SaveResult(result_path(config, number), written=written, counts=counts, file_stats=stats,
+                                       reusable=reusable_rows)
 
 
 def build_shard(p: beam.Pipeline, config, number: int, shard: int, shards: int) -> None:

@@ -87,9 +87,14 @@ class ReadPrevious(beam.PTransform):
         )
 
 
+def reusable(stored: ImageRecord, key: str) -> bool:
+    """Whether a stored row may be reused if its image is unchanged: it has a validator and was
+    made the same way (``key``: :func:`enriched_with`)."""
+    return bool(stored.image_validator) and stored.enriched_with == key
+
+
 def _reusable(stored: ImageRecord, key: str) -> ImageRecord | None:
-    """The stored record when its image may be reused (a validator, made the same way), else None."""
-    return stored if stored.image_validator and stored.enriched_with == key else None
+    return stored if reusable(stored, key) else None
 
 
 def _classify(element):

@@ -15,6 +15,7 @@ not on the catalog.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import time
@@ -24,7 +25,7 @@ from collections.abc import Callable
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import passes
-from pipeline.machine import DIRECT_RUNNERS
+from pipeline.machine import DIRECT_RUNNERS, available_cores
 from pipeline.records import WrittenFile
 from pipeline.shardfiles import BUCKETS
 from pipeline.sinks import delete_tree, staging_root
@@ -33,6 +34,9 @@ _LOG = logging.getLogger(__name__)
 SHARDS_PER_BAND_PART = 8  # a band pass holds ~12 slim members per image: far less than a shard pass per record
 MIN_BYTES_PER_RECORD = 40  # no dump format stores an image record in fewer
 COMPRESSION_BOUND = 20  # compressed dumps: assume at most this ratio (an over-estimate only costs a split pass)
+IN_PROCESS_RESCORE_SHARE = 0.2  # incremental runs: shard passes run in the launcher when at most this share of
+# the records may need loading (no previous row that may be reused): no worker processes to start per pass,
+# and the models, when an image needs scoring, load once for the whole run (benchmarks/README.md)
 _COMPRESSED = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")
 
 
@@ -61,6 +65,24 @@ def may_need_shards(config, runner: str | None) -> bool:
     return size // MIN_BYTES_PER_RECORD > config.records_per_shard
 
 
+def shards_in_process(records: int, reusable: int, previous: bool) -> bool:
+    """Whether an incremental run's shard passes run in the launcher process: at most
+    ``IN_PROCESS_RESCORE_SHARE`` of its records lack a previous row that may be reused (the
+    estimate counts de-duplicated copies and changed files as reused: the first make it
+    pessimistic, the second are the few images a nightly rerun rescores)."""
+    return previous and records > 0 and records - reusable <= IN_PROCESS_RESCORE_SHARE * records
+
+
+def in_process_config(config):
+    """``config`` for shard passes run in the launcher process: when the run sized its threads
+    per worker process, one process now has every core (TensorFlow's default pool, a decode
+    thread per core)."""
+    if not config.threads_auto:
+        return config
+    return dataclasses.replace(config, decode_threads=min(64, available_cores()),
+                               inference=dataclasses.replace(config.inference, intra_op_threads=0))
+
+
 def _renumbered(written: list[WrittenFile], number: int, per_pass: int) -> list[WrittenFile]:
     """Shard numbers unique over the run's passes (the committed file names use them)."""
     return [WrittenFile(table=f.table, partition=f.partition, path=f.path, rows=f.rows,
@@ -70,7 +92,9 @@ def _renumbered(written: list[WrittenFile], number: int, per_pass: int) -> list[
 def run_sharded(config, run: Callable[..., None]) -> bool:
     """Run ``config`` as passes; ``run(build, heavy=...)`` runs one Beam pipeline that ``build(p)``
     builds (``heavy``: it runs on the run's worker processes: the shard passes, which load and
-    score images, and the band passes, the largest of the others; the rest may run in one process).
+    score images, unless an incremental run expects to reuse most of them
+    (:func:`shards_in_process`), and the band passes, the largest of the others; the rest may run
+    in one process).
     False (nothing committed, work files removed) when the split pass finds that one shard is
     enough: the caller then runs the ordinary single pipeline."""
     started = time.monotonic()
@@ -89,12 +113,15 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
         delete_tree(staging_root(config.output, config.run_id))
         return False
     parts = band_parts(shards)
-    _LOG.warning("sharded run: %d image records in %d shards of ~%d, %d near-duplicate band pass(es)",
-                 records, shards, math.ceil(records / shards), parts)
+    in_process = shards_in_process(records, results[0].get("reusable", 0), bool(config.previous))
+    _LOG.warning("sharded run: %d image records in %d shards of ~%d%s, %d near-duplicate band pass(es)",
+                 records, shards, math.ceil(records / shards),
+                 " (in this process: most images may be reused)" if in_process else "", parts)
+    shard_config = in_process_config(config) if in_process else config
     for shard in range(shards):
         number += 1
-        timed(f"shard {shard + 1}/{shards}", lambda p, n=number, s=shard: passes.build_shard(p, config, n, s, shards),
-              heavy=True)
+        timed(f"shard {shard + 1}/{shards}",
+              lambda p, n=number, s=shard: passes.build_shard(p, shard_config, n, s, shards), heavy=not in_process)
         results.append(passes.load_result(passes.result_path(config, number)))
     for part in range(parts):
         timed(f"bands {part + 1}/{parts}", lambda p, j=part: passes.build_bands(p, config, j, parts), heavy=True)

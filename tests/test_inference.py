@@ -200,6 +200,9 @@ def test_models_load_on_the_first_batch_and_never_without_one(models, monkeypatc
     loads no model; the first batch loads each artifact once."""
     import keras
 
+    from pipeline.keras_handler import forget_loaded_models
+
+    forget_loaded_models()  # earlier tests may have loaded the same files in this process
     loads = []
     real_load = keras.models.load_model
     monkeypatch.setattr(keras.models, "load_model", lambda path, **kw: loads.append(path) or real_load(path, **kw))
@@ -214,6 +217,35 @@ def test_models_load_on_the_first_batch_and_never_without_one(models, monkeypatc
     handler.run_inference([arrays(1), arrays(2)], scorer)
     handler.run_inference([arrays(3)], scorer)
     assert scorer.loaded and len(loads) == 3  # person, category, gender: once each
+
+
+def test_a_later_pipeline_in_the_same_process_reuses_the_loaded_models_until_a_file_changes(models, tmp_path,
+                                                                                             monkeypatch):
+    """The in-process passes of a sharded run load the models once; a file replaced in place
+    (another size or mtime) is loaded again."""
+    import os
+    import shutil
+
+    import keras
+
+    from pipeline.keras_handler import forget_loaded_models
+
+    forget_loaded_models()
+    loads = []
+    real_load = keras.models.load_model
+    monkeypatch.setattr(keras.models, "load_model", lambda path, **kw: loads.append(path) or real_load(path, **kw))
+    copy = tmp_path / "category"
+    shutil.copytree(models[1].path, copy)
+    info = ModelInfo.read(str(copy))
+    first = KerasModelHandler(info).load_model()
+    first_scores = KerasModelHandler(info).run_inference([arrays(1)], first)[0].inference[0]
+    second = KerasModelHandler(info).load_model()  # a new handler and DeferredScorer: a later pipeline
+    second_scores = KerasModelHandler(info).run_inference([arrays(1)], second)[0].inference[0]
+    assert len(loads) == 1 and np.allclose(first_scores, second_scores)
+    stat = os.stat(copy / "model.keras")
+    os.utime(copy / "model.keras", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    KerasModelHandler(info).run_inference([arrays(1)], KerasModelHandler(info).load_model())
+    assert len(loads) == 2
 
 
 def test_models_that_cannot_load_fail_the_run_instead_of_dead_lettering_images(models, tmp_path):

@@ -27,7 +27,7 @@ from pipeline.grouping import UnionFind, near_duplicate_pairs
 from pipeline.job import run_job
 from pipeline.options import RunConfig
 from pipeline.records import ImageRecord
-from pipeline.sharded import band_parts, may_need_shards, shard_count
+from pipeline.sharded import band_parts, in_process_config, may_need_shards, run_sharded, shard_count, shards_in_process
 from pipeline.shardfiles import BUCKETS, ReadBuckets, WriteBuckets, bucket_of, shard_buckets
 
 NO_MODELS = ["--models", "none"]
@@ -88,6 +88,28 @@ def test_shards_cover_every_bucket_once_and_counts_follow_the_target():
     assert band_parts(1) == 1 and band_parts(8) == 1 and band_parts(40) == 5
     with pytest.raises(ValueError):
         shard_buckets(2, 2)
+
+
+def test_shard_passes_run_in_process_only_when_an_incremental_run_may_reuse_most_images():
+    assert shards_in_process(10_000, 9_900, previous=True)  # a nightly rerun: 1 % may need loading
+    assert shards_in_process(10_000, 8_000, previous=True)
+    assert not shards_in_process(10_000, 7_999, previous=True)  # more than 20 %: the worker processes
+    assert not shards_in_process(10_000, 10_000, previous=False)  # a full run
+    assert not shards_in_process(10_000, 0, previous=True)  # another model: nothing may be reused
+
+
+def test_in_process_passes_get_every_core_unless_threads_were_given(tmp_path):
+    from pipeline.machine import available_cores
+
+    config = RunConfig.from_options(PipelineOptions(["--direct_running_mode", "multi_processing",
+                                                     "--direct_num_workers", str(2 * available_cores()),
+                                                     "--output", str(tmp_path)]))
+    assert config.threads_auto and config.decode_threads == 1 and config.inference.intra_op_threads == 1
+    whole = in_process_config(config)
+    assert whole.decode_threads == available_cores() and whole.inference.intra_op_threads == 0  # TF's default
+    given = RunConfig.from_options(PipelineOptions(["--direct_running_mode", "multi_processing", "--tf-threads", "1",
+                                                    "--output", str(tmp_path)]))
+    assert not given.threads_auto and in_process_config(given) == given
 
 
 def test_only_direct_runs_of_large_enough_dumps_are_split(tmp_path):
@@ -195,6 +217,45 @@ def test_sharded_reruns_reuse_replace_their_partitions_and_count_vanished(tmp_pa
     assert manifest["counts"]["vanished_products"] == {"shop": 2}
     images = pd.read_parquet(out / "images")
     assert len(images) == 6 and set(images["reuse_status"]) == {"REUSED"}  # the partition was replaced
+
+
+def test_a_rerun_that_may_reuse_most_images_runs_its_shard_passes_in_this_process(tmp_path, samples):
+    from pipeline.job import check_writable
+
+    photos = sorted((samples / "images").glob("*.jpg"))
+    folder = tmp_path / "dump"
+    (folder / "images").mkdir(parents=True)
+    for n, photo in enumerate(photos[:6]):
+        shutil.copy(photo, folder / "images" / f"{n}.jpg")
+    source = shop_dump(folder, [(f"P{n}", f"images/{n}.jpg") for n in range(6)])
+    out = tmp_path / "out"
+    args = [*COMMON, *NO_MODELS, "--source", source, "--output", str(out), "--records-per-shard", "2",
+            "--run-date", "2026-08-01"]
+
+    def sharded(argv: list[str]) -> list[bool]:
+        """The real passes, in order, on the in-process DirectRunner; returns each pass's ``heavy``."""
+        options = PipelineOptions(argv)
+        config = RunConfig.from_options(options)
+        check_writable(config.output)
+        flags = []
+
+        def run(build, *, heavy: bool) -> None:
+            flags.append(heavy)
+            p = beam.Pipeline(options=options)
+            build(p)
+            p.run().wait_until_finish()
+
+        assert run_sharded(config, run)
+        return flags
+
+    first = sharded(args)  # split, 3 shards, 1 band pass, groups, 3 finish passes, commit
+    assert first == [False, True, True, True, True, False, False, False, False, False]
+    (folder / "images" / "0.jpg").write_bytes((folder / "images" / "1.jpg").read_bytes())  # one image changed
+    again = sharded([*args, "--previous", str(out)])
+    assert again == [False, False, False, False, True, False, False, False, False, False]  # shards in process
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["reconciled"] and manifest["counts"]["images_reused"] == {"shop": 5}
+    assert manifest["counts"]["images_rescored"] == {"shop": 1}
 
 
 def test_a_split_that_finds_one_shard_runs_one_pipeline(tmp_path, samples):
