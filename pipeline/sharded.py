@@ -67,9 +67,10 @@ def may_need_shards(config, runner: str | None) -> bool:
 
 def shards_in_process(records: int, reusable: int, previous: bool) -> bool:
     """Whether an incremental run's shard passes run in the launcher process: at most
-    ``IN_PROCESS_RESCORE_SHARE`` of its records lack a previous row that may be reused (the
-    estimate counts de-duplicated copies and changed files as reused: the first make it
-    pessimistic, the second are the few images a nightly rerun rescores)."""
+    ``IN_PROCESS_RESCORE_SHARE`` of its records lack a previous row that may be reused. An
+    estimate: a record that de-duplication will drop counts as one to load (erring towards the
+    worker processes); an image file changed since the previous run counts as reused (a nightly
+    rerun's few changed images, scored in this process)."""
     return previous and records > 0 and records - reusable <= IN_PROCESS_RESCORE_SHARE * records
 
 
