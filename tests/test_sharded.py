@@ -75,6 +75,15 @@ def shop_dump(folder: Path, rows: list[tuple[str, str]], *, padding: int = 0) ->
     return f"shop={folder / 'shop.jsonl'}:{folder / 'shop.yaml'}"
 
 
+def photo_dump(tmp_path: Path, samples: Path, count: int) -> Path:
+    """A dump folder with ``images/0.jpg`` ... copies of the first ``count`` sample photos."""
+    folder = tmp_path / "dump"
+    (folder / "images").mkdir(parents=True)
+    for n, photo in enumerate(sorted((samples / "images").glob("*.jpg"))[:count]):
+        shutil.copy(photo, folder / "images" / f"{n}.jpg")
+    return folder
+
+
 # -- plain functions and the work files ----------------------------------------------------------
 
 
@@ -173,11 +182,7 @@ def test_a_sharded_run_writes_what_one_pipeline_writes(tmp_path, models):
 
 
 def test_near_duplicates_in_different_shards_are_grouped(tmp_path, samples):
-    photos = sorted((samples / "images").glob("*.jpg"))
-    folder = tmp_path / "dump"
-    (folder / "images").mkdir(parents=True)
-    for n, photo in enumerate(photos[:6]):
-        shutil.copy(photo, folder / "images" / f"{n}.jpg")
+    folder = photo_dump(tmp_path, samples, 6)
     # P0 and P7 show the same photo; the other products one photo each.
     rows = [(f"P{n}", f"images/{n}.jpg") for n in range(6)] + [("P7", "images/0.jpg")]
     source = shop_dump(folder, rows)
@@ -196,11 +201,7 @@ def test_near_duplicates_in_different_shards_are_grouped(tmp_path, samples):
 def test_sharded_reruns_reuse_replace_their_partitions_and_count_vanished(tmp_path, samples):
     from pipeline.cli import main
 
-    photos = sorted((samples / "images").glob("*.jpg"))
-    folder = tmp_path / "dump"
-    (folder / "images").mkdir(parents=True)
-    for n, photo in enumerate(photos[:8]):
-        shutil.copy(photo, folder / "images" / f"{n}.jpg")
+    folder = photo_dump(tmp_path, samples, 8)
     rows = [(f"P{n}", f"images/{n}.jpg") for n in range(8)]
     source = shop_dump(folder, rows)
     out = tmp_path / "out"
@@ -222,11 +223,7 @@ def test_sharded_reruns_reuse_replace_their_partitions_and_count_vanished(tmp_pa
 def test_a_rerun_that_may_reuse_most_images_runs_its_shard_passes_in_this_process(tmp_path, samples):
     from pipeline.job import check_writable
 
-    photos = sorted((samples / "images").glob("*.jpg"))
-    folder = tmp_path / "dump"
-    (folder / "images").mkdir(parents=True)
-    for n, photo in enumerate(photos[:6]):
-        shutil.copy(photo, folder / "images" / f"{n}.jpg")
+    folder = photo_dump(tmp_path, samples, 6)
     source = shop_dump(folder, [(f"P{n}", f"images/{n}.jpg") for n in range(6)])
     out = tmp_path / "out"
     args = [*COMMON, *NO_MODELS, "--source", source, "--output", str(out), "--records-per-shard", "2",
@@ -259,9 +256,7 @@ def test_a_rerun_that_may_reuse_most_images_runs_its_shard_passes_in_this_proces
 
 
 def test_a_split_that_finds_one_shard_runs_one_pipeline(tmp_path, samples):
-    folder = tmp_path / "dump"
-    (folder / "images").mkdir(parents=True)
-    shutil.copy(sorted((samples / "images").glob("*.jpg"))[0], folder / "images" / "0.jpg")
+    folder = photo_dump(tmp_path, samples, 1)
     source = shop_dump(folder, [("P0", "images/0.jpg"), ("P1", "images/0.jpg")], padding=400)  # big lines
     result = run_job([*COMMON, *NO_MODELS, "--source", source, "--output", str(tmp_path / "out"),
                       "--records-per-shard", "5"])
