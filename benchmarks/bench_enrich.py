@@ -24,6 +24,7 @@
     python benchmarks/bench_enrich.py --scale 10000,30000,100000
     python benchmarks/bench_enrich.py --scale 5000,20000 --records-per-shard 0   # one pipeline (no shards)
     python benchmarks/bench_enrich.py --scale 100000 --rerun-changed 0,1          # incremental reruns
+    python benchmarks/bench_enrich.py --images 2000 --repeat 3 --run-args=--large-model  # one model process
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import json
 import os
 import platform
 import random
+import shlex
 import shutil
 import subprocess
 import sys
@@ -218,6 +220,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=1, help="runs per configuration (best kept)")
     parser.add_argument("--records-per-shard", default=None,
                         help="passed to the runs (0: one pipeline, as before sharded runs; default: the run's)")
+    parser.add_argument("--run-args", default="", help="more arguments for every run, e.g. '--large-model'")
     args = parser.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     images = sorted((Path(args.data) / "myntra" / "images").glob("*.jpg"))
@@ -227,6 +230,7 @@ def main() -> None:
     run_models, folders = model_args(args.models, work)
     if args.records_per_shard is not None:
         runner += ["--records-per-shard", args.records_per_shard]
+    runner += shlex.split(args.run_args)
     if args.scale:
         print(f"\n== scale: synthetic catalogs, models '{args.models}', {args.workers} workers ==")
         copies = copy_images(images, work / "images")

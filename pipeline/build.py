@@ -35,6 +35,7 @@ from pipeline.manifest import (
     vanished_events,
 )
 from pipeline.options import RunConfig
+from pipeline.pickled import replaced
 from pipeline.product_rules import colour_source
 from pipeline.progress import LogProgress
 from pipeline.records import ReviewRecord
@@ -126,7 +127,7 @@ def reuse_counted(catalog: LoadedCatalog) -> dict:
 def finish_image(pair, key: str):
     """(record, array) -> the record alone, stamped with what it was made with (``enriched_with``)."""
     record = pair[0]
-    return dataclasses.replace(record, enriched_with=key, reuse_status=record.reuse_status or ReuseStatus.NEW.value)
+    return replaced(record, enriched_with=key, reuse_status=record.reuse_status or ReuseStatus.NEW.value)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,6 @@ union-find's memory scales with the duplicates, not with the catalog. A sharded 
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 from collections import Counter
 
@@ -23,6 +22,7 @@ import apache_beam as beam
 
 from pipeline.grouping import MAX_BUCKET, UnionFind, bands, matching_pairs
 from pipeline.images.features import NEAR_DUPLICATE_BITS
+from pipeline.pickled import replaced
 from pipeline.shardfiles import product_key
 
 
@@ -167,4 +167,4 @@ def attach_groups(product, groups: dict[str, tuple[str, int]]):
     found = groups.get(f"{product.retailer}/{product.product_id}")
     if found is None:
         return product
-    return dataclasses.replace(product, duplicate_group=found[0], duplicate_group_size=found[1])
+    return replaced(product, duplicate_group=found[0], duplicate_group_size=found[1])

@@ -18,8 +18,6 @@ export are one artifact: one forward pass scores them all, in either mode.
 
 from __future__ import annotations
 
-import dataclasses
-
 import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
@@ -34,6 +32,7 @@ from pipeline.keras_handler import (
     check_sizes,
 )
 from pipeline.model_info import ModelInfo
+from pipeline.pickled import replaced
 from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
 
 DEAD_LETTER = "dead_letter"
@@ -44,18 +43,17 @@ LABEL_TASKS = ("gender", "age_group", "colour")  # ImageRecord.predicted_<task>,
 def apply_scores(record: ImageRecord, info: ModelInfo, scores: np.ndarray) -> ImageRecord:
     """The record with one model's outputs (pure: tests call it directly)."""
     if info.task == "person":
-        return dataclasses.replace(record, person_score=float(scores[-1]), person_model=info.model_id)
+        return replaced(record, person_score=float(scores[-1]), person_model=info.model_id)
     order = np.argsort(-scores, kind="stable")[:TOP_K]
     top = tuple(info.classes[i] for i in order)
     top_scores = tuple(round(float(scores[i]), 6) for i in order)
     vector = tuple(round(float(s), 6) for s in scores)
     if info.task == "category":
-        return dataclasses.replace(record, predicted_category=top[0], category_top3=top,
-                                   category_top3_scores=top_scores, category_scores=vector,
-                                   category_model=info.model_id)
+        return replaced(record, predicted_category=top[0], category_top3=top, category_top3_scores=top_scores,
+                        category_scores=vector, category_model=info.model_id)
     if info.task in LABEL_TASKS:  # gender, age_group, colour: the label, the score vector, the model id
-        return dataclasses.replace(record, **{f"predicted_{info.task}": top[0], f"{info.task}_scores": vector,
-                                              f"{info.task}_model": info.model_id})
+        return replaced(record, **{f"predicted_{info.task}": top[0], f"{info.task}_scores": vector,
+                                   f"{info.task}_model": info.model_id})
     raise ValueError(f"unsupported task {info.task!r}")
 
 

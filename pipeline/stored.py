@@ -17,6 +17,7 @@ import dataclasses
 import enum
 import re
 
+from pipeline.pickled import replaced
 from pipeline.records import ImageRecord
 
 _FIELDS = tuple(f.name for f in dataclasses.fields(ImageRecord))
@@ -52,5 +53,5 @@ def record_from_row(row: dict, retailer: str) -> ImageRecord:
 def reuse_stored(record: ImageRecord, stored: ImageRecord, **fetch_stats) -> ImageRecord:
     """The stored row of an unchanged image with today's record fields, the fetch statistics of
     this run's check (``http_status``, ``fetch_ms``, ...) and ``reuse_status`` REUSED."""
-    return dataclasses.replace(stored, **{name: getattr(record, name) for name in RECORD_FIELDS},
+    return replaced(stored, **{name: getattr(record, name) for name in RECORD_FIELDS},
                                **fetch_stats, reuse_status=ReuseStatus.REUSED.value)

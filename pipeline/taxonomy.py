@@ -11,13 +11,13 @@ value in the run manifest. The functions here are pure; the PTransform only appl
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import re
 from dataclasses import dataclass
 
 import apache_beam as beam
 
+from pipeline.pickled import replaced
 from pipeline.records import CategoryRule, ImageRecord
 from schemas.mapping import RetailerMapping, normalize_key
 from schemas.taxonomy import Taxonomy, load_taxonomy
@@ -109,7 +109,7 @@ def map_colour(mapping: RetailerMapping, raw_values: tuple[str, ...]) -> str | N
 def apply_mapping(record: ImageRecord, mapping: RetailerMapping, taxonomy: Taxonomy) -> ImageRecord:
     match = map_category(mapping, taxonomy, record.raw_category, record.title)
     node = match.node
-    return dataclasses.replace(
+    return replaced(
         record,
         category=node,
         category_path=taxonomy.path_string(node) if node else None,

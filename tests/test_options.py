@@ -94,3 +94,5 @@ def test_each_multi_processing_worker_gets_its_share_of_the_cores(monkeypatch):
     given = config("--direct_running_mode", "multi_processing", "--direct_num_workers", "4",
                    "--decode-threads", "3", "--tf-threads", "0")
     assert (given.decode_threads, given.inference.intra_op_threads) == (3, 0)
+    shared_model = config("--direct_running_mode", "multi_processing", "--direct_num_workers", "2", "--large-model")
+    assert (shared_model.decode_threads, shared_model.inference.intra_op_threads) == (2, 0)  # one model, all cores

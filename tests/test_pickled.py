@@ -3,11 +3,14 @@ and through Beam's default coder (what the DirectRunner holds at its stage bound
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
+import pytest
 from apache_beam import typehints
 from apache_beam.coders import registry
 
+from pipeline.pickled import replaced
 from pipeline.records import ImageRecord, ProductRecord
 
 
@@ -27,3 +30,28 @@ def test_records_round_trip_without_their_field_names():
     product = ProductRecord(retailer="shop", product_id="P1", title=None, brand=None, variant_ids=("v1",),
                             image_count=1, person_image_count=0)
     assert pickle.loads(pickle.dumps(product)) == product and b"variant_ids" not in pickle.dumps(product)
+
+
+def test_unpickled_records_are_the_same_frozen_records():
+    record = pickle.loads(pickle.dumps(image()))
+    assert record == image() and hash(record) == hash(image())
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        record.title = "changed"  # type: ignore[misc]
+    assert dataclasses.asdict(record) == dataclasses.asdict(image())  # every field set, in declaration order
+    assert list(vars(record)) == [f.name for f in dataclasses.fields(ImageRecord)]
+
+
+def test_replaced_matches_dataclasses_replace():
+    record = image()
+    changes = {"title": "Another", "category_scores": (0.5, 0.5), "reuse_status": "REUSED"}
+    copy = replaced(record, **changes)
+    assert copy == dataclasses.replace(record, **changes) and copy is not record
+    assert record.title == "A dress"  # the original is untouched
+    assert replaced(record) == record
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        copy.title = "x"  # type: ignore[misc]
+    with pytest.raises(TypeError, match="no field"):
+        replaced(record, not_a_field=1)
+    product = ProductRecord(retailer="shop", product_id="P1", title=None, brand=None, variant_ids=("v1",),
+                            image_count=1, person_image_count=0)
+    assert replaced(product, duplicate_group="g") == dataclasses.replace(product, duplicate_group="g")

@@ -32,6 +32,7 @@ from pipeline.images.decode import Decoded, ImageError, decode_and_preprocess
 from pipeline.images.features import dominant_colours, perceptual_hash
 from pipeline.images.fetch import Fetcher, FetchError
 from pipeline.memory import tune_malloc
+from pipeline.pickled import replaced
 from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
 from pipeline.stored import reuse_stored
 
@@ -169,14 +170,14 @@ class _LoadFn(beam.DoFn):
             if isinstance(decoded, ImageError):
                 counts[f"dead_letter_{decoded.reason.value}"] += 1
                 yield beam.pvalue.TaggedOutput(DEAD_LETTER, image_dead_letter(
-                    dataclasses.replace(record, **fields), Stage.DECODE, decoded.reason, str(decoded),
+                    replaced(record, **fields), Stage.DECODE, decoded.reason, str(decoded),
                     status=result.status, attempts=result.attempts))
                 continue
             counts["decoded"] += 1
-            yield dataclasses.replace(record, image_width=decoded.width, image_height=decoded.height,
-                                      image_format=decoded.format, image_phash=decoded.phash,
-                                      dominant_colour=decoded.colour, dominant_colour_no_skin=decoded.colour_no_skin,
-                                      **fields), decoded.array
+            yield replaced(record, image_width=decoded.width, image_height=decoded.height,
+                           image_format=decoded.format, image_phash=decoded.phash,
+                           dominant_colour=decoded.colour, dominant_colour_no_skin=decoded.colour_no_skin,
+                           **fields), decoded.array
         counts["decode_reused"] += self._reused
         counts["fetched_bytes"] += fetched_bytes
         for name, n in counts.items():  # one metric update per batch, not per image
