@@ -1,7 +1,7 @@
 """Incremental runs: match today's image records with the previous run's stored rows.
 
 ``run --previous OUTPUT`` (``nightly`` by default, on its own output) reads, per retailer of
-the run, the latest ``run_date`` partition of ``OUTPUT/images`` with Beam's Parquet reader, and
+the run, the latest ``run_date`` partition of ``OUTPUT/images`` (each file by column, in batches), and
 joins it with today's de-duplicated image records by (retailer, product id, image URI) in a
 ``CoGroupByKey``, so the previous table is never held in one place. Each record leaves as
 ``(record, stored record or None)`` with ``reuse_status`` set:
@@ -26,12 +26,13 @@ import json
 import logging
 
 import apache_beam as beam
+import pyarrow.parquet as pq
+from apache_beam.io.filesystem import CompressionTypes
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.io.parquetio import ReadAllFromParquet
 
 from pipeline.pickled import replaced
 from pipeline.records import ImageRecord
-from pipeline.stored import ReuseStatus, partition_of, record_from_row
+from pipeline.stored import ReuseStatus, partition_of, records_from_batch
 
 _LOG = logging.getLogger(__name__)
 
@@ -64,10 +65,14 @@ def latest_partition_files(retailer: str, output: str) -> list[str]:
     return sorted(by_date[max(by_date)]) if by_date else []
 
 
-def _stored(element) -> tuple[str, ImageRecord]:
-    path, row = element
+def read_stored(path: str, batch_rows: int = 4096):
+    """(run_date, stored ImageRecord) for each row of one images-table file, read by column in
+    batches of ``batch_rows`` (:func:`~pipeline.stored.records_from_batch`)."""
     run_date, retailer = partition_of(path)
-    return run_date, record_from_row(row, retailer)
+    with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+        for batch in pq.ParquetFile(fh).iter_batches(batch_size=batch_rows):
+            for record in records_from_batch(batch, retailer):
+                yield run_date, record
 
 
 class ReadPrevious(beam.PTransform):
@@ -82,8 +87,8 @@ class ReadPrevious(beam.PTransform):
             pbegin
             | "Retailers" >> beam.Create(self._retailers)
             | "LatestPartition" >> beam.FlatMap(latest_partition_files, self._output)
-            | "ReadParquet" >> ReadAllFromParquet(with_filename=True)
-            | "ToRecords" >> beam.Map(_stored)
+            | "SpreadFiles" >> beam.Reshuffle()
+            | "ReadStored" >> beam.FlatMap(read_stored)
         )
 
 

@@ -46,10 +46,10 @@ class _WriteBucketsFn(beam.DoFn):
     def __init__(self, folder: str, key: Callable[[object], str]):
         self._folder, self._key = folder, key
         self._files: dict[int, object] = {}
-        self._bundle = ""
+        self._bundle, self._spilled = "", 0
 
     def start_bundle(self):
-        self._files, self._bundle = {}, uuid.uuid4().hex
+        self._files, self._bundle, self._spilled = {}, uuid.uuid4().hex, 0
 
     def process(self, element):
         bucket = bucket_of(self._key(element))
@@ -58,9 +58,11 @@ class _WriteBucketsFn(beam.DoFn):
             path = FileSystems.join(self._folder, f"bucket={bucket:03d}", f"{self._bundle}.pkl")
             fh = self._files[bucket] = FileSystems.create(path)
         pickle.dump(element, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        beam.metrics.Metrics.counter(METRICS_NAMESPACE, "spilled").inc()
+        self._spilled += 1
 
     def finish_bundle(self):
+        if self._spilled:  # one metric update per bundle, not per element
+            beam.metrics.Metrics.counter(METRICS_NAMESPACE, "spilled").inc(self._spilled)
         for fh in self._files.values():
             fh.close()
         self._files = {}

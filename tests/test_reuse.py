@@ -16,6 +16,7 @@ from pathlib import Path
 
 import apache_beam as beam
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -26,6 +27,7 @@ from pipeline.images.fetch import Fetcher
 from pipeline.images.validators import conditional_headers, file_validator, http_validator
 from pipeline.options import ConfigError, RunConfig
 from pipeline.records import ImageRecord
+from pipeline.reuse import read_stored
 from pipeline.sinks import manifest_paths
 from pipeline.stored import RECORD_FIELDS, ReuseStatus, record_from_row, reuse_stored
 from schemas.tables import IMAGES
@@ -139,6 +141,24 @@ def test_stored_rows_come_back_with_every_column_and_todays_record_fields():
     assert (reused.category_scores, reused.image_phash, reused.dominant_colour, reused.image_validator) == (
         (0.1, 0.9), "ab" * 18, "red", 'etag:"a"')
     assert (reused.http_status, reused.reuse_status) == (304, ReuseStatus.REUSED.value)
+
+
+def test_stored_files_are_read_by_column_as_row_by_row(tmp_path):
+    """read_stored (by column, in batches) gives exactly what record_from_row gives for each row,
+    with lists back to tuples, nulls kept and the retailer and run date from the path."""
+    records = [ImageRecord(retailer="shop", product_id=f"p{i}", image_position=i, image_uri=f"u{i}",
+                           source_file="d.jsonl", source_line=i, title=None if i % 2 else "t",
+                           category_scores=(0.25, 0.75) if i % 3 else None, raw_category=("A", f"B{i}"),
+                           image_validator=f"size:{i}", enriched_with="k") for i in range(7)]
+    rows = [IMAGES.to_row(r) for r in records]
+    path = tmp_path / "images" / "run_date=2026-01-02" / "retailer=shop" / "part-0.parquet"
+    path.parent.mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows, schema=IMAGES.schema), path)
+    read = list(read_stored(str(path), batch_rows=3))  # three batches: 3 + 3 + 1
+    assert read == [("2026-01-02", record_from_row(row, "shop")) for row in pq.read_table(path).to_pylist()]
+    assert [r.product_id for _, r in read] == [r.product_id for r in records]
+    assert read[1][1].raw_category == ("A", "B1") and read[1][1].title is None
+    assert read[1][1].category_scores == (0.25, 0.75) and read[2][1].image_validator == "size:2"
 
 
 def test_no_image_derived_column_is_taken_as_a_record_field():

@@ -133,11 +133,28 @@ class _LoadFn(beam.DoFn):
         validator = stored.image_validator if stored is not None else None
         if "://" in record.image_uri and not record.image_uri.startswith("file:"):
             return self._fetch_pool.submit(self._fetch_then_decode, record, validator)
+        if validator is not None and self._decode_threads > 1:
+            unchanged = self._unchanged_local(record.image_uri, validator)
+            if unchanged is not None:  # a reused local file: its stat costs less than a thread hand-off
+                return unchanged
         if self._decode_threads == 1:  # one decode thread: no hand-off, decode right here
             done: Future = Future()
             done.set_result(self._fetch_then_decode(record, validator, True))
             return done
         return self._decode_pool.submit(self._fetch_then_decode, record, validator, True)
+
+    def _unchanged_local(self, uri: str, validator: str) -> Future | None:
+        """A done future of the not-modified result when the local file still matches
+        ``validator``; None when it changed or cannot be read (the decode pool then reads it)."""
+        try:
+            fetched = self._fetcher.fetch(uri, validator)
+        except Exception:  # noqa: BLE001 - reported when the decode pool reads it again
+            return None
+        if not fetched.not_modified:
+            return None
+        done: Future = Future()
+        done.set_result((fetched, None, None))
+        return done
 
     def process(self, batch: list):
         """``batch``: ImageRecords, or (record, stored record or None) pairs (incremental runs)."""
