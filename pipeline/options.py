@@ -255,7 +255,7 @@ _REVIEW_RE = re.compile(r"^(?:(?P<retailer>[A-Za-z0-9_-]+):)?(?P<field>[a-z_]+)=
 
 def _tf_threads(opts, cores: int) -> int:
     """TensorFlow's intra-op threads: ``--tf-threads``; else the worker's cores, except with
-    ``--large-model`` (one model process serves every worker: TensorFlow's default, all cores)."""
+    ``--large-model`` (one worker serves the models to all: TensorFlow's default, all cores)."""
     if opts.tf_threads is not None:
         return opts.tf_threads
     return 0 if opts.large_model else cores

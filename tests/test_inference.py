@@ -113,6 +113,22 @@ def test_combined_and_per_model_steps_give_the_same_scores(models):
     assert together[0].model_id == ",".join(m.model_id for m in models)
 
 
+def test_large_model_scores_in_one_shared_process_like_a_local_model(models):
+    """``--large-model``: Beam's shared model (one per machine, served by the first process that
+    loads it, called by the others through a proxy) gives the local handler's scores."""
+    assert KerasModelHandler(models, InferenceConfig(large_model=True)).share_model_across_processes()
+    handler = KerasModelHandler(models)
+    expected = {f"p{i}": tuple(v.tolist() for v in r.inference)
+                for i, r in enumerate(handler.run_inference([arrays(i) for i in range(6)], handler.load_model()))}
+    with TestPipeline() as p:
+        out = p | beam.Create([(record(i), arrays(i)) for i in range(6)]) | ScoreImages(
+            models, InferenceConfig(max_batch_size=4, large_model=True))
+        assert_that(out["images"] | beam.Map(
+            lambda e: (e[0].product_id, e[0].person_score, e[0].category_scores, e[0].gender_scores)),
+            equal_to([(k, pytest.approx(v[0][-1], abs=1e-5), pytest.approx(tuple(v[1]), abs=1e-5),
+                       pytest.approx(tuple(v[2]), abs=1e-5)) for k, v in expected.items()]))
+
+
 def test_a_smaller_model_scores_a_downscaled_copy(models, tmp_path):
     """Arrays are decoded at the largest model input; a 32 px model beside a 64 px one scores the
     2x2 box average of each array, exactly as if it were served alone on such arrays."""
