@@ -1,5 +1,6 @@
 """PickledByValues: a dataclass mixin that pickles as the field values alone, not their names;
-:func:`replaced`, ``dataclasses.replace`` for such records without calling ``__init__``.
+:func:`replaced` and :func:`from_fields`, ``dataclasses.replace`` and the constructor for such
+records without calling their frozen ``__init__``.
 
 Plain Python, no Beam. Used by the record types that the DirectRunner holds at its stage
 boundaries (:mod:`pipeline.records`): every image record is copied and pickled several times.

@@ -10,7 +10,7 @@ import pytest
 from apache_beam import typehints
 from apache_beam.coders import registry
 
-from pipeline.pickled import replaced
+from pipeline.pickled import from_fields, replaced
 from pipeline.records import ImageRecord, ProductRecord
 
 
@@ -55,3 +55,15 @@ def test_replaced_matches_dataclasses_replace():
     product = ProductRecord(retailer="shop", product_id="P1", title=None, brand=None, variant_ids=("v1",),
                             image_count=1, person_image_count=0)
     assert replaced(product, duplicate_group="g") == dataclasses.replace(product, duplicate_group="g")
+
+
+def test_from_fields_builds_what_the_constructor_builds():
+    values = {"retailer": "shop", "product_id": "P1", "image_position": 0, "image_uri": "u", "source_file": "d",
+              "source_line": 1, "title": "t", "category_scores": (0.5, 0.5)}
+    built = from_fields(ImageRecord, values)
+    assert built == ImageRecord(**values) and list(vars(built)) == [f.name for f in dataclasses.fields(ImageRecord)]
+    assert built.reuse_status == ImageRecord(**values).reuse_status  # absent fields take their defaults
+    with pytest.raises(TypeError):
+        from_fields(ImageRecord, {k: v for k, v in values.items() if k != "image_uri"})  # a required field missing
+    with pytest.raises(TypeError):
+        from_fields(ImageRecord, {**values, "not_a_field": 1})
