@@ -205,6 +205,11 @@ def bare_limit(images: list[Path], folders: list[str], size: int) -> tuple[float
         start = time.perf_counter()
         model.predict(batch, batch_size=32, verbose=0)
         predict_s += time.perf_counter() - start
+        del model
+    if folders:  # the next timed run starts beside this process: free its models
+        import keras
+
+        keras.backend.clear_session()
     return decode_s, predict_s
 
 

@@ -15,7 +15,13 @@ import operator
 
 @functools.cache
 def _field_names(cls) -> tuple[str, ...]:
-    return tuple(f.name for f in dataclasses.fields(cls))
+    """``cls``'s fields in declaration order; a class whose ``__init__`` does more than set them
+    (``__post_init__``, init-only or ``init=False`` fields, slots) is refused: the functions
+    here build instances without calling it."""
+    fields = dataclasses.fields(cls)
+    if hasattr(cls, "__post_init__") or not all(f.init for f in fields) or "__slots__" in vars(cls):
+        raise TypeError(f"{cls.__name__}: pickled.py builds instances without __init__; it needs a plain dataclass")
+    return tuple(f.name for f in fields)
 
 
 @functools.cache

@@ -10,7 +10,7 @@ import pytest
 from apache_beam import typehints
 from apache_beam.coders import registry
 
-from pipeline.pickled import from_fields, replaced
+from pipeline.pickled import PickledByValues, from_fields, replaced
 from pipeline.records import ImageRecord, ProductRecord
 
 
@@ -67,3 +67,18 @@ def test_from_fields_builds_what_the_constructor_builds():
         from_fields(ImageRecord, {k: v for k, v in values.items() if k != "image_uri"})  # a required field missing
     with pytest.raises(TypeError):
         from_fields(ImageRecord, {**values, "not_a_field": 1})
+
+
+def test_a_record_type_whose_init_does_more_is_refused():
+    @dataclasses.dataclass(frozen=True)
+    class Checked(PickledByValues):
+        value: int
+
+        def __post_init__(self):
+            if self.value < 0:
+                raise ValueError("negative")
+
+    with pytest.raises(TypeError, match="plain dataclass"):
+        pickle.dumps(Checked(1))
+    with pytest.raises(TypeError, match="plain dataclass"):
+        replaced(Checked(1), value=-1)

@@ -262,6 +262,21 @@ def test_local_files_are_reused_on_unchanged_size_and_mtime(local_catalog, tmp_p
     assert older["reconciled"] and statuses(older) == {"reused": 0, "rescored": 3, "new": 0}
 
 
+def test_a_local_file_gone_since_the_previous_run_is_a_dead_letter(local_catalog, tmp_path):
+    """A reused file's validator is checked on the bundle's thread: a file removed since the
+    previous run still ends in the dead-letter table (NOT_FOUND), the others are reused."""
+    folder, source = local_catalog
+    out = tmp_path / "out"
+    common = ["--source", source, "--output", str(out), *NO_MODELS, "--previous", str(out), "--decode-threads", "2"]
+    out.mkdir()
+    run([*common, "--run-date", "2026-06-01"])
+    (folder / "images" / "2.jpg").unlink()
+    again, _ = run([*common, "--run-date", "2026-06-02"])
+    assert again["reconciled"] and statuses(again) == {"reused": 2, "rescored": 0, "new": 0}
+    dead = pd.read_parquet(out / "dead_letter", filters=[("run_date", "=", "2026-06-02")])
+    assert list(zip(dead.product_id, dead.reason)) == [("L2", "NOT_FOUND")]
+
+
 def test_a_model_change_rescores_everything_and_scores_are_reused_with_the_same_model(local_catalog, tmp_path):
     from models.defaults import shipped_model_dir
 

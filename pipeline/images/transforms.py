@@ -30,7 +30,7 @@ import apache_beam as beam
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.images.decode import Decoded, ImageError, decode_and_preprocess
 from pipeline.images.features import dominant_colours, perceptual_hash
-from pipeline.images.fetch import Fetcher, FetchError
+from pipeline.images.fetch import Fetched, Fetcher, FetchError
 from pipeline.memory import tune_malloc
 from pipeline.pickled import replaced
 from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
@@ -96,16 +96,18 @@ class _LoadFn(beam.DoFn):
         except Exception as exc:  # noqa: BLE001 - one odd image must not fail the whole job
             return ImageError(Reason.DECODE_ERROR, f"{type(exc).__name__}: {exc}"[:500])
 
-    def _fetch_then_decode(self, record: ImageRecord, validator: str | None, inline: bool = False):
+    def _fetch_then_decode(self, record: ImageRecord, validator: str | None, inline: bool = False,
+                           fetched: Fetched | None = None):
         """(fetch result or error, sha256, decoded or a future of it) for one record; with a stored
-        row's ``validator``, (not-modified result, None, None) when it still holds.
+        row's ``validator``, (not-modified result, None, None) when it still holds. ``fetched``:
+        the bytes already read (a changed local file whose validator was checked inline).
 
         Remote URIs run on a fetch thread and hand decoding to the decode pool, so it overlaps the
         other downloads. Local files (``inline``) are read and decoded on a decode thread directly:
         a thread hand-off costs more than reading a small file.
         """
         try:
-            fetched = self._fetcher.fetch(record.image_uri, validator)
+            fetched = fetched if fetched is not None else self._fetcher.fetch(record.image_uri, validator)
         except FetchError as exc:
             return exc, None, None
         except Exception as exc:  # noqa: BLE001 - one odd URI must not fail the whole job
@@ -133,28 +135,22 @@ class _LoadFn(beam.DoFn):
         validator = stored.image_validator if stored is not None else None
         if "://" in record.image_uri and not record.image_uri.startswith("file:"):
             return self._fetch_pool.submit(self._fetch_then_decode, record, validator)
-        if validator is not None and self._decode_threads > 1:
-            unchanged = self._unchanged_local(record.image_uri, validator)
-            if unchanged is not None:  # a reused local file: its stat costs less than a thread hand-off
-                return unchanged
+        if validator is not None and self._decode_threads > 1:  # a local file that may be reused:
+            try:  # its stat costs less than a thread hand-off
+                fetched = self._fetcher.fetch(record.image_uri, validator)
+            except Exception:  # noqa: BLE001 - the decode pool reads it again and reports it
+                fetched = None
+            if fetched is not None and fetched.not_modified:
+                done: Future = Future()
+                done.set_result((fetched, None, None))
+                return done
+            if fetched is not None:  # changed: decode the bytes just read
+                return self._decode_pool.submit(self._fetch_then_decode, record, validator, True, fetched)
         if self._decode_threads == 1:  # one decode thread: no hand-off, decode right here
             done: Future = Future()
             done.set_result(self._fetch_then_decode(record, validator, True))
             return done
         return self._decode_pool.submit(self._fetch_then_decode, record, validator, True)
-
-    def _unchanged_local(self, uri: str, validator: str) -> Future | None:
-        """A done future of the not-modified result when the local file still matches
-        ``validator``; None when it changed or cannot be read (the decode pool then reads it)."""
-        try:
-            fetched = self._fetcher.fetch(uri, validator)
-        except Exception:  # noqa: BLE001 - reported when the decode pool reads it again
-            return None
-        if not fetched.not_modified:
-            return None
-        done: Future = Future()
-        done.set_result((fetched, None, None))
-        return done
 
     def process(self, batch: list):
         """``batch``: ImageRecords, or (record, stored record or None) pairs (incremental runs)."""
