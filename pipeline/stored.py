@@ -73,4 +73,4 @@ def reuse_stored(record: ImageRecord, stored: ImageRecord, **fetch_stats) -> Ima
     """The stored row of an unchanged image with today's record fields, the fetch statistics of
     this run's check (``http_status``, ``fetch_ms``, ...) and ``reuse_status`` REUSED."""
     return replaced(stored, **{name: getattr(record, name) for name in RECORD_FIELDS},
-                               **fetch_stats, reuse_status=ReuseStatus.REUSED.value)
+                    **fetch_stats, reuse_status=ReuseStatus.REUSED.value)

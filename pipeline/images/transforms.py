@@ -56,6 +56,13 @@ def with_features(decoded: Decoded) -> Decoded:
     return dataclasses.replace(decoded, phash=perceptual_hash(decoded.array), colour=colour, colour_no_skin=no_skin)
 
 
+def _done(value) -> Future:
+    """A future that already holds ``value``."""
+    future: Future = Future()
+    future.set_result(value)
+    return future
+
+
 class _LoadFn(beam.DoFn):
     """Fetches a batch on a thread pool; each fetched payload goes straight to a small decode
     pool, so decoding overlaps the remaining downloads. Pillow releases the GIL while decoding
@@ -106,13 +113,8 @@ class _LoadFn(beam.DoFn):
         other downloads. Local files (``inline``) are read and decoded on a decode thread directly:
         a thread hand-off costs more than reading a small file.
         """
-        try:
-            fetched = fetched if fetched is not None else self._fetcher.fetch(record.image_uri, validator)
-        except FetchError as exc:
-            return exc, None, None
-        except Exception as exc:  # noqa: BLE001 - one odd URI must not fail the whole job
-            return FetchError(Reason.FETCH_ERROR, f"{type(exc).__name__}: {exc}"[:500]), None, None
-        if fetched.not_modified:
+        fetched = fetched if fetched is not None else self._fetch(record.image_uri, validator)
+        if isinstance(fetched, FetchError) or fetched.not_modified:
             return fetched, None, None
         digest = hashlib.sha256(fetched.data).hexdigest()
         with self._lock:
@@ -125,31 +127,30 @@ class _LoadFn(beam.DoFn):
                 self._reused += 1
             return fetched, digest, known
         decoded = self._decode(fetched.data)
-        done: Future = Future()
-        done.set_result(decoded)
         with self._lock:
-            self._memo.setdefault(digest, done)
+            self._memo.setdefault(digest, _done(decoded))
         return fetched, digest, decoded
+
+    def _fetch(self, uri: str, validator: str | None) -> Fetched | FetchError:
+        """The fetch result, or the error to dead-letter (never raises)."""
+        try:
+            return self._fetcher.fetch(uri, validator)
+        except FetchError as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001 - one odd URI must not fail the whole job
+            return FetchError(Reason.FETCH_ERROR, f"{type(exc).__name__}: {exc}"[:500])
 
     def _submit(self, record: ImageRecord, stored: ImageRecord | None) -> Future:
         validator = stored.image_validator if stored is not None else None
         if "://" in record.image_uri and not record.image_uri.startswith("file:"):
             return self._fetch_pool.submit(self._fetch_then_decode, record, validator)
         if validator is not None and self._decode_threads > 1:  # a local file that may be reused:
-            try:  # its stat costs less than a thread hand-off
-                fetched = self._fetcher.fetch(record.image_uri, validator)
-            except Exception:  # noqa: BLE001 - the decode pool reads it again and reports it
-                fetched = None
-            if fetched is not None and fetched.not_modified:
-                done: Future = Future()
-                done.set_result((fetched, None, None))
-                return done
-            if fetched is not None:  # changed: decode the bytes just read
-                return self._decode_pool.submit(self._fetch_then_decode, record, validator, True, fetched)
+            fetched = self._fetch(record.image_uri, validator)  # its stat costs less than a thread hand-off
+            if isinstance(fetched, FetchError) or fetched.not_modified:
+                return _done((fetched, None, None))
+            return self._decode_pool.submit(self._fetch_then_decode, record, validator, True, fetched)  # changed
         if self._decode_threads == 1:  # one decode thread: no hand-off, decode right here
-            done: Future = Future()
-            done.set_result(self._fetch_then_decode(record, validator, True))
-            return done
+            return _done(self._fetch_then_decode(record, validator, True))
         return self._decode_pool.submit(self._fetch_then_decode, record, validator, True)
 
     def process(self, batch: list):
