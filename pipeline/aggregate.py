@@ -193,6 +193,14 @@ class ProductCombineFn(beam.CombineFn):
     def extract_output(self, acc: ProductAccumulator) -> ProductAccumulator:
         return acc
 
+    def product_of(self, images: list[ImageRecord]) -> ProductRecord:
+        """The product row of one product's complete image rows, outside a Beam combine (its
+        records being exactly these images: no de-duplicated or dead-lettered variant)."""
+        acc = self.create_accumulator()
+        for image in images:
+            self.add_input(acc, image)
+        return self.to_product((images[0].retailer, images[0].product_id), acc)
+
     def to_product(self, key: tuple[str, str], acc: ProductAccumulator) -> ProductRecord:
         if self._taxonomy is None:  # this copy runs in a Map, where CombineFn.setup is not called
             self._taxonomy = load_taxonomy(self._taxonomy_path)
@@ -259,12 +267,14 @@ class AggregateProducts(beam.PTransform):
     are in the dead letters).
     """
 
-    def __init__(self, category_classes: tuple[str, ...], gender_classes: tuple[str, ...],
+    def __init__(self, category_classes: tuple[str, ...] = (), gender_classes: tuple[str, ...] = (),
                  cfg: AggregateConfig = AggregateConfig(), taxonomy_path: str | None = None, *,
-                 age_group_classes: tuple[str, ...] = (), colour_classes: tuple[str, ...] = ()):
+                 age_group_classes: tuple[str, ...] = (), colour_classes: tuple[str, ...] = (),
+                 fn: ProductCombineFn | None = None):
+        """``fn``: the combine fn itself, instead of the arguments to build one."""
         super().__init__()
-        self._fn = ProductCombineFn(category_classes, gender_classes, cfg, taxonomy_path,
-                                    age_group_classes=age_group_classes, colour_classes=colour_classes)
+        self._fn = fn or ProductCombineFn(category_classes, gender_classes, cfg, taxonomy_path,
+                                          age_group_classes=age_group_classes, colour_classes=colour_classes)
 
     def expand(self, inputs):
         fn = self._fn

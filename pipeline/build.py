@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import apache_beam as beam
 
 from pipeline import versions
-from pipeline.aggregate import AggregateProducts
+from pipeline.aggregate import AggregateProducts, ProductCombineFn
 from pipeline.dedupe import DUPLICATES, DeduplicateImages
 from pipeline.duplicates import AttachGroups, GroupNearDuplicates
 from pipeline.images import LoadImages
@@ -89,15 +89,20 @@ def read_sources(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...]):
 
 
 def load_records(all_records: beam.PCollection, sources, *, taxonomy_path: str | None, fetch, decode,
-                 decode_threads: int, match_previous: MatchPrevious | None = None) -> LoadedCatalog:
+                 decode_threads: int, match_previous: MatchPrevious | None = None,
+                 previous: beam.PCollection | None = None) -> LoadedCatalog:
     """Records -> MapTaxonomy -> DeduplicateImages [-> MatchPrevious] -> LoadImages (no read
-    dead letters or file stats: :func:`load_catalog` adds those)."""
+    dead letters or file stats: :func:`load_catalog` adds those). ``previous``: the stored rows
+    MatchPrevious matches, when they are already read (a sharded run's shard pass)."""
     mapped = all_records | "MapTaxonomy" >> MapTaxonomy({s.retailer: s.mapping for s in sources},
                                                          taxonomy_path=taxonomy_path)
     deduped = mapped | "Deduplicate" >> DeduplicateImages()
     to_load, matched = deduped.unique, None
     if match_previous is not None:
-        matched = {"unique": deduped.unique, "records": all_records} | "MatchPrevious" >> match_previous
+        inputs = {"unique": deduped.unique, "records": all_records}
+        if previous is not None:
+            inputs["previous"] = previous
+        matched = inputs | "MatchPrevious" >> match_previous
         to_load = matched["candidates"]
     loaded = to_load | "LoadImages" >> LoadImages(fetch, decode, decode_threads=decode_threads)
     return LoadedCatalog(
@@ -130,6 +135,14 @@ def finish_image(pair, key: str):
     return replaced(record, enriched_with=key, reuse_status=record.reuse_status or ReuseStatus.NEW.value)
 
 
+def product_fn(config: RunConfig) -> ProductCombineFn:
+    """The run's product aggregation: its models' classes and its aggregate settings."""
+    classes = {m.task: m.classes for m in config.models}
+    return ProductCombineFn(classes.get("category", ()), classes.get("gender", ()), config.aggregate,
+                            config.taxonomy_path, age_group_classes=classes.get("age_group", ()),
+                            colour_classes=classes.get("colour", ()))
+
+
 @dataclass(frozen=True)
 class Enriched:
     """The images of a catalog, scored (or reused), its products before near-duplicate groups,
@@ -158,10 +171,8 @@ def enrich(catalog: LoadedCatalog, config: RunConfig) -> Enriched:
         images = (images, catalog.reused) | "WithReused" >> beam.Flatten()
     if config.progress_interval_s and config.models:
         _ = images | "ProgressScored" >> LogProgress("images scored", config.progress_interval_s)
-    classes = {m.task: m.classes for m in config.models}
     products = {"images": images, "records": catalog.records} | "AggregateProducts" >> AggregateProducts(
-        classes.get("category", ()), classes.get("gender", ()), config.aggregate, taxonomy_path=config.taxonomy_path,
-        age_group_classes=classes.get("age_group", ()), colour_classes=classes.get("colour", ()))
+        fn=product_fn(config))
     return Enriched(images=images, products=products,
                     dead_letter=dead | "ImageDeadLetters" >> beam.Flatten())
 

@@ -26,13 +26,24 @@ import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import versions
-from pipeline.build import enrich, load_records, read_sources, reuse_counted, to_review, vocabulary, write_table
+from pipeline.build import (
+    enrich,
+    load_records,
+    product_fn,
+    read_sources,
+    reuse_counted,
+    to_review,
+    vocabulary,
+    write_table,
+)
+from pipeline.carry import CarryForward
 from pipeline.duplicates import AttachGroups, GroupsFromEdges, NearDuplicateEdges, slim_member
 from pipeline.manifest import (
     CountEvents,
     dead_letter_events,
     duplicate_events,
     image_events,
+    previous_events,
     product_events,
     source_events,
 )
@@ -129,27 +140,40 @@ def build_split(p: beam.Pipeline, config, number: int) -> None:
 def build_shard(p: beam.Pipeline, config, number: int, shard: int, shards: int) -> None:
     """Pass 2: one shard's records through every per-image stage; products and members spilled."""
     buckets = shard_buckets(shard, shards)
-    records = p | "ReadRecords" >> ReadBuckets(work_folder(config, "records"), buckets)
-    match = None
-    if config.previous:
-        match = MatchPrevious(config.previous, config.retailers, enriched_with(config),
-                              read=ReadBuckets(work_folder(config, "previous"), buckets))
+    match = carried = previous = None
+    if config.previous:  # unchanged products skip the per-image stages (pipeline/carry.py)
+        key = enriched_with(config)
+        carried = p | "CarryForward" >> CarryForward(
+            work_folder(config, "records"), work_folder(config, "previous"), buckets,
+            mappings={s.retailer: s.mapping for s in config.sources}, taxonomy_path=config.taxonomy_path, key=key,
+            fetch=config.fetch, fn=product_fn(config))
+        records, previous = carried["records"], carried["previous"]
+        match = MatchPrevious(config.previous, config.retailers, key)
+    else:
+        records = p | "ReadRecords" >> ReadBuckets(work_folder(config, "records"), buckets)
     catalog = load_records(records, config.sources, taxonomy_path=config.taxonomy_path, fetch=config.fetch,
-                           decode=config.decode, decode_threads=config.decode_threads, match_previous=match)
+                           decode=config.decode, decode_threads=config.decode_threads, match_previous=match,
+                           previous=previous)
     enriched = enrich(catalog, config)
+    images, products = enriched.images, enriched.products
+    if carried is not None:
+        images = (images, carried["images"]) | "WithCarried" >> beam.Flatten()
+        products = (products, carried["products"]) | "WithCarriedProducts" >> beam.Flatten()
     staging = pass_staging(config, number)
     written = (
-        (write_table(enriched.images, IMAGES, "WriteImages", config, staging, vocabulary(config)),
+        (write_table(images, IMAGES, "WriteImages", config, staging, vocabulary(config)),
          write_table(enriched.dead_letter, DEAD_LETTER_TABLE, "WriteDeadLetter", config, staging))
         | "AllWritten" >> beam.Flatten()
     )
-    _ = enriched.products | "SpillProducts" >> WriteBuckets(work_folder(config, "products"), record_product)
-    _ = (enriched.images
+    _ = products | "SpillProducts" >> WriteBuckets(work_folder(config, "products"), record_product)
+    _ = (images
          | "Members" >> beam.FlatMap(slim_member)
          | "SpillMembers" >> WriteBuckets(work_folder(config, "members"), member_product))
-    counted = {"Images": (enriched.images, image_events), "DeadLetter": (enriched.dead_letter, dead_letter_events),
+    counted = {"Images": (images, image_events), "DeadLetter": (enriched.dead_letter, dead_letter_events),
                "Duplicates": (catalog.duplicates, duplicate_events)}
     counted.update(reuse_counted(catalog))
+    if carried is not None:
+        counted["CarriedPrevious"] = (carried["read"], previous_events)
     counts = p | "CountEvents" >> CountEvents(counted)
     _ = p | "SaveResult" >> SaveResult(result_path(config, number), written=written, counts=counts)
 

@@ -123,16 +123,19 @@ class MatchPrevious(beam.PTransform):
     product_id) of previous products not in the dump, "read": (retailer, run_date) per stored row}``.
     """
 
-    def __init__(self, previous: str, retailers: tuple[str, ...], key: str, *, read: beam.PTransform | None = None):
-        """``read``: pbegin -> (run_date, stored ImageRecord), instead of :class:`ReadPrevious` (a
-        sharded run reads its shard of the previous rows, spilled by its first pass)."""
+    def __init__(self, previous: str, retailers: tuple[str, ...], key: str):
         super().__init__()
-        self._previous, self._retailers, self._key, self._read = previous, retailers, key, read
+        self._previous, self._retailers, self._key = previous, retailers, key
 
     def expand(self, inputs):
+        """``inputs`` may also hold ``"previous"``: the (run_date, stored ImageRecord) pairs to match,
+        instead of reading them (a sharded run's shard of the previous rows, spilled by its first
+        pass, less the products :class:`~pipeline.carry.CarryForward` carried)."""
         unique, records = inputs["unique"], inputs["records"]
         key = self._key
-        previous = unique.pipeline | "ReadPrevious" >> (self._read or ReadPrevious(self._previous, self._retailers))
+        previous = inputs.get("previous")
+        if previous is None:
+            previous = unique.pipeline | "ReadPrevious" >> ReadPrevious(self._previous, self._retailers)
         joined = (
             {"record": unique | "KeyRecords" >> beam.Map(lambda r: (r.dedupe_key(), r)),
              "previous": previous | "KeyStored" >> beam.MapTuple(lambda _, s: (s.dedupe_key(), _reusable(s, key)))}

@@ -114,6 +114,16 @@ class Fetcher:
         return Fetched(data or b"", status, attempts, (self._clock() - start) * 1000.0, hit, current,
                        not_modified=data is None)
 
+    def fetch_or_error(self, uri: str, validator: str | None = None) -> Fetched | FetchError:
+        """:meth:`fetch`, with the error to dead-letter returned instead of raised (never raises:
+        one odd URI must not fail the whole job)."""
+        try:
+            return self.fetch(uri, validator)
+        except FetchError as exc:
+            return exc
+        except Exception as exc:  # noqa: BLE001
+            return FetchError(Reason.FETCH_ERROR, f"{type(exc).__name__}: {exc}"[:500])
+
     # -- files ---------------------------------------------------------------------------
     def _read_local(self, uri: str, validator: str | None) -> tuple[bytes | None, str | None]:
         """(bytes, or None when ``validator`` still holds; the file's validator)."""

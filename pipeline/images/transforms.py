@@ -56,6 +56,13 @@ def with_features(decoded: Decoded) -> Decoded:
     return dataclasses.replace(decoded, phash=perceptual_hash(decoded.array), colour=colour, colour_no_skin=no_skin)
 
 
+def reused_row(record: ImageRecord, stored: ImageRecord, check: Fetched) -> ImageRecord:
+    """The row of an unchanged image: its stored row with today's record fields and the statistics
+    of this run's validator ``check`` (:func:`~pipeline.stored.reuse_stored`)."""
+    return reuse_stored(record, stored, http_status=check.status, fetch_attempts=check.attempts,
+                        fetch_ms=round(check.millis, 3), cache_hit=False)
+
+
 def _done(value) -> Future:
     """A future that already holds ``value``."""
     future: Future = Future()
@@ -113,7 +120,7 @@ class _LoadFn(beam.DoFn):
         other downloads. Local files (``inline``) are read and decoded on a decode thread directly:
         a thread hand-off costs more than reading a small file.
         """
-        fetched = fetched if fetched is not None else self._fetch(record.image_uri, validator)
+        fetched = fetched if fetched is not None else self._fetcher.fetch_or_error(record.image_uri, validator)
         if isinstance(fetched, FetchError) or fetched.not_modified:
             return fetched, None, None
         digest = hashlib.sha256(fetched.data).hexdigest()
@@ -131,21 +138,12 @@ class _LoadFn(beam.DoFn):
             self._memo.setdefault(digest, _done(decoded))
         return fetched, digest, decoded
 
-    def _fetch(self, uri: str, validator: str | None) -> Fetched | FetchError:
-        """The fetch result, or the error to dead-letter (never raises)."""
-        try:
-            return self._fetcher.fetch(uri, validator)
-        except FetchError as exc:
-            return exc
-        except Exception as exc:  # noqa: BLE001 - one odd URI must not fail the whole job
-            return FetchError(Reason.FETCH_ERROR, f"{type(exc).__name__}: {exc}"[:500])
-
     def _submit(self, record: ImageRecord, stored: ImageRecord | None) -> Future:
         validator = stored.image_validator if stored is not None else None
         if "://" in record.image_uri and not record.image_uri.startswith("file:"):
             return self._fetch_pool.submit(self._fetch_then_decode, record, validator)
-        if validator is not None and self._decode_threads > 1:  # a local file that may be reused:
-            fetched = self._fetch(record.image_uri, validator)  # its stat costs less than a thread hand-off
+        if validator is not None and self._decode_threads > 1:  # a local file that may be reused: its stat
+            fetched = self._fetcher.fetch_or_error(record.image_uri, validator)  # costs less than a thread hand-off
             if isinstance(fetched, FetchError) or fetched.not_modified:
                 return _done((fetched, None, None))
             return self._decode_pool.submit(self._fetch_then_decode, record, validator, True, fetched)  # changed
@@ -169,9 +167,7 @@ class _LoadFn(beam.DoFn):
                 continue
             if result.not_modified:
                 counts["reused"] += 1
-                yield beam.pvalue.TaggedOutput(REUSED, reuse_stored(
-                    record, stored, http_status=result.status, fetch_attempts=result.attempts,
-                    fetch_ms=round(result.millis, 3), cache_hit=False))
+                yield beam.pvalue.TaggedOutput(REUSED, reused_row(record, stored, result))
                 continue
             counts["fetched"] += 1
             counts["cache_hits"] += result.cache_hit

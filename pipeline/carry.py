@@ -1,0 +1,152 @@
+"""CarryForward: an incremental shard pass's unchanged products, without the per-image stages.
+
+A sharded incremental run (:mod:`pipeline.passes`) has today's records and the previous run's
+image rows spilled by product bucket. Most products of a nightly dump are unchanged, so before
+MapTaxonomy, DeduplicateImages, MatchPrevious and LoadImages see them, one DoFn call per bucket
+reads both and takes each product as a whole. A product is **carried** when
+
+* each of its records has its own image URI (nothing to de-duplicate),
+* the previous run stored exactly one row per URI, each reusable (a validator, and made with
+  this run's taxonomy version, image settings and models: :func:`~pipeline.reuse.reusable`),
+* and every image passes its validator check (a stat of local files, a conditional request
+  otherwise: the same :class:`~pipeline.images.fetch.Fetcher` call as LoadImages makes).
+
+Its image rows are then made exactly as LoadImages makes a reused row (today's record, mapped
+by :func:`~pipeline.taxonomy.apply_mapping`, over the stored row: :func:`reused_row`) and its
+product row with the run's own :class:`~pipeline.aggregate.ProductCombineFn`, so they equal what
+the per-image stages would write; only the shuffles and joins are skipped. Every other product
+(new, changed, duplicated, partly dead-lettered last time, or an image that fails its check) and
+every vanished one goes on, records and previous rows, through the per-image stages. A changed
+remote image is thereby requested twice (the check, then LoadImages): a small share on a
+nightly run, and it keeps one code path for everything that is not carried.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import apache_beam as beam
+
+from pipeline.images.fetch import Fetched, Fetcher
+from pipeline.images.transforms import reused_row
+from pipeline.reuse import reusable
+from pipeline.shardfiles import bucket_files, read_file
+from pipeline.taxonomy import apply_mapping
+from schemas.taxonomy import load_taxonomy
+
+METRICS_NAMESPACE = "fashion_enrich.carry"
+PREVIOUS, IMAGES, PRODUCTS, READ = "previous", "images", "products", "read"
+
+
+def may_carry(records: list, stored: list, key: str) -> bool:
+    """Whether a product may be carried, before its images are checked: its ``records`` have
+    distinct image URIs, and ``stored`` (its previous rows) holds one reusable row for each."""
+    uris = {r.image_uri for r in records}
+    return (len(uris) == len(records) == len(stored) and uris == {s.image_uri for s in stored}
+            and all(reusable(s, key) for s in stored))
+
+
+def _is_remote(uri: str) -> bool:
+    return "://" in uri and not uri.startswith("file:")
+
+
+class _CarryFn(beam.DoFn):
+    """bucket -> records and previous rows to pass on (main and ``previous``), or carried image
+    rows, product rows and previous-row reads (``images``, ``products``, ``read``)."""
+
+    def __init__(self, records_folder: str, previous_folder: str, *, mappings: dict, taxonomy_path: str | None,
+                 key: str, fetch, fn):
+        self._records, self._previous = records_folder, previous_folder
+        self._mappings, self._taxonomy_path, self._key = mappings, taxonomy_path, key
+        self._fetch_cfg, self._fn = fetch, fn
+        self._taxonomy = self._fetcher = self._pool = None
+
+    def setup(self):
+        self._taxonomy = load_taxonomy(self._taxonomy_path)
+        self._fetcher = Fetcher(self._fetch_cfg)
+        self._pool = ThreadPoolExecutor(self._fetch_cfg.concurrency, thread_name_prefix="carry")
+        self._fn.setup()
+
+    def teardown(self):
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+        if self._fetcher is not None:
+            self._fetcher.close()
+
+    def _check(self, image_uri: str, validator: str):
+        """The validator check of one image: remote ones on the pool (bounded concurrency)."""
+        if _is_remote(image_uri):
+            return self._pool.submit(self._fetcher.fetch_or_error, image_uri, validator)
+        return self._fetcher.fetch_or_error(image_uri, validator)
+
+    def process(self, bucket: int):
+        records, previous = defaultdict(list), defaultdict(list)
+        for path in bucket_files(self._records, [bucket]):
+            for record in read_file(path):
+                records[record.retailer, record.product_id].append(record)
+        for path in bucket_files(self._previous, [bucket]):
+            for run_date, stored in read_file(path):
+                previous[stored.retailer, stored.product_id].append((run_date, stored))
+        candidates = []  # (records, {uri: (run_date, stored)}, a check per record)
+        passed_on = carried = carried_images = 0
+        for product, found in records.items():
+            rows = previous.pop(product, [])
+            if rows and may_carry(found, [s for _, s in rows], self._key):
+                by_uri = {s.image_uri: (run_date, s) for run_date, s in rows}
+                candidates.append((found, by_uri, [self._check(r.image_uri, by_uri[r.image_uri][1].image_validator)
+                                                   for r in found]))
+                continue
+            passed_on += 1
+            yield from self._pass_on(found, rows)
+        for rows in previous.values():  # vanished from the dump: MatchPrevious counts them
+            yield from self._pass_on([], rows)
+        for found, by_uri, checks in candidates:
+            checks = [c.result() if isinstance(c, Future) else c for c in checks]
+            if not all(isinstance(c, Fetched) and c.not_modified for c in checks):
+                passed_on += 1
+                yield from self._pass_on(found, list(by_uri.values()))
+                continue
+            mapping = self._mappings[found[0].retailer]
+            images = []
+            for record, check in sorted(zip(found, checks), key=lambda pair: pair[0].order_key()):
+                run_date, stored = by_uri[record.image_uri]
+                images.append(reused_row(apply_mapping(record, mapping, self._taxonomy), stored, check))
+                yield beam.pvalue.TaggedOutput(READ, (stored.retailer, run_date))
+            for image in images:
+                yield beam.pvalue.TaggedOutput(IMAGES, image)
+            yield beam.pvalue.TaggedOutput(PRODUCTS, self._fn.product_of(images))
+            carried += 1
+            carried_images += len(images)
+        for name, n in (("carried_products", carried), ("carried_images", carried_images),
+                        ("passed_on_products", passed_on)):
+            if n:  # one metric update per bucket
+                beam.metrics.Metrics.counter(METRICS_NAMESPACE, name).inc(n)
+
+    @staticmethod
+    def _pass_on(records: list, rows: list):
+        yield from records
+        for row in rows:
+            yield beam.pvalue.TaggedOutput(PREVIOUS, row)
+
+
+class CarryForward(beam.PTransform):
+    """pbegin -> ``{"records": ImageRecords to load, "previous": (run_date, stored ImageRecord) to
+    match with them, "images": carried image rows, "products": carried product rows, "read":
+    (retailer, run_date) per carried stored row}``, over the spilled ``buckets``."""
+
+    def __init__(self, records_folder: str, previous_folder: str, buckets: tuple[int, ...], *, mappings: dict,
+                 taxonomy_path: str | None, key: str, fetch, fn):
+        """``key``: :func:`~pipeline.reuse.enriched_with` of the run; ``fn``: its
+        :class:`~pipeline.aggregate.ProductCombineFn`."""
+        super().__init__()
+        self._buckets = tuple(buckets)
+        self._fn = _CarryFn(records_folder, previous_folder, mappings=mappings, taxonomy_path=taxonomy_path,
+                            key=key, fetch=fetch, fn=fn)
+
+    def expand(self, pbegin):
+        out = (pbegin
+               | "Buckets" >> beam.Create(self._buckets, reshuffle=len(self._buckets) > 1)
+               | "Carry" >> beam.ParDo(self._fn).with_outputs(PREVIOUS, IMAGES, PRODUCTS, READ, main="records"))
+        return {"records": out.records, "previous": out[PREVIOUS], "images": out[IMAGES], "products": out[PRODUCTS],
+                "read": out[READ]}

@@ -1,0 +1,176 @@
+"""Carrying unchanged products forward in sharded incremental runs (pipeline/carry.py): real Beam
+pipelines over real work files, local images and the loopback HTTP server, Parquet read back.
+
+A product is carried (its stored rows reused without the per-image stages) only when it is
+stored whole, reusable and unchanged; everything else goes through the per-image stages; and a
+sharded rerun that carries writes what one pipeline writes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections import Counter
+
+import apache_beam as beam
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.util import assert_that, equal_to
+
+from pipeline.aggregate import ProductCombineFn
+from pipeline.carry import CarryForward, may_carry
+from pipeline.images.config import FetchConfig
+from pipeline.images.validators import file_validator
+from pipeline.job import check_writable, run_job
+from pipeline.options import RunConfig
+from pipeline.passes import record_product, stored_product
+from pipeline.records import ImageRecord
+from pipeline.sharded import run_sharded
+from pipeline.shardfiles import BUCKETS, WriteBuckets
+from pipeline.taxonomy import apply_mapping
+from schemas.mapping import parse_mapping
+from schemas.taxonomy import load_taxonomy
+from tests.imageserver import ImageServer, jpeg
+from tests.test_sharded import COMMON, assert_same_rows, photo_dump, shop_dump, tables
+
+KEY = '{"models":{}}'
+
+
+def record(product_id: str, uri: str, line: int = 1, **fields) -> ImageRecord:
+    return ImageRecord(retailer="shop", product_id=product_id, image_uri=uri, image_position=0,
+                       source_file="shop.jsonl", source_line=line, raw_category=("dresses",), **fields)
+
+
+def stored(today: ImageRecord, validator: str | None, key: str = KEY) -> ImageRecord:
+    """The previous run's row of ``today``'s image (made with ``key``), from a different dump line."""
+    return today.__class__(**{**today.__dict__, "source_line": today.source_line + 100, "image_validator": validator,
+                              "enriched_with": key, "image_phash": "ab" * 18, "image_width": 120,
+                              "dominant_colour": "RED", "reuse_status": "NEW"})
+
+
+def test_may_carry_only_products_stored_whole_and_reusable():
+    a, b = record("P", "a.jpg"), record("P", "b.jpg")
+    assert may_carry([a, b], [stored(b, "v"), stored(a, "v")], KEY)
+    assert not may_carry([a, b], [stored(a, "v")], KEY)  # an image new today (or dead-lettered last time)
+    assert not may_carry([a], [stored(a, "v"), stored(b, "v")], KEY)  # an image gone from the product
+    assert not may_carry([a, a], [stored(a, "v")], KEY)  # a duplicate record to count and drop
+    assert not may_carry([a], [stored(a, None)], KEY)  # no validator to check
+    assert not may_carry([a], [stored(a, "v", key='{"models":{"category":"other@1"}}')], KEY)  # another model
+
+
+def test_carry_forward_takes_unchanged_products_whole(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name in ("same", "changed", "dup", "new", "gone"):
+        (folder / f"{name}.jpg").write_bytes(jpeg())
+
+    def validator(name: str) -> str:
+        stat = (folder / f"{name}.jpg").stat()
+        return file_validator(stat.st_size, stat.st_mtime_ns)
+
+    with ImageServer() as server:
+        server.versioned["/same.jpg"] = ('"a"', None, jpeg(color=(1, 2, 3)))
+        web = server.url("/same.jpg")
+        uri = {name: str(folder / f"{name}.jpg") for name in ("same", "changed", "dup", "new", "gone")}
+        today = [record("SAME", uri["same"], 1, variant_id="S-1"), record("WEB", web, 2),
+                 record("CHANGED", uri["changed"], 3), record("DUP", uri["dup"], 4), record("DUP", uri["dup"], 5),
+                 record("NEW", uri["new"], 6)]
+        previous = [stored(today[0], validator("same")), stored(today[1], 'etag:"a"'),
+                    stored(today[2], validator("changed")), stored(today[3], validator("dup")),
+                    stored(record("GONE", uri["gone"]), validator("gone"))]
+        stat = (folder / "changed.jpg").stat()
+        os.utime(folder / "changed.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # changed since
+        work = tmp_path / "work"
+        with TestPipeline() as p:
+            _ = p | "Records" >> beam.Create(today) | "SpillRecords" >> WriteBuckets(str(work / "r"), record_product)
+            _ = (p | "Previous" >> beam.Create([("2026-08-01", s) for s in previous])
+                 | "SpillPrevious" >> WriteBuckets(str(work / "p"), stored_product))
+
+        mapping = parse_mapping({"retailer": "shop", "source": {"format": "jsonl", "product_id": "sku",
+                                                                "image_uri": "url"},
+                                 "category": {"exact": {"dresses": "DRESSES"}}})
+        fn = ProductCombineFn((), ())
+        p = TestPipeline()
+        out = p | CarryForward(str(work / "r"), str(work / "p"), tuple(range(BUCKETS)), mappings={"shop": mapping},
+                               taxonomy_path=None, key=KEY, fetch=FetchConfig(allowed_roots=(str(folder),),
+                                                                              allow_private_addresses=True), fn=fn)
+        taxonomy = load_taxonomy(None)
+        carried = [today[0], today[1]]
+        expected_images = []
+        for found, row in zip(carried, previous):
+            mapped = apply_mapping(found, mapping, taxonomy)
+            assert mapped.category == "DRESSES"
+            expected_images.append((found.product_id, found.source_line, mapped.category, row.image_phash, "REUSED"))
+        assert_that(out["images"] | beam.Map(lambda r: (r.product_id, r.source_line, r.category, r.image_phash,
+                                                        r.reuse_status)),
+                    equal_to(expected_images), label="CarriedImages")
+        assert_that(out["products"] | beam.Map(lambda r: (r.product_id, r.image_count, r.variant_ids, r.category)),
+                    equal_to([("SAME", 1, ("S-1",), None), ("WEB", 1, (), None)]), label="CarriedProducts")
+        assert_that(out["read"], equal_to([("shop", "2026-08-01")] * 2), label="Read")
+        assert_that(out["records"] | beam.Map(lambda r: (r.product_id, r.source_line)),
+                    equal_to([("CHANGED", 3), ("DUP", 4), ("DUP", 5), ("NEW", 6)]), label="PassedOn")
+        assert_that(out["previous"] | beam.MapTuple(lambda run_date, s: s.product_id),
+                    equal_to(["CHANGED", "DUP", "GONE"]), label="PreviousPassedOn")
+        result = p.run()
+        result.wait_until_finish()
+        assert server.bodies_sent["/same.jpg"] == 0  # the check was a conditional request: a 304, no body
+    counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]
+                if c.key.metric.namespace == "fashion_enrich.carry"}
+    assert counters == {"carried_products": 2, "carried_images": 2, "passed_on_products": 3}
+
+
+def _sharded_counters(argv: list[str]) -> Counter:
+    """A sharded run on the in-process DirectRunner; Beam counters summed over its passes."""
+    options = PipelineOptions(argv)
+    config = RunConfig.from_options(options)
+    check_writable(config.output)
+    counters: Counter = Counter()
+
+    def run(build, *, heavy: bool) -> None:
+        p = beam.Pipeline(options=options)
+        build(p)
+        result = p.run()
+        result.wait_until_finish()
+        for found in result.metrics().query()["counters"]:
+            counters[found.key.metric.name] += found.committed or 0
+
+    assert run_sharded(config, run)
+    return counters
+
+
+@pytest.mark.parametrize("models", [[], ["--models", "none"]], ids=["default-models", "no-models"])
+def test_a_sharded_rerun_that_carries_writes_what_one_pipeline_writes(tmp_path, samples, models):
+    folder = photo_dump(tmp_path, samples, 8)
+    # P3 leaves the dump (first line: every other line moves up), P4 has a duplicate record, P5's
+    # image is missing (a dead letter both nights), P6's file changes, P7 is new.
+    day1 = [("P3", "images/4.jpg"), ("P0", "images/0.jpg"), ("P1", "images/1.jpg"), ("P1", "images/2.jpg"),
+            ("P2", "images/3.jpg"), ("P4", "images/5.jpg"), ("P4", "images/5.jpg"), ("P5", "images/missing.jpg"),
+            ("P6", "images/6.jpg")]
+    source = shop_dump(folder, day1)
+    args = [*COMMON, *models, "--source", source, "--run-date", "2026-08-02"]
+    assert run_job([*args, "--output", str(tmp_path / "first"), "--records-per-shard", "0"]).manifest["reconciled"]
+    for name in ("whole", "sharded"):
+        shutil.copytree(tmp_path / "first", tmp_path / name)
+    (folder / "images" / "6.jpg").write_bytes((folder / "images" / "7.jpg").read_bytes())
+    shop_dump(folder, day1[1:] + [("P7", "images/7.jpg")])
+
+    whole = run_job([*args, "--output", str(tmp_path / "whole"), "--previous", str(tmp_path / "whole"),
+                     "--records-per-shard", "0"]).manifest
+    counters = _sharded_counters([*args, "--output", str(tmp_path / "sharded"), "--previous",
+                                  str(tmp_path / "sharded"), "--records-per-shard", "2"])
+    assert counters["carried_products"] == 3 and counters["carried_images"] == 4  # P0, P1 (two images), P2
+    assert counters["passed_on_products"] == 4  # P4, P5, P6, P7 (P3 had only previous rows)
+    sharded = json.loads((tmp_path / "sharded" / "manifest.json").read_text())
+    assert whole["reconciled"] and sharded["reconciled"]
+    assert whole["counts"]["images_reused"] == {"shop": 5}  # P4 too, through the per-image stages
+    assert whole["counts"]["vanished_products"] == {"shop": 1}
+    assert sharded["counts"] == whole["counts"] and sharded["reconciliation"] == whole["reconciliation"]
+    assert sharded["previous"]["partitions"] == whole["previous"]["partitions"] == {"shop": {"2026-08-02": 7}}
+    a, b = tables(tmp_path / "whole"), tables(tmp_path / "sharded")
+    assert a.keys() == b.keys() and {"images", "products", "dead_letter"} <= set(a)
+    for table in a:
+        assert_same_rows(a[table], b[table])
+    carried = b["images"].set_index("product_id").loc[["P0", "P2"]]
+    assert carried["source_line"].tolist() == [1, 4]  # today's lines, not the stored ones (2, 5)
