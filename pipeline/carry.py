@@ -23,20 +23,26 @@ nightly run, and it keeps one code path for everything that is not carried.
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import apache_beam as beam
+import pyarrow as pa
 
+from pipeline.duplicates import slim_member
 from pipeline.images.fetch import Fetched, Fetcher
 from pipeline.images.transforms import reused_row
+from pipeline.manifest import image_events, previous_events
 from pipeline.reuse import reusable
-from pipeline.shardfiles import bucket_files, read_file
+from pipeline.shardfiles import BucketWriter, bucket_files, read_file
+from pipeline.sinks import file_of
 from pipeline.taxonomy import apply_mapping
+from schemas.tables import IMAGES
 from schemas.taxonomy import load_taxonomy
 
 METRICS_NAMESPACE = "fashion_enrich.carry"
-PREVIOUS, IMAGES, PRODUCTS, READ = "previous", "images", "products", "read"
+PREVIOUS, TABLES, COUNTS = "previous", "tables", "counts"
 
 
 def may_carry(records: list, stored: list, key: str) -> bool:
@@ -52,14 +58,17 @@ def _is_remote(uri: str) -> bool:
 
 
 class _CarryFn(beam.DoFn):
-    """bucket -> records and previous rows to pass on (main and ``previous``), or carried image
-    rows, product rows and previous-row reads (``images``, ``products``, ``read``)."""
+    """bucket -> records and previous rows to pass on (main and ``previous``); for the carried
+    products, their image rows as pyarrow tables by staged file (``tables``), the event counts
+    of those rows and of the previous rows read (``counts``), and their product rows and
+    near-duplicate members spilled into this bucket's work files for the later passes."""
 
-    def __init__(self, records_folder: str, previous_folder: str, *, mappings: dict, taxonomy_path: str | None,
-                 key: str, fetch, fn):
-        self._records, self._previous = records_folder, previous_folder
+    def __init__(self, folders: dict[str, str], *, mappings: dict, taxonomy_path: str | None, key: str, fetch, fn,
+                 run_date: str, shards_per_partition: int):
+        self._folders = folders
         self._mappings, self._taxonomy_path, self._key = mappings, taxonomy_path, key
         self._fetch_cfg, self._fn = fetch, fn
+        self._run_date, self._shards = run_date, shards_per_partition
         self._taxonomy = self._fetcher = self._pool = None
 
     def setup(self):
@@ -80,16 +89,19 @@ class _CarryFn(beam.DoFn):
             return self._pool.submit(self._fetcher.fetch_or_error, image_uri, validator)
         return self._fetcher.fetch_or_error(image_uri, validator)
 
+    def _read(self, folder: str, bucket: int) -> dict:
+        """The elements spilled into one bucket of ``folder``, by product."""
+        found = defaultdict(list)
+        for path in bucket_files(self._folders[folder], [bucket]):
+            for element in read_file(path):
+                stored = element[1] if folder == "previous" else element
+                found[stored.retailer, stored.product_id].append(element)
+        return found
+
     def process(self, bucket: int):
-        records, previous = defaultdict(list), defaultdict(list)
-        for path in bucket_files(self._records, [bucket]):
-            for record in read_file(path):
-                records[record.retailer, record.product_id].append(record)
-        for path in bucket_files(self._previous, [bucket]):
-            for run_date, stored in read_file(path):
-                previous[stored.retailer, stored.product_id].append((run_date, stored))
+        records, previous = self._read("records", bucket), self._read("previous", bucket)
         candidates = []  # (records, {uri: (run_date, stored)}, a check per record)
-        passed_on = carried = carried_images = 0
+        passed_on = 0
         for product, found in records.items():
             rows = previous.pop(product, [])
             if rows and may_carry(found, [s for _, s in rows], self._key):
@@ -101,27 +113,45 @@ class _CarryFn(beam.DoFn):
             yield from self._pass_on(found, rows)
         for rows in previous.values():  # vanished from the dump: MatchPrevious counts them
             yield from self._pass_on([], rows)
+        rows_by_file, counts = defaultdict(list), Counter()
+        products, members = BucketWriter(self._folders["products"]), BucketWriter(self._folders["members"])
+        carried = carried_images = 0
         for found, by_uri, checks in candidates:
             checks = [c.result() if isinstance(c, Future) else c for c in checks]
             if not all(isinstance(c, Fetched) and c.not_modified for c in checks):
                 passed_on += 1
                 yield from self._pass_on(found, list(by_uri.values()))
                 continue
-            mapping = self._mappings[found[0].retailer]
-            images = []
-            for record, check in sorted(zip(found, checks), key=lambda pair: pair[0].order_key()):
-                run_date, stored = by_uri[record.image_uri]
-                images.append(reused_row(apply_mapping(record, mapping, self._taxonomy), stored, check))
-                yield beam.pvalue.TaggedOutput(READ, (stored.retailer, run_date))
+            images = self._carried(found, by_uri, checks, counts)
             for image in images:
-                yield beam.pvalue.TaggedOutput(IMAGES, image)
-            yield beam.pvalue.TaggedOutput(PRODUCTS, self._fn.product_of(images))
+                rows_by_file[file_of(image, self._run_date, self._shards)].append(IMAGES.to_row(image))
+                for member in slim_member(image):
+                    members.write(bucket, member)
+            products.write(bucket, self._fn.product_of(images))
             carried += 1
             carried_images += len(images)
+        products.close()
+        members.close()
+        for file, rows in rows_by_file.items():
+            yield beam.pvalue.TaggedOutput(TABLES, (file, pa.Table.from_pylist(rows, schema=IMAGES.schema)))
+        if counts:
+            yield beam.pvalue.TaggedOutput(COUNTS, list(counts.items()))
         for name, n in (("carried_products", carried), ("carried_images", carried_images),
                         ("passed_on_products", passed_on)):
             if n:  # one metric update per bucket
                 beam.metrics.Metrics.counter(METRICS_NAMESPACE, name).inc(n)
+
+    def _carried(self, found: list, by_uri: dict, checks: list, counts: Counter) -> list:
+        """The image rows of a carried product, in dump order, counted into ``counts``."""
+        mapping = self._mappings[found[0].retailer]
+        images = []
+        for record, check in sorted(zip(found, checks), key=lambda pair: pair[0].order_key()):
+            run_date, stored = by_uri[record.image_uri]
+            image = reused_row(apply_mapping(record, mapping, self._taxonomy), stored, check)
+            images.append(image)
+            counts.update(image_events(image))
+            counts.update(previous_events((stored.retailer, run_date)))
+        return images
 
     @staticmethod
     def _pass_on(records: list, rows: list):
@@ -132,21 +162,23 @@ class _CarryFn(beam.DoFn):
 
 class CarryForward(beam.PTransform):
     """pbegin -> ``{"records": ImageRecords to load, "previous": (run_date, stored ImageRecord) to
-    match with them, "images": carried image rows, "products": carried product rows, "read":
-    (retailer, run_date) per carried stored row}``, over the spilled ``buckets``."""
+    match with them, "tables": ((partition, shard), pyarrow Table) of carried image rows for
+    :class:`~pipeline.sinks.WriteTable`, "counts": lists of (event key, count) for
+    :class:`~pipeline.manifest.CountEvents`}``, over the ``buckets`` spilled under ``work``
+    (``records/``, ``previous/``); carried products and members are spilled under ``work`` too."""
 
-    def __init__(self, records_folder: str, previous_folder: str, buckets: tuple[int, ...], *, mappings: dict,
-                 taxonomy_path: str | None, key: str, fetch, fn):
-        """``key``: :func:`~pipeline.reuse.enriched_with` of the run; ``fn``: its
-        :class:`~pipeline.aggregate.ProductCombineFn`."""
+    def __init__(self, work: Callable[[str], str], buckets: tuple[int, ...], *, mappings: dict,
+                 taxonomy_path: str | None, key: str, fetch, fn, run_date: str, shards_per_partition: int):
+        """``work(name)``: the run's work folder ``name``; ``key``: the run's
+        :func:`~pipeline.reuse.enriched_with`; ``fn``: its :class:`~pipeline.aggregate.ProductCombineFn`."""
         super().__init__()
         self._buckets = tuple(buckets)
-        self._fn = _CarryFn(records_folder, previous_folder, mappings=mappings, taxonomy_path=taxonomy_path,
-                            key=key, fetch=fetch, fn=fn)
+        folders = {name: work(name) for name in ("records", "previous", "products", "members")}
+        self._fn = _CarryFn(folders, mappings=mappings, taxonomy_path=taxonomy_path, key=key, fetch=fetch, fn=fn,
+                            run_date=run_date, shards_per_partition=shards_per_partition)
 
     def expand(self, pbegin):
         out = (pbegin
                | "Buckets" >> beam.Create(self._buckets, reshuffle=len(self._buckets) > 1)
-               | "Carry" >> beam.ParDo(self._fn).with_outputs(PREVIOUS, IMAGES, PRODUCTS, READ, main="records"))
-        return {"records": out.records, "previous": out[PREVIOUS], "images": out[IMAGES], "products": out[PRODUCTS],
-                "read": out[READ]}
+               | "Carry" >> beam.ParDo(self._fn).with_outputs(PREVIOUS, TABLES, COUNTS, main="records"))
+        return {"records": out.records, "previous": out[PREVIOUS], "tables": out[TABLES], "counts": out[COUNTS]}

@@ -77,19 +77,26 @@ def duplicate_events(item: Duplicate) -> list[tuple]:
     return [("duplicates", item.retailer)]
 
 
-class CountEvents(beam.PTransform):
-    """{name: (pcoll, key_fn)} -> one element: the list of (key, count) over all of them."""
+def _ones(item, fn) -> list[tuple[tuple, int]]:
+    return [(key, 1) for key in fn(item)]
 
-    def __init__(self, sources: dict[str, tuple[beam.PCollection, object]]):
+
+class CountEvents(beam.PTransform):
+    """{name: (pcoll, key_fn)} -> one element: the list of (key, count) over all of them.
+    ``counted``: lists of (key, count) already counted elsewhere (carried products), added in."""
+
+    def __init__(self, sources: dict[str, tuple[beam.PCollection, object]], *, counted: beam.PCollection | None = None):
         super().__init__()
-        self._sources = sources
+        self._sources, self._counted = sources, counted
 
     def expand(self, pbegin):
-        keyed = [pcoll | f"Keys{name}" >> beam.FlatMap(fn) for name, (pcoll, fn) in self._sources.items()]
+        keyed = [pcoll | f"Keys{name}" >> beam.FlatMap(_ones, fn) for name, (pcoll, fn) in self._sources.items()]
+        if self._counted is not None:
+            keyed.append(self._counted | "Counted" >> beam.FlatMap(lambda pairs: pairs))
         return (
             keyed
             | "Flatten" >> beam.Flatten()
-            | "Count" >> beam.combiners.Count.PerElement()
+            | "Count" >> beam.CombinePerKey(sum)
             | "Gather" >> beam.combiners.ToList()
         )
 

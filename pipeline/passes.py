@@ -43,7 +43,6 @@ from pipeline.manifest import (
     dead_letter_events,
     duplicate_events,
     image_events,
-    previous_events,
     product_events,
     source_events,
 )
@@ -144,9 +143,9 @@ def build_shard(p: beam.Pipeline, config, number: int, shard: int, shards: int) 
     if config.previous:  # unchanged products skip the per-image stages (pipeline/carry.py)
         key = enriched_with(config)
         carried = p | "CarryForward" >> CarryForward(
-            work_folder(config, "records"), work_folder(config, "previous"), buckets,
-            mappings={s.retailer: s.mapping for s in config.sources}, taxonomy_path=config.taxonomy_path, key=key,
-            fetch=config.fetch, fn=product_fn(config))
+            lambda name: work_folder(config, name), buckets, mappings={s.retailer: s.mapping for s in config.sources},
+            taxonomy_path=config.taxonomy_path, key=key, fetch=config.fetch, fn=product_fn(config),
+            run_date=config.run_date, shards_per_partition=config.shards_per_partition)
         records, previous = carried["records"], carried["previous"]
         match = MatchPrevious(config.previous, config.retailers, key)
     else:
@@ -155,26 +154,21 @@ def build_shard(p: beam.Pipeline, config, number: int, shard: int, shards: int) 
                            decode=config.decode, decode_threads=config.decode_threads, match_previous=match,
                            previous=previous)
     enriched = enrich(catalog, config)
-    images, products = enriched.images, enriched.products
-    if carried is not None:
-        images = (images, carried["images"]) | "WithCarried" >> beam.Flatten()
-        products = (products, carried["products"]) | "WithCarriedProducts" >> beam.Flatten()
     staging = pass_staging(config, number)
+    images = enriched.images if carried is None else {"records": enriched.images, "tables": carried["tables"]}
     written = (
         (write_table(images, IMAGES, "WriteImages", config, staging, vocabulary(config)),
          write_table(enriched.dead_letter, DEAD_LETTER_TABLE, "WriteDeadLetter", config, staging))
         | "AllWritten" >> beam.Flatten()
     )
-    _ = products | "SpillProducts" >> WriteBuckets(work_folder(config, "products"), record_product)
-    _ = (images
+    _ = enriched.products | "SpillProducts" >> WriteBuckets(work_folder(config, "products"), record_product)
+    _ = (enriched.images
          | "Members" >> beam.FlatMap(slim_member)
          | "SpillMembers" >> WriteBuckets(work_folder(config, "members"), member_product))
-    counted = {"Images": (images, image_events), "DeadLetter": (enriched.dead_letter, dead_letter_events),
+    counted = {"Images": (enriched.images, image_events), "DeadLetter": (enriched.dead_letter, dead_letter_events),
                "Duplicates": (catalog.duplicates, duplicate_events)}
     counted.update(reuse_counted(catalog))
-    if carried is not None:
-        counted["CarriedPrevious"] = (carried["read"], previous_events)
-    counts = p | "CountEvents" >> CountEvents(counted)
+    counts = p | "CountEvents" >> CountEvents(counted, counted=carried["counts"] if carried is not None else None)
     _ = p | "SaveResult" >> SaveResult(result_path(config, number), written=written, counts=counts)
 
 

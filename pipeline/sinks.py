@@ -45,6 +45,11 @@ def _shard(product_id: str, shards: int) -> int:
     return zlib.crc32(product_id.encode("utf-8")) % shards if shards > 1 else 0
 
 
+def file_of(record, run_date: str, shards: int) -> tuple[str, int]:
+    """(partition, shard): the staged file of its table that ``record`` is written to."""
+    return TableSpec.partition(run_date, record.retailer), _shard(record.product_id or "", shards)
+
+
 class _WriteParquetFn(beam.DoFn):
     def __init__(self, table: TableSpec, staging: str, metadata: dict[str, str] | None = None):
         self._table, self._staging, self._metadata = table, staging, metadata or {}
@@ -62,6 +67,10 @@ class _WriteParquetFn(beam.DoFn):
         with FileSystems.create(path) as fh:
             writer = pq.ParquetWriter(fh, schema, compression="snappy")
             for record in records:
+                if isinstance(record, pa.Table):  # rows converted already (carried products: pipeline/carry.py)
+                    writer.write_table(record)
+                    rows += record.num_rows
+                    continue
                 batch.append(self._table.to_row(record))
                 if len(batch) >= ROW_GROUP_ROWS:
                     writer.write_table(pa.Table.from_pylist(batch, schema=schema))
@@ -76,7 +85,9 @@ class _WriteParquetFn(beam.DoFn):
 
 
 class WriteTable(beam.PTransform):
-    """Records of one table -> staged Parquet files; returns a PCollection of WrittenFile."""
+    """Records of one table -> staged Parquet files; returns a PCollection of WrittenFile. The
+    input may also be ``{"records": records, "tables": ((partition, shard), pyarrow Table of
+    rows already converted)}`` (tables without ``order_by`` only)."""
 
     def __init__(self, table: TableSpec, *, run_date: str, staging: str, shards: int = 1,
                  metadata: dict[str, str] | None = None):
@@ -86,10 +97,16 @@ class WriteTable(beam.PTransform):
 
     def expand(self, records):
         run_date, shards = self._run_date, self._shards
+        tables = None
+        if isinstance(records, dict):
+            records, tables = records["records"], records["tables"]
+            if self._table.order_by:
+                raise ValueError(f"table {self._table.name} is sorted within files: give it records only")
+        keyed = records | "KeyByPartition" >> beam.Map(lambda r: (file_of(r, run_date, shards), r))
+        if tables is not None:
+            keyed = (keyed, tables) | "WithTables" >> beam.Flatten()
         return (
-            records
-            | "KeyByPartition" >> beam.Map(
-                lambda r: ((TableSpec.partition(run_date, r.retailer), _shard(r.product_id or "", shards)), r))
+            keyed
             | "GroupByFile" >> beam.GroupByKey()
             | "WriteParquet" >> beam.ParDo(_WriteParquetFn(self._table, self._staging, self._metadata))
         )

@@ -28,7 +28,7 @@ from pipeline.options import RunConfig
 from pipeline.passes import record_product, stored_product
 from pipeline.records import ImageRecord
 from pipeline.sharded import run_sharded
-from pipeline.shardfiles import BUCKETS, WriteBuckets
+from pipeline.shardfiles import BUCKETS, WriteBuckets, bucket_files, read_file
 from pipeline.taxonomy import apply_mapping
 from schemas.mapping import parse_mapping
 from schemas.taxonomy import load_taxonomy
@@ -84,31 +84,35 @@ def test_carry_forward_takes_unchanged_products_whole(tmp_path):
         os.utime(folder / "changed.jpg", ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # changed since
         work = tmp_path / "work"
         with TestPipeline() as p:
-            _ = p | "Records" >> beam.Create(today) | "SpillRecords" >> WriteBuckets(str(work / "r"), record_product)
+            _ = (p | "Records" >> beam.Create(today)
+                 | "SpillRecords" >> WriteBuckets(str(work / "records"), record_product))
             _ = (p | "Previous" >> beam.Create([("2026-08-01", s) for s in previous])
-                 | "SpillPrevious" >> WriteBuckets(str(work / "p"), stored_product))
+                 | "SpillPrevious" >> WriteBuckets(str(work / "previous"), stored_product))
 
         mapping = parse_mapping({"retailer": "shop", "source": {"format": "jsonl", "product_id": "sku",
                                                                 "image_uri": "url"},
                                  "category": {"exact": {"dresses": "DRESSES"}}})
-        fn = ProductCombineFn((), ())
         p = TestPipeline()
-        out = p | CarryForward(str(work / "r"), str(work / "p"), tuple(range(BUCKETS)), mappings={"shop": mapping},
-                               taxonomy_path=None, key=KEY, fetch=FetchConfig(allowed_roots=(str(folder),),
-                                                                              allow_private_addresses=True), fn=fn)
-        taxonomy = load_taxonomy(None)
-        carried = [today[0], today[1]]
+        out = p | CarryForward(lambda name: str(work / name), tuple(range(BUCKETS)), mappings={"shop": mapping},
+                               taxonomy_path=None, key=KEY,
+                               fetch=FetchConfig(allowed_roots=(str(folder),), allow_private_addresses=True),
+                               fn=ProductCombineFn((), ()), run_date="2026-08-02", shards_per_partition=1)
         expected_images = []
-        for found, row in zip(carried, previous):
-            mapped = apply_mapping(found, mapping, taxonomy)
+        for found, row in zip([today[0], today[1]], previous):
+            mapped = apply_mapping(found, mapping, load_taxonomy(None))
             assert mapped.category == "DRESSES"
-            expected_images.append((found.product_id, found.source_line, mapped.category, row.image_phash, "REUSED"))
-        assert_that(out["images"] | beam.Map(lambda r: (r.product_id, r.source_line, r.category, r.image_phash,
-                                                        r.reuse_status)),
+            expected_images.append((found.product_id, found.source_line, "DRESSES", row.image_phash, "REUSED"))
+        assert_that(out["tables"] | beam.MapTuple(lambda file, table: [(file, row) for row in table.to_pylist()])
+                    | beam.FlatMap(lambda pairs: pairs)
+                    | beam.MapTuple(lambda file, r: (r["product_id"], r["source_line"], r["category"],
+                                                      r["image_phash"], r["reuse_status"])),
                     equal_to(expected_images), label="CarriedImages")
-        assert_that(out["products"] | beam.Map(lambda r: (r.product_id, r.image_count, r.variant_ids, r.category)),
-                    equal_to([("SAME", 1, ("S-1",), None), ("WEB", 1, (), None)]), label="CarriedProducts")
-        assert_that(out["read"], equal_to([("shop", "2026-08-01")] * 2), label="Read")
+        assert_that(out["tables"] | beam.MapTuple(lambda file, table: file) | beam.Distinct(),
+                    equal_to([("run_date=2026-08-02/retailer=shop", 0)]), label="OneFile")  # a table per bucket
+        assert_that(out["counts"] | beam.FlatMap(lambda pairs: pairs) | beam.CombinePerKey(sum)
+                    | beam.Filter(lambda kv: kv[0][0] in ("images", "images_reused", "previous_rows")),
+                    equal_to([(("images", "shop"), 2), (("images_reused", "shop"), 2),
+                              (("previous_rows", "shop", "2026-08-01"), 2)]), label="Counts")
         assert_that(out["records"] | beam.Map(lambda r: (r.product_id, r.source_line)),
                     equal_to([("CHANGED", 3), ("DUP", 4), ("DUP", 5), ("NEW", 6)]), label="PassedOn")
         assert_that(out["previous"] | beam.MapTuple(lambda run_date, s: s.product_id),
@@ -119,6 +123,14 @@ def test_carry_forward_takes_unchanged_products_whole(tmp_path):
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]
                 if c.key.metric.namespace == "fashion_enrich.carry"}
     assert counters == {"carried_products": 2, "carried_images": 2, "passed_on_products": 3}
+
+    def spilled(name: str) -> list:
+        return [e for path in bucket_files(str(work / name), range(BUCKETS)) for e in read_file(path)]
+
+    products = sorted(spilled("products"), key=lambda product: product.product_id)
+    assert [(r.product_id, r.image_count, r.variant_ids, r.category) for r in products] == [
+        ("SAME", 1, ("S-1",), None), ("WEB", 1, (), None)]  # no models: no predicted category
+    assert sorted(spilled("members")) == [("shop/SAME", "ab" * 18), ("shop/WEB", "ab" * 18)]
 
 
 def _sharded_counters(argv: list[str]) -> Counter:
