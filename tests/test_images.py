@@ -237,6 +237,13 @@ def test_local_files_only_under_allowed_roots(tmp_path):
     assert fetcher.fetch(str(inside)).status is None
     assert fetch_reason(fetcher, str(outside)) == "FORBIDDEN_URI"
     assert fetch_reason(fetcher, str(tmp_path / "dump" / "link.jpg")) == "FORBIDDEN_URI"  # symlink out
+    (tmp_path / "elsewhere" / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "img.jpg").write_bytes(jpeg())
+    (tmp_path / "dump" / "linked").symlink_to(tmp_path / "elsewhere" / "sub")
+    linked = tmp_path / "dump" / "linked"
+    assert fetch_reason(fetcher, str(linked / "x.jpg")) == "FORBIDDEN_URI"  # a folder symlinked out
+    assert fetch_reason(fetcher, f"{linked}/../img.jpg") == "FORBIDDEN_URI"  # '..' after the link: elsewhere/img.jpg
+    assert fetcher.fetch(f"{linked}/../../dump/img.jpg").status is None  # back inside, the same way
     assert fetch_reason(fetcher, str(tmp_path / "dump" / "gone.jpg")) == "NOT_FOUND"
     assert fetch_reason(fetcher, "ftp://example.com/x.jpg") == "FORBIDDEN_URI"
 

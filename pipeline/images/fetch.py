@@ -36,6 +36,7 @@ OBJECT_STORES = ("gs",)  # read through Beam FileSystems (tests add a fake store
 
 _LOG = logging.getLogger(__name__)
 _RETRY_STATUS = {429, 500, 502, 503, 504}
+_FOLDERS_REMEMBERED = 4096
 
 
 class FetchError(Exception):
@@ -90,6 +91,7 @@ class Fetcher:
         # One session serves every host: never store or replay cookies across them.
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._cache = ImageCache(config.cache) if config.cache else None
+        self._folders: dict[str, str] = {}  # folder -> its real path (_realpath)
 
     def close(self) -> None:
         self._session.close()
@@ -125,10 +127,26 @@ class Fetcher:
             return FetchError(Reason.FETCH_ERROR, f"{type(exc).__name__}: {exc}"[:500])
 
     # -- files ---------------------------------------------------------------------------
+    def _realpath(self, path: str) -> str:
+        """``os.path.realpath(path)``, with each folder's resolution remembered: a catalog's images
+        share a few folders, and resolving every component of every path (an lstat each) cost
+        more than the stat itself. The file itself is still checked: a symlink is resolved in full."""
+        folder, name = os.path.split(path if os.path.isabs(path) else os.path.join(os.getcwd(), path))
+        if name in ("", ".", ".."):
+            return os.path.realpath(path)
+        real_folder = self._folders.get(folder)  # realpath(folder) resolves its symlinks before any '..'
+
+        if real_folder is None:
+            if len(self._folders) >= _FOLDERS_REMEMBERED:
+                self._folders.clear()
+            real_folder = self._folders[folder] = os.path.realpath(folder)
+        real = os.path.join(real_folder, name)
+        return os.path.realpath(real) if os.path.islink(real) else real
+
     def _read_local(self, uri: str, validator: str | None) -> tuple[bytes | None, str | None]:
         """(bytes, or None when ``validator`` still holds; the file's validator)."""
         path = urlsplit(uri).path if uri.startswith("file:") else uri
-        real = os.path.realpath(path)
+        real = self._realpath(path)
         if not any(real == root or real.startswith(root.rstrip("/") + "/") for root in self._roots):
             raise FetchError(Reason.FORBIDDEN_URI, f"local path {path!r} is outside the allowed roots")
         try:  # os.stat, not FileSystems.match: a glob match costs more than decoding a small JPEG
