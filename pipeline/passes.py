@@ -12,7 +12,7 @@ A sharded run (:mod:`pipeline.sharded` runs the passes in order, each to the end
    products (before near-duplicate groups) and slim ``(product key, hash)`` members spilled.
 3. ``bands`` (one per band part): every member -> the LSH buckets of this part -> spanning edges.
 4. ``groups``: every edge -> union-find -> ``(product key, (group, size))`` spilled by bucket.
-5. ``finish`` (one per shard): its products joined with its groups -> products and review written.
+5. ``finish`` (one per few shards): their products joined with their groups -> products and review written.
 6. ``commit``: :class:`~pipeline.sinks.CommitRun` over every pass's staged files and counts.
 
 Passes 1, 2 and 5 save what they wrote and counted (:class:`SaveResult`) for the commit.
@@ -189,9 +189,10 @@ def build_groups(p: beam.Pipeline, config) -> None:
          | "SpillGroups" >> WriteBuckets(work_folder(config, "groups"), member_product))
 
 
-def build_finish(p: beam.Pipeline, config, number: int, shard: int, shards: int) -> None:
-    """Pass 5: one shard's products with their near-duplicate groups -> products and review written."""
-    buckets = shard_buckets(shard, shards)
+def build_finish(p: beam.Pipeline, config, number: int, part: int, parts: int) -> None:
+    """Pass 5: one part of the products (:func:`~pipeline.sharded.finish_parts`) with their
+    near-duplicate groups -> products and review written."""
+    buckets = shard_buckets(part, parts)
     products = {"products": p | "ReadProducts" >> ReadBuckets(work_folder(config, "products"), buckets),
                 "groups": p | "ReadGroups" >> ReadBuckets(work_folder(config, "groups"), buckets)}
     products = products | "AttachDuplicateGroups" >> AttachGroups(keyed=True)

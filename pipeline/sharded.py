@@ -7,7 +7,7 @@ runs as passes (:mod:`pipeline.passes`): a cheap split pass spills the records b
 ``retailer/product_id`` (de-duplication, reuse and aggregation are all per product, so a shard
 needs no other shard's records), then one pass per shard of about ``records_per_shard`` records,
 the near-duplicate grouping over slim ``(product key, hash)`` tuples of the whole catalog, one
-pass per shard attaching the groups, and the commit. Each pass is an ordinary Beam pipeline
+pass per few shards attaching the groups, and the commit. Each pass is an ordinary Beam pipeline
 with the run's options, run to the end before the next is built; the counts of all passes make
 one manifest, reconciled as in an unsharded run. Memory then depends on ``records_per_shard``,
 not on the catalog.
@@ -32,6 +32,8 @@ from pipeline.sinks import delete_tree, staging_root
 
 _LOG = logging.getLogger(__name__)
 SHARDS_PER_BAND_PART = 8  # a band pass holds ~12 slim members per image: far less than a shard pass per record
+SHARDS_PER_FINISH_PART = 4  # a finish pass holds product rows and their groups (at most one product per image
+# record, no arrays, no models): four shards' worth stays far below one shard pass (benchmarks/README.md)
 MIN_BYTES_PER_RECORD = 40  # no dump format stores an image record in fewer
 COMPRESSION_BOUND = 20  # compressed dumps: assume at most this ratio (an over-estimate only costs a split pass)
 IN_PROCESS_RESCORE_SHARE = 0.2  # incremental runs: shard passes run in the launcher when at most this share of
@@ -50,6 +52,11 @@ def shard_count(records: int, records_per_shard: int) -> int:
 def band_parts(shards: int) -> int:
     """Near-duplicate bucketing passes for ``shards`` shards."""
     return max(1, math.ceil(shards / SHARDS_PER_BAND_PART))
+
+
+def finish_parts(shards: int) -> int:
+    """Finish passes (products with their near-duplicate groups, written) for ``shards`` shards."""
+    return max(1, math.ceil(shards / SHARDS_PER_FINISH_PART))
 
 
 def may_need_shards(config, runner: str | None) -> bool:
@@ -127,10 +134,11 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
     for part in range(parts):
         timed(f"bands {part + 1}/{parts}", lambda p, j=part: passes.build_bands(p, config, j, parts), heavy=True)
     timed("groups", lambda p: passes.build_groups(p, config), heavy=False)
-    for shard in range(shards):
+    finishing = finish_parts(shards)
+    for part in range(finishing):
         number += 1
-        timed(f"finish {shard + 1}/{shards}",
-              lambda p, n=number, s=shard: passes.build_finish(p, config, n, s, shards), heavy=False)
+        timed(f"finish {part + 1}/{finishing}",
+              lambda p, n=number, j=part: passes.build_finish(p, config, n, j, finishing), heavy=False)
         results.append(passes.load_result(passes.result_path(config, number)))
     written, counts, stats = [], Counter(), []
     for n, result in enumerate(results):

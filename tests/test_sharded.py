@@ -27,7 +27,15 @@ from pipeline.grouping import UnionFind, near_duplicate_pairs
 from pipeline.job import run_job
 from pipeline.options import RunConfig
 from pipeline.records import ImageRecord
-from pipeline.sharded import band_parts, in_process_config, may_need_shards, run_sharded, shard_count, shards_in_process
+from pipeline.sharded import (
+    band_parts,
+    finish_parts,
+    in_process_config,
+    may_need_shards,
+    run_sharded,
+    shard_count,
+    shards_in_process,
+)
 from pipeline.shardfiles import BUCKETS, ReadBuckets, WriteBuckets, bucket_of, shard_buckets
 
 NO_MODELS = ["--models", "none"]
@@ -95,6 +103,7 @@ def test_shards_cover_every_bucket_once_and_counts_follow_the_target():
     assert shard_count(25_001, 25_000) == 2 and shard_count(1_000_000, 25_000) == 40
     assert shard_count(10**9, 25_000) == BUCKETS
     assert band_parts(1) == 1 and band_parts(8) == 1 and band_parts(40) == 5
+    assert finish_parts(1) == 1 and finish_parts(4) == 1 and finish_parts(10) == 3 and finish_parts(100) == 25
     with pytest.raises(ValueError):
         shard_buckets(2, 2)
 
@@ -245,11 +254,11 @@ def test_a_rerun_that_may_reuse_most_images_runs_its_shard_passes_in_this_proces
         assert run_sharded(config, run)
         return flags
 
-    first = sharded(args)  # split, 3 shards, 1 band pass, groups, 3 finish passes, commit
-    assert first == [False, True, True, True, True, False, False, False, False, False]
+    first = sharded(args)  # split, 3 shards, 1 band pass, groups, 1 finish pass, commit
+    assert first == [False, True, True, True, True, False, False, False]
     (folder / "images" / "0.jpg").write_bytes((folder / "images" / "1.jpg").read_bytes())  # one image changed
     again = sharded([*args, "--previous", str(out)])
-    assert again == [False, False, False, False, True, False, False, False, False, False]  # shards in process
+    assert again == [False, False, False, False, True, False, False, False]  # shards in process
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["reconciled"] and manifest["counts"]["images_reused"] == {"shop": 5}
     assert manifest["counts"]["images_rescored"] == {"shop": 1}
