@@ -39,6 +39,9 @@ COMPRESSION_BOUND = 20  # compressed dumps: assume at most this ratio (an over-e
 IN_PROCESS_RESCORE_SHARE = 0.2  # incremental runs: shard passes run in the launcher when at most this share of
 # the records may need loading (no previous row that may be reused): no worker processes to start per pass,
 # and the models, when an image needs scoring, load once for the whole run (benchmarks/README.md)
+REUSED_SHARD_FACTOR = 4  # in-process incremental shard passes hold this many times ``records_per_shard`` records:
+# the products carried forward cross them as pyarrow tables (a few KB per image row) and spill their product rows
+# at once, and at most IN_PROCESS_RESCORE_SHARE of the records were expected to take the per-image stages
 _COMPRESSED = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")
 
 
@@ -120,8 +123,10 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
     if shards == 1:
         delete_tree(staging_root(config.output, config.run_id))
         return False
-    parts = band_parts(shards)
+    parts, finishing = band_parts(shards), finish_parts(shards)
     in_process = shards_in_process(records, results[0].get("reusable", 0), bool(config.previous))
+    if in_process:  # most products are carried forward (pipeline/carry.py): larger shards, fewer passes
+        shards = shard_count(records, config.records_per_shard * REUSED_SHARD_FACTOR)
     _LOG.warning("sharded run: %d image records in %d shards of ~%d%s, %d near-duplicate band pass(es)",
                  records, shards, math.ceil(records / shards),
                  " (in this process: most images may be reused)" if in_process else "", parts)
@@ -134,7 +139,6 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
     for part in range(parts):
         timed(f"bands {part + 1}/{parts}", lambda p, j=part: passes.build_bands(p, config, j, parts), heavy=True)
     timed("groups", lambda p: passes.build_groups(p, config), heavy=False)
-    finishing = finish_parts(shards)
     for part in range(finishing):
         number += 1
         timed(f"finish {part + 1}/{finishing}",
