@@ -28,7 +28,6 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import apache_beam as beam
-import pyarrow as pa
 
 from pipeline.duplicates import slim_member
 from pipeline.images.fetch import Fetched, Fetcher
@@ -124,7 +123,7 @@ class _CarryFn(beam.DoFn):
                 continue
             images = self._carried(found, by_uri, checks, counts)
             for image in images:
-                rows_by_file[file_of(image, self._run_date, self._shards)].append(IMAGES.to_row(image))
+                rows_by_file[file_of(image, self._run_date, self._shards)].append(image)
                 for member in slim_member(image):
                     members.write(bucket, member)
             products.write(bucket, self._fn.product_of(images))
@@ -133,7 +132,7 @@ class _CarryFn(beam.DoFn):
         products.close()
         members.close()
         for file, rows in rows_by_file.items():
-            yield beam.pvalue.TaggedOutput(TABLES, (file, pa.Table.from_pylist(rows, schema=IMAGES.schema)))
+            yield beam.pvalue.TaggedOutput(TABLES, (file, IMAGES.to_table(rows)))
         if counts:
             yield beam.pvalue.TaggedOutput(COUNTS, list(counts.items()))
         for name, n in (("carried_products", carried), ("carried_images", carried_images),

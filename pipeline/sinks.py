@@ -58,7 +58,7 @@ class _WriteParquetFn(beam.DoFn):
         (partition, shard), records = element
         path = FileSystems.join(self._staging, self._table.name, partition, f"part-{shard:05d}.parquet")
         rows = 0
-        batch: list[dict] = []
+        batch: list = []
         schema = self._table.schema.with_metadata({**(self._table.schema.metadata or {}), **{
             k.encode(): v.encode() for k, v in self._metadata.items()}})
         if self._table.order_by:  # small tables read top-down (the review queue): sorted in the file
@@ -71,13 +71,13 @@ class _WriteParquetFn(beam.DoFn):
                     writer.write_table(record)
                     rows += record.num_rows
                     continue
-                batch.append(self._table.to_row(record))
+                batch.append(record)
                 if len(batch) >= ROW_GROUP_ROWS:
-                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    writer.write_table(self._table.to_table(batch, schema))
                     rows += len(batch)
                     batch = []
             if batch or rows == 0:
-                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                writer.write_table(self._table.to_table(batch, schema))
                 rows += len(batch)
             writer.close()
         beam.metrics.Metrics.counter("fashion_enrich.sinks", f"{self._table.name}_rows").inc(rows)

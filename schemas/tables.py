@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import operator
 import types
 import typing
 from dataclasses import dataclass
@@ -73,6 +74,12 @@ class TableSpec:
             value = getattr(record, name)
             row[name] = list(value) if isinstance(value, tuple) else value
         return row
+
+    def to_table(self, records: list, schema: pa.Schema | None = None) -> pa.Table:
+        """Records as a table of ``schema`` (default: the table's), converted column by column:
+        several times faster than a dict per row (pyarrow takes tuples as lists)."""
+        return pa.Table.from_pydict({name: list(map(operator.attrgetter(name), records)) for name in self.columns},
+                                    schema=schema or self.schema)
 
     @staticmethod
     def partition(run_date: str, retailer: str) -> str:
