@@ -34,7 +34,7 @@ from pipeline.images.fetch import Fetched, Fetcher
 from pipeline.images.transforms import reused_row
 from pipeline.manifest import image_events, previous_events
 from pipeline.reuse import reusable
-from pipeline.shardfiles import BucketWriter, bucket_files, read_file
+from pipeline.shardfiles import BucketWriter, bucket_files, bucket_of_file, read_file
 from pipeline.sinks import file_of
 from pipeline.taxonomy import apply_mapping
 from schemas.tables import IMAGES
@@ -88,17 +88,20 @@ class _CarryFn(beam.DoFn):
             return self._pool.submit(self._fetcher.fetch_or_error, image_uri, validator)
         return self._fetcher.fetch_or_error(image_uri, validator)
 
-    def _read(self, folder: str, bucket: int) -> dict:
-        """The elements spilled into one bucket of ``folder``, by product."""
+    @staticmethod
+    def _read(paths: list[str], previous: bool) -> dict:
+        """The elements spilled into ``paths``, by product."""
         found = defaultdict(list)
-        for path in bucket_files(self._folders[folder], [bucket]):
+        for path in paths:
             for element in read_file(path):
-                stored = element[1] if folder == "previous" else element
+                stored = element[1] if previous else element
                 found[stored.retailer, stored.product_id].append(element)
         return found
 
-    def process(self, bucket: int):
-        records, previous = self._read("records", bucket), self._read("previous", bucket)
+    def process(self, element: tuple[int, list[str], list[str]]):
+        """``element``: (bucket, its records' work files, its previous rows' work files)."""
+        bucket, record_files, previous_files = element
+        records, previous = self._read(record_files, False), self._read(previous_files, True)
         candidates = []  # (records, {uri: (run_date, stored)}, a check per record)
         passed_on = 0
         for product, found in records.items():
@@ -171,13 +174,19 @@ class CarryForward(beam.PTransform):
         """``work(name)``: the run's work folder ``name``; ``key``: the run's
         :func:`~pipeline.reuse.enriched_with`; ``fn``: its :class:`~pipeline.aggregate.ProductCombineFn`."""
         super().__init__()
-        self._buckets = tuple(buckets)
-        folders = {name: work(name) for name in ("records", "previous", "products", "members")}
-        self._fn = _CarryFn(folders, mappings=mappings, taxonomy_path=taxonomy_path, key=key, fetch=fetch, fn=fn,
-                            run_date=run_date, shards_per_partition=shards_per_partition)
+        self._buckets, self._work = tuple(buckets), work
+        self._fn = _CarryFn({name: work(name) for name in ("products", "members")}, mappings=mappings,
+                            taxonomy_path=taxonomy_path, key=key, fetch=fetch, fn=fn, run_date=run_date,
+                            shards_per_partition=shards_per_partition)
 
     def expand(self, pbegin):
+        # The work files are listed once, here (the split pass wrote them): one glob per bucket cost more.
+        files = {name: defaultdict(list) for name in ("records", "previous")}
+        for name, by_bucket in files.items():
+            for path in bucket_files(self._work(name), self._buckets):
+                by_bucket[bucket_of_file(path)].append(path)
+        buckets = [(b, files["records"][b], files["previous"][b]) for b in self._buckets]
         out = (pbegin
-               | "Buckets" >> beam.Create(self._buckets, reshuffle=len(self._buckets) > 1)
+               | "Buckets" >> beam.Create(buckets, reshuffle=len(buckets) > 1)
                | "Carry" >> beam.ParDo(self._fn).with_outputs(PREVIOUS, TABLES, COUNTS, main="records"))
         return {"records": out.records, "previous": out[PREVIOUS], "tables": out[TABLES], "counts": out[COUNTS]}

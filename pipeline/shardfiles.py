@@ -103,6 +103,11 @@ def bucket_files(folder: str, buckets: Iterable[int]) -> list[str]:
     return sorted(found)
 
 
+def bucket_of_file(path: str) -> int:
+    """The bucket of a work file that :func:`bucket_files` listed."""
+    return int(path.replace("\\", "/").rsplit("/bucket=", 1)[1].split("/", 1)[0])
+
+
 def read_file(path: str):
     """Every element pickled into one work file, in order."""
     with FileSystems.open(path) as fh:
