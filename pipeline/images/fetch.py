@@ -19,6 +19,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from stat import S_ISLNK
 from urllib.parse import urljoin, urlsplit
 
 import requests
@@ -91,7 +92,7 @@ class Fetcher:
         # One session serves every host: never store or replay cookies across them.
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._cache = ImageCache(config.cache) if config.cache else None
-        self._folders: dict[str, str] = {}  # folder -> its real path (_realpath)
+        self._folders: dict[str, str] = {}  # folder -> its real path (_resolve)
 
     def close(self) -> None:
         self._session.close()
@@ -127,30 +128,34 @@ class Fetcher:
             return FetchError(Reason.FETCH_ERROR, f"{type(exc).__name__}: {exc}"[:500])
 
     # -- files ---------------------------------------------------------------------------
-    def _realpath(self, path: str) -> str:
-        """``os.path.realpath(path)``, with each folder's resolution remembered: a catalog's images
-        share a few folders, and resolving every component of every path (an lstat each) cost
-        more than the stat itself. The file itself is still checked: a symlink is resolved in full."""
+    def _resolve(self, path: str) -> tuple[str, os.stat_result | None]:
+        """(``os.path.realpath(path)``, the file's stat when it is not a symlink): each folder's
+        resolution is remembered (a catalog's images share a few folders, and resolving every
+        component of every path, an lstat each, cost more than the stat itself), and the file's
+        own lstat is its stat. A symlinked file is resolved in full."""
         folder, name = os.path.split(path if os.path.isabs(path) else os.path.join(os.getcwd(), path))
         if name in ("", ".", ".."):
-            return os.path.realpath(path)
+            return os.path.realpath(path), None
         real_folder = self._folders.get(folder)  # realpath(folder) resolves its symlinks before any '..'
-
         if real_folder is None:
             if len(self._folders) >= _FOLDERS_REMEMBERED:
                 self._folders.clear()
             real_folder = self._folders[folder] = os.path.realpath(folder)
         real = os.path.join(real_folder, name)
-        return os.path.realpath(real) if os.path.islink(real) else real
+        try:
+            found = os.lstat(real)
+        except OSError:
+            return real, None  # reported by the stat that follows
+        return (os.path.realpath(real), None) if S_ISLNK(found.st_mode) else (real, found)
 
     def _read_local(self, uri: str, validator: str | None) -> tuple[bytes | None, str | None]:
         """(bytes, or None when ``validator`` still holds; the file's validator)."""
         path = urlsplit(uri).path if uri.startswith("file:") else uri
-        real = self._realpath(path)
+        real, known = self._resolve(path)
         if not any(real == root or real.startswith(root.rstrip("/") + "/") for root in self._roots):
             raise FetchError(Reason.FORBIDDEN_URI, f"local path {path!r} is outside the allowed roots")
         try:  # os.stat, not FileSystems.match: a glob match costs more than decoding a small JPEG
-            stat = os.stat(real)
+            stat = known if known is not None else os.stat(real)
             if stat.st_size > self._cfg.max_bytes:
                 raise FetchError(Reason.TOO_LARGE, f"file is {stat.st_size} bytes, limit {self._cfg.max_bytes}")
             current = file_validator(stat.st_size, stat.st_mtime_ns)  # taken before reading: a later change shows
