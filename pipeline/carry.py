@@ -82,11 +82,17 @@ class _CarryFn(beam.DoFn):
         if self._fetcher is not None:
             self._fetcher.close()
 
+    def _unchanged(self, image_uri: str, validator: str) -> Fetched | None:
+        """The check's result when the image is unchanged, else None: a changed file is not read,
+        and a changed remote image's body (a 200 carries one) is dropped here, not held."""
+        checked = self._fetcher.fetch_or_error(image_uri, validator, body=False)
+        return checked if isinstance(checked, Fetched) and checked.not_modified else None
+
     def _check(self, image_uri: str, validator: str):
-        """The validator check of one image: remote ones on the pool (bounded concurrency)."""
+        """:meth:`_unchanged`, for remote images on the pool (bounded concurrency)."""
         if _is_remote(image_uri):
-            return self._pool.submit(self._fetcher.fetch_or_error, image_uri, validator)
-        return self._fetcher.fetch_or_error(image_uri, validator)
+            return self._pool.submit(self._unchanged, image_uri, validator)
+        return self._unchanged(image_uri, validator)
 
     @staticmethod
     def _read(paths: list[str], previous: bool) -> dict:
@@ -118,22 +124,24 @@ class _CarryFn(beam.DoFn):
         rows_by_file, counts = defaultdict(list), Counter()
         products, members = BucketWriter(self._folders["products"]), BucketWriter(self._folders["members"])
         carried = carried_images = 0
-        for found, by_uri, checks in candidates:
-            checks = [c.result() if isinstance(c, Future) else c for c in checks]
-            if not all(isinstance(c, Fetched) and c.not_modified for c in checks):
-                passed_on += 1
-                yield from self._pass_on(found, list(by_uri.values()))
-                continue
-            images = self._carried(found, by_uri, checks, counts)
-            for image in images:
-                rows_by_file[file_of(image, self._run_date, self._shards)].append(image)
-                for member in slim_member(image):
-                    members.write(bucket, member)
-            products.write(bucket, self._fn.product_of(images))
-            carried += 1
-            carried_images += len(images)
-        products.close()
-        members.close()
+        try:
+            for found, by_uri, checks in candidates:
+                checks = [c.result() if isinstance(c, Future) else c for c in checks]
+                if not all(checks):
+                    passed_on += 1
+                    yield from self._pass_on(found, list(by_uri.values()))
+                    continue
+                images = self._carried(found, by_uri, checks, counts)
+                for image in images:
+                    rows_by_file[file_of(image, self._run_date, self._shards)].append(image)
+                    for member in slim_member(image):
+                        members.write(bucket, member)
+                products.write(bucket, self._fn.product_of(images))
+                carried += 1
+                carried_images += len(images)
+        finally:
+            products.close()
+            members.close()
         for file, rows in rows_by_file.items():
             yield beam.pvalue.TaggedOutput(TABLES, (file, IMAGES.to_table(rows)))
         if counts:
@@ -174,16 +182,17 @@ class CarryForward(beam.PTransform):
         """``work(name)``: the run's work folder ``name``; ``key``: the run's
         :func:`~pipeline.reuse.enriched_with`; ``fn``: its :class:`~pipeline.aggregate.ProductCombineFn`."""
         super().__init__()
-        self._buckets, self._work = tuple(buckets), work
+        self._buckets = tuple(buckets)
+        self._inputs = {name: work(name) for name in ("records", "previous")}
         self._fn = _CarryFn({name: work(name) for name in ("products", "members")}, mappings=mappings,
                             taxonomy_path=taxonomy_path, key=key, fetch=fetch, fn=fn, run_date=run_date,
                             shards_per_partition=shards_per_partition)
 
     def expand(self, pbegin):
         # The work files are listed once, here (the split pass wrote them): one glob per bucket cost more.
-        files = {name: defaultdict(list) for name in ("records", "previous")}
+        files = {name: defaultdict(list) for name in self._inputs}
         for name, by_bucket in files.items():
-            for path in bucket_files(self._work(name), self._buckets):
+            for path in bucket_files(self._inputs[name], self._buckets):
                 by_bucket[bucket_of_file(path)].append(path)
         buckets = [(b, files["records"][b], files["previous"][b]) for b in self._buckets]
         out = (pbegin

@@ -244,6 +244,13 @@ def test_local_files_only_under_allowed_roots(tmp_path):
     assert fetch_reason(fetcher, str(linked / "x.jpg")) == "FORBIDDEN_URI"  # a folder symlinked out
     assert fetch_reason(fetcher, f"{linked}/../img.jpg") == "FORBIDDEN_URI"  # '..' after the link: elsewhere/img.jpg
     assert fetcher.fetch(f"{linked}/../../dump/img.jpg").status is None  # back inside, the same way
+    # A folder read once (its real path remembered), then swapped for a symlink out of the roots.
+    (tmp_path / "dump" / "sub").mkdir()
+    (tmp_path / "dump" / "sub" / "img.jpg").write_bytes(jpeg())
+    assert fetcher.fetch(str(tmp_path / "dump" / "sub" / "img.jpg")).status is None
+    (tmp_path / "dump" / "sub").rename(tmp_path / "moved")
+    (tmp_path / "dump" / "sub").symlink_to(tmp_path / "elsewhere")
+    assert fetch_reason(fetcher, str(tmp_path / "dump" / "sub" / "img.jpg")) == "FORBIDDEN_URI"
     assert fetch_reason(fetcher, str(tmp_path / "dump" / "gone.jpg")) == "NOT_FOUND"
     assert fetch_reason(fetcher, "ftp://example.com/x.jpg") == "FORBIDDEN_URI"
 

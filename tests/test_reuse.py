@@ -105,6 +105,9 @@ def test_conditional_fetch_over_http_and_of_local_files(tmp_path):
             os.utime(image, ns=(1, 10**18))
             touched = fetcher.fetch(str(image), local.validator)
             assert not touched.not_modified and touched.data == image.read_bytes()
+            checked = fetcher.fetch(str(image), local.validator, body=False)  # a check only: not read
+            assert not checked.not_modified and checked.data == b"" and checked.validator == touched.validator
+            assert fetcher.fetch(str(image), touched.validator, body=False).not_modified
         finally:
             fetcher.close()
 

@@ -13,49 +13,24 @@ from __future__ import annotations
 import email.utils
 import http.cookiejar
 import logging
-import os
 import random
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from stat import S_ISLNK
 from urllib.parse import urljoin, urlsplit
 
 import requests
 import urllib3
-from apache_beam.io.filesystem import CompressionTypes
-from apache_beam.io.filesystems import FileSystems
 
 from pipeline.images.cache import CacheEntry, ImageCache
 from pipeline.images.config import FetchConfig
+from pipeline.images.files import OBJECT_STORES, Fetched, FetchError, FileReader
 from pipeline.images.guard import ForbiddenAddress, guarded_adapter, is_public_address
-from pipeline.images.validators import conditional_headers, file_validator, http_validator
+from pipeline.images.validators import conditional_headers, http_validator
 from pipeline.records import Reason
-
-OBJECT_STORES = ("gs",)  # read through Beam FileSystems (tests add a fake store)
 
 _LOG = logging.getLogger(__name__)
 _RETRY_STATUS = {429, 500, 502, 503, 504}
-_FOLDERS_REMEMBERED = 4096
-
-
-class FetchError(Exception):
-    def __init__(self, reason: Reason, message: str, *, status: int | None = None, attempts: int = 0,
-                 retry_after: float | None = None):
-        super().__init__(message)
-        self.reason, self.status, self.attempts, self.retry_after = reason, status, attempts, retry_after
-
-
-@dataclass(frozen=True)
-class Fetched:
-    data: bytes
-    status: int | None  # HTTP status (200, or 304 when served from the cache); None for files
-    attempts: int
-    millis: float
-    cache_hit: bool = False
-    validator: str | None = None  # ETag / Last-Modified, or size + mtime (pipeline.images.validators)
-    not_modified: bool = False  # the validator given to fetch() still holds: no body was read
 
 
 def _retry_after(value: str | None, now: float) -> float | None:
@@ -79,7 +54,7 @@ class Fetcher:
         self._cfg = config
         self._sleep, self._clock = sleep, clock
         self._rng = rng or random.Random()
-        self._roots = tuple(os.path.realpath(r) for r in config.allowed_roots)
+        self._files = FileReader(config)
         pool = max(4, config.concurrency)
         if config.allow_private_addresses:
             adapter = requests.adapters.HTTPAdapter(pool_connections=4, pool_maxsize=pool, max_retries=0)
@@ -92,15 +67,16 @@ class Fetcher:
         # One session serves every host: never store or replay cookies across them.
         self._session.cookies.set_policy(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
         self._cache = ImageCache(config.cache) if config.cache else None
-        self._folders: dict[str, str] = {}  # folder -> its real path (_resolve)
 
     def close(self) -> None:
         self._session.close()
 
     # -- entry point -------------------------------------------------------------------
-    def fetch(self, uri: str, validator: str | None = None) -> Fetched:
+    def fetch(self, uri: str, validator: str | None = None, *, body: bool = True) -> Fetched:
         """The bytes at ``uri``; with ``validator`` (a previous fetch's), a conditional fetch:
-        ``not_modified`` and no bytes when it still holds, else the new bytes."""
+        ``not_modified`` and no bytes when it still holds, else the new bytes. ``body=False``:
+        only whether the validator holds, for files and objects (a changed one is not read; its
+        ``data`` is empty); over HTTP a 200 carries its body all the same."""
         start = self._clock()
         try:
             scheme = urlsplit(uri).scheme.lower() if "://" in uri else ""
@@ -111,78 +87,21 @@ class Fetcher:
         elif scheme and scheme != "file":
             if scheme not in OBJECT_STORES:
                 raise FetchError(Reason.FORBIDDEN_URI, f"scheme {scheme!r} is not allowed")
-            (data, current), status, attempts, hit = self._read_file(uri, validator), None, 1, False
+            (data, current), status, attempts, hit = self._files.read_object(uri, validator, body), None, 1, False
         else:
-            (data, current), status, attempts, hit = self._read_local(uri, validator), None, 1, False
+            (data, current), status, attempts, hit = self._files.read_local(uri, validator, body), None, 1, False
         return Fetched(data or b"", status, attempts, (self._clock() - start) * 1000.0, hit, current,
                        not_modified=data is None)
 
-    def fetch_or_error(self, uri: str, validator: str | None = None) -> Fetched | FetchError:
+    def fetch_or_error(self, uri: str, validator: str | None = None, *, body: bool = True) -> Fetched | FetchError:
         """:meth:`fetch`, with the error to dead-letter returned instead of raised (never raises:
         one odd URI must not fail the whole job)."""
         try:
-            return self.fetch(uri, validator)
+            return self.fetch(uri, validator, body=body)
         except FetchError as exc:
             return exc
         except Exception as exc:  # noqa: BLE001
             return FetchError(Reason.FETCH_ERROR, f"{type(exc).__name__}: {exc}"[:500])
-
-    # -- files ---------------------------------------------------------------------------
-    def _resolve(self, path: str) -> tuple[str, os.stat_result | None]:
-        """(``os.path.realpath(path)``, the file's stat when it is not a symlink): each folder's
-        resolution is remembered (a catalog's images share a few folders, and resolving every
-        component of every path, an lstat each, cost more than the stat itself), and the file's
-        own lstat is its stat. A symlinked file is resolved in full."""
-        folder, name = os.path.split(path if os.path.isabs(path) else os.path.join(os.getcwd(), path))
-        if name in ("", ".", ".."):
-            return os.path.realpath(path), None
-        real_folder = self._folders.get(folder)  # realpath(folder) resolves its symlinks before any '..'
-        if real_folder is None:
-            if len(self._folders) >= _FOLDERS_REMEMBERED:
-                self._folders.clear()
-            real_folder = self._folders[folder] = os.path.realpath(folder)
-        real = os.path.join(real_folder, name)
-        try:
-            found = os.lstat(real)
-        except OSError:
-            return real, None  # reported by the stat that follows
-        return (os.path.realpath(real), None) if S_ISLNK(found.st_mode) else (real, found)
-
-    def _read_local(self, uri: str, validator: str | None) -> tuple[bytes | None, str | None]:
-        """(bytes, or None when ``validator`` still holds; the file's validator)."""
-        path = urlsplit(uri).path if uri.startswith("file:") else uri
-        real, known = self._resolve(path)
-        if not any(real == root or real.startswith(root.rstrip("/") + "/") for root in self._roots):
-            raise FetchError(Reason.FORBIDDEN_URI, f"local path {path!r} is outside the allowed roots")
-        try:  # os.stat, not FileSystems.match: a glob match costs more than decoding a small JPEG
-            stat = known if known is not None else os.stat(real)
-            if stat.st_size > self._cfg.max_bytes:
-                raise FetchError(Reason.TOO_LARGE, f"file is {stat.st_size} bytes, limit {self._cfg.max_bytes}")
-            current = file_validator(stat.st_size, stat.st_mtime_ns)  # taken before reading: a later change shows
-            if validator is not None and validator == current:
-                return None, current
-            with FileSystems.open(real, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-                return fh.read(self._cfg.max_bytes + 1), current
-        except OSError as exc:
-            raise FetchError(Reason.NOT_FOUND, f"cannot read {path}: {exc.strerror or exc}") from exc
-
-    def _read_file(self, path: str, validator: str | None) -> tuple[bytes | None, str | None]:
-        try:
-            match = FileSystems.match([path])[0].metadata_list
-        except Exception as exc:  # noqa: BLE001 - filesystem errors vary by backend
-            raise FetchError(Reason.NOT_FOUND, f"cannot list {path}: {exc}") from exc
-        if not match:
-            raise FetchError(Reason.NOT_FOUND, f"no such file: {path}")
-        if match[0].size_in_bytes > self._cfg.max_bytes:
-            raise FetchError(Reason.TOO_LARGE, f"file is {match[0].size_in_bytes} bytes, limit {self._cfg.max_bytes}")
-        current = file_validator(match[0].size_in_bytes, int((match[0].last_updated_in_seconds or 0) * 1e9))
-        if validator is not None and validator == current:
-            return None, current
-        try:
-            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-                return fh.read(self._cfg.max_bytes + 1), current
-        except OSError as exc:
-            raise FetchError(Reason.NOT_FOUND, f"cannot read {path}: {exc}") from exc
 
     # -- http ------------------------------------------------------------------------------
     @staticmethod
