@@ -30,11 +30,11 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import apache_beam as beam
 
 from pipeline.duplicates import slim_member
-from pipeline.images.fetch import Fetched, Fetcher
+from pipeline.images.fetch import Fetched, Fetcher, is_remote
 from pipeline.images.transforms import reused_row
 from pipeline.manifest import image_events, previous_events
 from pipeline.reuse import reusable
-from pipeline.shardfiles import BucketWriter, bucket_files, bucket_of_file, read_file
+from pipeline.shardfiles import BucketWriter, files_by_bucket, read_file
 from pipeline.sinks import file_of
 from pipeline.taxonomy import apply_mapping
 from schemas.tables import IMAGES
@@ -50,10 +50,6 @@ def may_carry(records: list, stored: list, key: str) -> bool:
     uris = {r.image_uri for r in records}
     return (len(uris) == len(records) == len(stored) and uris == {s.image_uri for s in stored}
             and all(reusable(s, key) for s in stored))
-
-
-def _is_remote(uri: str) -> bool:
-    return "://" in uri and not uri.startswith("file:")
 
 
 class _CarryFn(beam.DoFn):
@@ -90,7 +86,7 @@ class _CarryFn(beam.DoFn):
 
     def _check(self, image_uri: str, validator: str):
         """:meth:`_unchanged`, for remote images on the pool (bounded concurrency)."""
-        if _is_remote(image_uri):
+        if is_remote(image_uri):
             return self._pool.submit(self._unchanged, image_uri, validator)
         return self._unchanged(image_uri, validator)
 
@@ -190,11 +186,8 @@ class CarryForward(beam.PTransform):
 
     def expand(self, pbegin):
         # The work files are listed once, here (the split pass wrote them): one glob per bucket cost more.
-        files = {name: defaultdict(list) for name in self._inputs}
-        for name, by_bucket in files.items():
-            for path in bucket_files(self._inputs[name], self._buckets):
-                by_bucket[bucket_of_file(path)].append(path)
-        buckets = [(b, files["records"][b], files["previous"][b]) for b in self._buckets]
+        records, previous = (files_by_bucket(self._inputs[name], self._buckets) for name in ("records", "previous"))
+        buckets = [(b, records[b], previous[b]) for b in self._buckets]
         out = (pbegin
                | "Buckets" >> beam.Create(buckets, reshuffle=len(buckets) > 1)
                | "Carry" >> beam.ParDo(self._fn).with_outputs(PREVIOUS, TABLES, COUNTS, main="records"))

@@ -94,18 +94,18 @@ class WriteBuckets(beam.PTransform):
         return pcoll | "Spill" >> beam.ParDo(_WriteBucketsFn(self._folder, self._key))
 
 
+def files_by_bucket(folder: str, buckets: Iterable[int]) -> dict[int, list[str]]:
+    """The work files of each of these buckets (an empty list where nothing was spilled), listed
+    with one ``FileSystems.match`` call."""
+    buckets = tuple(buckets)
+    patterns = [FileSystems.join(folder, f"bucket={b:03d}", "*.pkl") for b in buckets]
+    return {b: sorted(m.path for m in result.metadata_list)
+            for b, result in zip(buckets, FileSystems.match(patterns), strict=True)}
+
+
 def bucket_files(folder: str, buckets: Iterable[int]) -> list[str]:
     """The work files of these buckets (none when nothing was spilled there)."""
-    patterns = [FileSystems.join(folder, f"bucket={b:03d}", "*.pkl") for b in buckets]
-    found = []
-    for result in FileSystems.match(patterns):
-        found.extend(m.path for m in result.metadata_list)
-    return sorted(found)
-
-
-def bucket_of_file(path: str) -> int:
-    """The bucket of a work file that :func:`bucket_files` listed."""
-    return int(path.replace("\\", "/").rsplit("/bucket=", 1)[1].split("/", 1)[0])
+    return sorted(path for paths in files_by_bucket(folder, buckets).values() for path in paths)
 
 
 def read_file(path: str):

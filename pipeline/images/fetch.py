@@ -33,6 +33,11 @@ _LOG = logging.getLogger(__name__)
 _RETRY_STATUS = {429, 500, 502, 503, 504}
 
 
+def is_remote(uri: str) -> bool:
+    """Whether ``uri`` is fetched over the network (http(s) or an object store), not a local file."""
+    return "://" in uri and not uri.startswith("file:")
+
+
 def _retry_after(value: str | None, now: float) -> float | None:
     if not value:
         return None

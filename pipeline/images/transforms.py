@@ -30,7 +30,7 @@ import apache_beam as beam
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.images.decode import Decoded, ImageError, decode_and_preprocess
 from pipeline.images.features import dominant_colours, perceptual_hash
-from pipeline.images.fetch import Fetched, Fetcher, FetchError
+from pipeline.images.fetch import Fetched, Fetcher, FetchError, is_remote
 from pipeline.memory import tune_malloc
 from pipeline.pickled import replaced
 from pipeline.records import DeadLetter, ImageRecord, Reason, Stage
@@ -140,7 +140,7 @@ class _LoadFn(beam.DoFn):
 
     def _submit(self, record: ImageRecord, stored: ImageRecord | None) -> Future:
         validator = stored.image_validator if stored is not None else None
-        if "://" in record.image_uri and not record.image_uri.startswith("file:"):
+        if is_remote(record.image_uri):
             return self._fetch_pool.submit(self._fetch_then_decode, record, validator)
         if validator is not None and self._decode_threads > 1:  # a local file that may be reused: its stat
             fetched = self._fetcher.fetch_or_error(record.image_uri, validator)  # costs less than a thread hand-off
