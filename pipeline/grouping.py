@@ -20,6 +20,9 @@ from pipeline.images.features import NEAR_DUPLICATE_BITS, hamming
 
 BANDS = 12  # > NEAR_DUPLICATE_BITS: a match shares at least one band
 MAX_BUCKET = 500  # members compared pairwise per bucket (a flood of identical placeholders stays bounded)
+GROUPING_VERSION = "1"  # of the groups made from the same members: raise it when BANDS, MAX_BUCKET,
+# NEAR_DUPLICATE_BITS or the naming of groups change (an incremental run then does not keep stored
+# groups: pipeline/kept_groups.py; it is stored in the manifest's versions)
 
 
 def bands(phash: str) -> list[tuple[int, str]]:

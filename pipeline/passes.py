@@ -12,6 +12,8 @@ A sharded run (:mod:`pipeline.sharded` runs the passes in order, each to the end
    products (before near-duplicate groups) and slim ``(product key, hash)`` members spilled.
 3. ``bands`` (one per band part): every member -> the LSH buckets of this part -> spanning edges.
 4. ``groups``: every edge -> union-find -> ``(product key, (group, size))`` spilled by bucket.
+   An incremental run whose shard passes found no near-duplicate member changed reads the previous
+   run's groups instead of passes 3 and 4 (``kept groups``, :mod:`pipeline.kept_groups`).
 5. ``finish`` (one per few shards): their products joined with their groups -> products and review written.
 6. ``commit``: :class:`~pipeline.sinks.CommitRun` over every pass's staged files and counts.
 
@@ -38,6 +40,7 @@ from pipeline.build import (
 )
 from pipeline.carry import CarryForward
 from pipeline.duplicates import AttachGroups, GroupsFromEdges, NearDuplicateEdges, slim_member
+from pipeline.kept_groups import MemberChanges, ReadStoredGroups
 from pipeline.manifest import (
     CountEvents,
     dead_letter_events,
@@ -83,31 +86,34 @@ class _SaveResultFn(beam.DoFn):
     def __init__(self, path: str):
         self._path = path
 
-    def process(self, _, written, counts, file_stats, reusable):
+    def process(self, _, written, counts, file_stats, reusable, member_changes):
+        result = {"written": list(written), "counts": list(counts), "file_stats": list(file_stats),
+                  "reusable": sum(reusable)}
+        if member_changes:
+            result["member_changes"] = sum(member_changes)
         with FileSystems.create(self._path) as fh:
-            pickle.dump({"written": list(written), "counts": list(counts), "file_stats": list(file_stats),
-                         "reusable": sum(reusable)}, fh)
+            pickle.dump(result, fh)
         yield self._path
 
 
 class SaveResult(beam.PTransform):
-    """pbegin -> one file holding a pass's WrittenFiles, event counts, file stats and (split pass
-    of an incremental run) how many previous rows may be reused."""
+    """pbegin -> one file holding a pass's WrittenFiles, event counts, file stats, (split pass
+    of an incremental run) how many previous rows may be reused and (its shard passes) how many
+    near-duplicate members changed (:class:`~pipeline.kept_groups.MemberChanges`)."""
 
-    def __init__(self, path: str, *, written, counts, file_stats=None, reusable=None):
+    def __init__(self, path: str, *, written, counts, file_stats=None, reusable=None, member_changes=None):
         super().__init__()
         self._path, self._written, self._counts = path, written, counts
-        self._file_stats, self._reusable = file_stats, reusable
+        self._optional = {"file_stats": file_stats, "reusable": reusable, "member_changes": member_changes}
 
     def expand(self, pbegin):
-        stats = self._file_stats if self._file_stats is not None else pbegin | "NoStats" >> beam.Create([])
-        reusable = self._reusable if self._reusable is not None else pbegin | "NoReusable" >> beam.Create([])
+        optional = {name: beam.pvalue.AsList(pcoll if pcoll is not None else pbegin | f"No_{name}" >> beam.Create([]))
+                    for name, pcoll in self._optional.items()}
         return (
             pbegin
             | "Once" >> beam.Create([None])
             | "Save" >> beam.ParDo(_SaveResultFn(self._path), written=beam.pvalue.AsList(self._written),
-                                   counts=beam.pvalue.AsSingleton(self._counts), file_stats=beam.pvalue.AsList(stats),
-                                   reusable=beam.pvalue.AsList(reusable))
+                                   counts=beam.pvalue.AsSingleton(self._counts), **optional)
         )
 
 
@@ -169,7 +175,11 @@ def build_shard(p: beam.Pipeline, config, number: int, shard: int, shards: int) 
                "Duplicates": (catalog.duplicates, duplicate_events)}
     counted.update(reuse_counted(catalog))
     counts = p | "CountEvents" >> CountEvents(counted, counted=carried["counts"] if carried is not None else None)
-    _ = p | "SaveResult" >> SaveResult(result_path(config, number), written=written, counts=counts)
+    changes = None
+    if carried is not None:  # whether the previous run's near-duplicate groups may be kept (pipeline/kept_groups.py)
+        changes = {"today": enriched.images, "previous": previous} | "MemberChanges" >> MemberChanges()
+    _ = p | "SaveResult" >> SaveResult(result_path(config, number), written=written, counts=counts,
+                                       member_changes=changes)
 
 
 def build_bands(p: beam.Pipeline, config, part: int, parts: int) -> None:
@@ -186,6 +196,14 @@ def build_groups(p: beam.Pipeline, config) -> None:
          | "ReadEdges" >> ReadBuckets(work_folder(config, "edges"))
          | "Groups" >> GroupsFromEdges()
          | "PerProduct" >> beam.FlatMap(lambda groups: groups.items())
+         | "SpillGroups" >> WriteBuckets(work_folder(config, "groups"), member_product))
+
+
+def build_kept_groups(p: beam.Pipeline, config, files: list[str]) -> None:
+    """Passes 3 and 4 when no near-duplicate member changed: the previous run's groups
+    (:func:`~pipeline.kept_groups.previous_group_files`), spilled by the bucket of each grouped product."""
+    _ = (p
+         | "ReadStoredGroups" >> ReadStoredGroups(files)
          | "SpillGroups" >> WriteBuckets(work_folder(config, "groups"), member_product))
 
 

@@ -6,8 +6,9 @@ pipeline over the whole catalog peaks at a size that grows with the catalog (ben
 runs as passes (:mod:`pipeline.passes`): a cheap split pass spills the records by a hash of
 ``retailer/product_id`` (de-duplication, reuse and aggregation are all per product, so a shard
 needs no other shard's records), then one pass per shard of about ``records_per_shard`` records,
-the near-duplicate grouping over slim ``(product key, hash)`` tuples of the whole catalog, one
-pass per few shards attaching the groups, and the commit. Each pass is an ordinary Beam pipeline
+the near-duplicate grouping over slim ``(product key, hash)`` tuples of the whole catalog (or,
+in an incremental run where no hash changed, the previous run's groups: :mod:`pipeline.kept_groups`),
+one pass per few shards attaching the groups, and the commit. Each pass is an ordinary Beam pipeline
 with the run's options, run to the end before the next is built; the counts of all passes make
 one manifest, reconciled as in an unsharded run. Memory then depends on ``records_per_shard``,
 not on the catalog.
@@ -25,6 +26,7 @@ from collections.abc import Callable
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import passes
+from pipeline.kept_groups import previous_group_files
 from pipeline.machine import DIRECT_RUNNERS, available_cores
 from pipeline.records import WrittenFile
 from pipeline.shardfiles import BUCKETS
@@ -100,6 +102,18 @@ def _renumbered(written: list[WrittenFile], number: int, per_pass: int) -> list[
                         shard=number * per_pass + f.shard) for f in written]
 
 
+def kept_group_files(config, shard_results: list[dict]) -> list[str] | None:
+    """The previous run's product files whose near-duplicate groups this run keeps, or None to
+    compute them: an incremental run whose every shard pass found no member changed, over the
+    image files the previous run wrote (:mod:`pipeline.kept_groups`)."""
+    if not config.previous or any(r.get("member_changes", 1) for r in shard_results):
+        return None
+    files = previous_group_files(config.previous, config.retailers)
+    if files is not None:
+        _LOG.info("sharded run: no near-duplicate member changed; the previous run's groups are kept")
+    return files
+
+
 def run_sharded(config, run: Callable[..., None]) -> bool:
     """Run ``config`` as passes; ``run(build, heavy=...)`` runs one Beam pipeline that ``build(p)``
     builds (``heavy``: it runs on the run's worker processes: the shard passes, which load and
@@ -136,9 +150,14 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
         timed(f"shard {shard + 1}/{shards}",
               lambda p, n=number, s=shard: passes.build_shard(p, shard_config, n, s, shards), heavy=not in_process)
         results.append(passes.load_result(passes.result_path(config, number)))
-    for part in range(parts):
-        timed(f"bands {part + 1}/{parts}", lambda p, j=part: passes.build_bands(p, config, j, parts), heavy=True)
-    timed("groups", lambda p: passes.build_groups(p, config), heavy=False)
+    kept = kept_group_files(config, results[1:])
+    if kept is not None:
+        parts = 0
+        timed("kept groups", lambda p: passes.build_kept_groups(p, config, kept), heavy=False)
+    else:
+        for part in range(parts):
+            timed(f"bands {part + 1}/{parts}", lambda p, j=part: passes.build_bands(p, config, j, parts), heavy=True)
+        timed("groups", lambda p: passes.build_groups(p, config), heavy=False)
     for part in range(finishing):
         number += 1
         timed(f"finish {part + 1}/{finishing}",

@@ -15,11 +15,12 @@ def package_version() -> str:
 
 
 def versions() -> dict[str, str]:
+    from pipeline.grouping import GROUPING_VERSION
     from schemas.tables import SCHEMA_VERSION
     from schemas.taxonomy import load_taxonomy
 
     out = {"fashion_enrich": package_version(), "schema": SCHEMA_VERSION,
-           "taxonomy": str(load_taxonomy().version)}
+           "taxonomy": str(load_taxonomy().version), "near_duplicates": GROUPING_VERSION}
     for dist in ("apache-beam", "pyarrow"):
         try:
             out[dist] = metadata.version(dist)

@@ -174,6 +174,7 @@ def test_a_sharded_rerun_that_carries_writes_what_one_pipeline_writes(tmp_path, 
                                   str(tmp_path / "sharded"), "--records-per-shard", "2"])
     assert counters["carried_products"] == 3 and counters["carried_images"] == 4  # P0, P1 (two images), P2
     assert counters["passed_on_products"] == 4  # P4, P5, P6, P7 (P3 had only previous rows)
+    assert counters["kept_group_products"] == 0  # new and changed images: near-duplicate groups computed
     sharded = json.loads((tmp_path / "sharded" / "manifest.json").read_text())
     assert whole["reconciled"] and sharded["reconciled"]
     assert whole["counts"]["images_reused"] == {"shop": 5}  # P4 too, through the per-image stages
