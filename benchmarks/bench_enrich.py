@@ -25,6 +25,9 @@
     python benchmarks/bench_enrich.py --scale 10000,30000,100000
     python benchmarks/bench_enrich.py --scale 5000,20000 --records-per-shard 0   # one pipeline (no shards)
     python benchmarks/bench_enrich.py --scale 100000 --rerun-changed 0,1          # incremental reruns
+    # reruns of a full run measured earlier (its work folder kept; a 1M full run is ~2 h here):
+    python benchmarks/bench_enrich.py --scale 1000000 --rerun-changed 1,0 --work /tmp/fashion-enrich-bench-x \
+        --full-seconds 7200
     python benchmarks/bench_enrich.py --images 2000 --repeat 3 --run-args=--large-model  # one model process
 """
 
@@ -227,10 +230,16 @@ def main() -> None:
     parser.add_argument("--records-per-shard", default=None,
                         help="passed to the runs (0: one pipeline, as before sharded runs; default: the run's)")
     parser.add_argument("--run-args", default="", help="more arguments for every run, e.g. '--large-model'")
+    parser.add_argument("--work", default=None, help="work folder (default: a new temp folder); with --full-seconds, "
+                        "one where this script already made the copies, the catalog and the full run's output")
+    parser.add_argument("--full-seconds", type=float, default=None,
+                        help="with --scale and --work: skip the full run (its wall time was this) and rerun its output")
     args = parser.parse_args()
+    if args.full_seconds is not None and not (args.work and args.scale and args.rerun_changed):
+        parser.error("--full-seconds needs --work, --scale and --rerun-changed")
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
     images = sorted((Path(args.data) / "myntra" / "images").glob("*.jpg"))
-    work = Path(tempfile.mkdtemp(prefix="fashion-enrich-bench-"))
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="fashion-enrich-bench-"))
     runner = ["--direct_running_mode", "multi_processing", "--direct_num_workers", str(args.workers),
               "--allowed-root", str(Path(args.data) / "myntra" / "images")]
     run_models, folders = model_args(args.models, work)
@@ -239,16 +248,22 @@ def main() -> None:
     runner += shlex.split(args.run_args)
     if args.scale:
         print(f"\n== scale: synthetic catalogs, models '{args.models}', {args.workers} workers ==")
-        copies = copy_images(images, work / "images")
+        earlier = args.full_seconds is not None
+        copies = ([work / "images" / path.name for path in images] if earlier
+                  else copy_images(images, work / "images"))
         runner[runner.index("--allowed-root") + 1] = str(work / "images")
         for n in (int(x) for x in args.scale.split(",")):
-            dump = write_catalog(work / f"scale{n}", copies, n)
+            dump = work / f"scale{n}" / "catalog.jsonl" if earlier else write_catalog(work / f"scale{n}", copies, n)
             common = ["--source", f"bench={dump}:{dump.parent / 'bench.yaml'}", "--output", str(work / f"out{n}"),
                       *runner, *run_models]
-            seconds, peak, manifest = run_pipeline(common)
-            print(f"{n:>7} records: {seconds:7.1f} s, {n / seconds:6.1f} records/s, peak RSS "
-                  f"{peak / 2**30:5.2f} GiB, images {sum(manifest['counts']['images'].values())}, "
-                  f"reconciled {manifest['reconciled']}", flush=True)
+            if earlier:
+                seconds = args.full_seconds
+                print(f"{n:>7} records: full run measured earlier, {seconds:7.1f} s", flush=True)
+            else:
+                seconds, peak, manifest = run_pipeline(common)
+                print(f"{n:>7} records: {seconds:7.1f} s, {n / seconds:6.1f} records/s, peak RSS "
+                      f"{peak / 2**30:5.2f} GiB, images {sum(manifest['counts']['images'].values())}, "
+                      f"reconciled {manifest['reconciled']}", flush=True)
             for percent in (float(x) for x in args.rerun_changed.split(",") if x):
                 changed = change_files(copies, percent, seed=n)
                 again, peak, manifest = run_pipeline([*common, "--previous", str(work / f"out{n}")])
