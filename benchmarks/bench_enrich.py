@@ -10,7 +10,8 @@
    Myntra files, generic JSONL source), peak RSS summed over the whole process tree and wall
    time for each N. ``--rerun-changed 0,1`` then reruns each catalog incrementally on its own
    output (``--previous``, same date: its partitions are replaced) with 0 % and 1 % of the
-   image files changed (their mtime moved: the size + mtime validator no longer holds), and
+   image files changed (their mtime moved: the size + mtime validator no longer holds; with
+   ``--change-content`` their pixels too, each replaced by its mirror image), and
    prints each rerun's wall time as a share of the full run's. The scale runs read copies of
    the Myntra files in a temp folder, so the originals are never touched.
 
@@ -102,12 +103,18 @@ def copy_images(images: list[Path], folder: Path) -> list[Path]:
     return copies
 
 
-def change_files(files: list[Path], percent: float, seed: int) -> int:
+def change_files(files: list[Path], percent: float, seed: int, content: bool = False) -> int:
     """Moves the mtime of ``percent`` % of ``files`` one minute on (a changed image to the size + mtime
-    validator). Returns how many changed."""
+    validator), or with ``content`` replaces each with its mirror image (new pixels: a new perceptual
+    hash, so the near-duplicate groups must be computed again). Returns how many changed."""
+    from PIL import Image, ImageOps
+
     chosen = random.Random(seed).sample(files, round(len(files) * percent / 100))
     for path in chosen:
         stat = path.stat()
+        if content:
+            with Image.open(path) as image:
+                ImageOps.mirror(image.convert("RGB")).save(path, format="JPEG", quality=90)
         os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 60 * 10**9))
     return len(chosen)
 
@@ -230,6 +237,8 @@ def main() -> None:
     parser.add_argument("--records-per-shard", default=None,
                         help="passed to the runs (0: one pipeline, as before sharded runs; default: the run's)")
     parser.add_argument("--run-args", default="", help="more arguments for every run, e.g. '--large-model'")
+    parser.add_argument("--change-content", action="store_true",
+                        help="reruns: changed files get new pixels (their mirror image), not only a new mtime")
     parser.add_argument("--work", default=None, help="work folder (default: a new temp folder); with --full-seconds, "
                         "one where this script already made the copies, the catalog and the full run's output")
     parser.add_argument("--full-seconds", type=float, default=None,
@@ -265,10 +274,11 @@ def main() -> None:
                       f"{peak / 2**30:5.2f} GiB, images {sum(manifest['counts']['images'].values())}, "
                       f"reconciled {manifest['reconciled']}", flush=True)
             for percent in (float(x) for x in args.rerun_changed.split(",") if x):
-                changed = change_files(copies, percent, seed=n)
+                changed = change_files(copies, percent, seed=n, content=args.change_content)
                 again, peak, manifest = run_pipeline([*common, "--previous", str(work / f"out{n}")])
-                print(f"{n:>7} records, rerun with {percent:g} % of the files changed ({changed}): {again:7.1f} s "
-                      f"({again / seconds:.1%} of the full run), {n / again:6.1f} records/s, peak RSS "
+                how = "pixels" if args.change_content else "mtime"
+                print(f"{n:>7} records, rerun with {percent:g} % of the files changed ({changed}, {how}): "
+                      f"{again:7.1f} s ({again / seconds:.1%} of the full run), {n / again:6.1f} records/s, peak RSS "
                       f"{peak / 2**30:5.2f} GiB; {reuse_line(manifest)}; reconciled {manifest['reconciled']}",
                       flush=True)
         return
