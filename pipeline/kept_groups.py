@@ -10,11 +10,13 @@ band and groups passes, and reads the groups from the previous run's product row
   a vanished one counts as changed),
 * the previous rows are exactly the image files the previous run wrote: the output's
   ``manifest.json`` lists them, so the previous run's groups were made from those members and
-  no other retailer's (:func:`previous_group_files`),
+  no other retailer's (:func:`previous_run`, :func:`previous_group_files`; the product files
+  must still be there: :func:`all_exist`),
 * and that run grouped with this ``GROUPING_VERSION``.
 
 Otherwise the groups are computed as in a full run. A changed image with a new hash, a new
-product with an image, a vanished one: any of them makes the run compute them.
+product with a hashed image row, a vanished one: any of them makes the run compute them. A run
+that is not sharded always computes them (one pipeline: no passes to skip).
 """
 
 from __future__ import annotations
@@ -31,16 +33,17 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.duplicates import slim_member
 from pipeline.grouping import GROUPING_VERSION
-from pipeline.reuse import latest_partition_files
 from pipeline.shardfiles import product_key
 from pipeline.stored import partition_of
+from schemas.tables import IMAGES, PRODUCTS
 
 _LOG = logging.getLogger(__name__)
 METRICS_NAMESPACE = "fashion_enrich.carry"
 
 
 class _MemberDelta(beam.CombineFn):
-    """(member, +1 today / -1 previous) -> how many members differ between the two multisets."""
+    """(member, +1 today / -1 previous) -> how many distinct members have more copies on one side
+    than on the other (0: the two multisets are equal)."""
 
     def create_accumulator(self):
         return Counter()
@@ -64,7 +67,8 @@ class _MemberDelta(beam.CombineFn):
 
 class MemberChanges(beam.PTransform):
     """{"today": ImageRecords, "previous": (run_date, stored ImageRecord)} -> a singleton: how
-    many members (product key, perceptual hash) one side has and the other lacks. Only the
+    many distinct members (product key, perceptual hash) one side has more copies of (0: none
+    changed; also for two empty inputs). Only the
     products that were not carried need comparing: a carried product's rows keep their stored hashes."""
 
     def expand(self, inputs):
@@ -78,29 +82,54 @@ def _relative(partition: str, path: str) -> tuple[str, str]:
     return partition, posixpath.basename(path)
 
 
-def previous_group_files(previous: str, retailers: tuple[str, ...]) -> list[str] | None:
-    """The previous run's product files when its groups may be kept: its manifest says it grouped
-    with this ``GROUPING_VERSION`` and wrote exactly the image files an incremental run reads as
-    its previous rows (:func:`~pipeline.reuse.latest_partition_files` of ``retailers``); else None."""
+def previous_run(previous: str) -> tuple[set, list] | None:
+    """What the output's ``manifest.json`` says its latest run wrote, when that run grouped with
+    this ``GROUPING_VERSION``: (its image files, its product files), each as (partition, file
+    name); else None (and why, logged)."""
     try:
         with FileSystems.open(FileSystems.join(previous, "manifest.json")) as fh:
             manifest = json.loads(fh.read())
-        if manifest.get("versions", {}).get("near_duplicates") != GROUPING_VERSION:
-            return None
+        version = manifest.get("versions", {}).get("near_duplicates")
         tables = manifest["tables"]
-        written = {_relative(f["partition"], f["path"]) for f in tables.get("images", {}).get("files", [])}
-        products = [_relative(f["partition"], f["path"]) for f in tables.get("products", {}).get("files", [])]
+        written = {_relative(f["partition"], f["path"]) for f in tables.get(IMAGES.name, {}).get("files", [])}
+        products = [_relative(f["partition"], f["path"]) for f in tables.get(PRODUCTS.name, {}).get("files", [])]
     except Exception as exc:  # noqa: BLE001 - no manifest, an older layout: compute the groups
-        _LOG.info("near-duplicate groups not kept: the previous manifest under %s is unusable: %s", previous, exc)
+        _LOG.info("near-duplicate groups will be computed: no usable manifest under %s (%s)", previous, exc)
         return None
+    if version != GROUPING_VERSION:
+        _LOG.info("near-duplicate groups will be computed: the previous run grouped with version %s", version)
+        return None
+    return written, products
+
+
+def previous_group_files(previous: str, run: tuple[set, list] | None, image_files: list[str]) -> list[str] | None:
+    """The previous run's product files when its groups may be kept, else None: ``run``
+    (:func:`previous_run`, read before the files were listed) wrote exactly ``image_files``, the
+    files this run reads as its previous rows (a run committed to ``previous`` in between makes
+    them differ)."""
+    if run is None:
+        return None
+    written, products = run
     read = set()
-    for retailer in retailers:
-        for path in latest_partition_files(retailer, previous):
-            run_date, _ = partition_of(path)
-            read.add(_relative(f"run_date={run_date}/retailer={retailer}", path))
+    for path in image_files:
+        run_date, retailer = partition_of(path)
+        read.add(_relative(f"run_date={run_date}/retailer={retailer}", path))
     if read != written:
+        _LOG.info("near-duplicate groups will be computed: the previous rows are not the files the previous "
+                  "run wrote (%d read, %d written, %d in common)", len(read), len(written), len(read & written))
         return None
-    return [FileSystems.join(previous, "products", *partition.split("/"), name) for partition, name in products]
+    return [FileSystems.join(previous, PRODUCTS.name, *partition.split("/"), name) for partition, name in products]
+
+
+def all_exist(paths: list[str]) -> bool:
+    """Whether every one of ``paths`` is there (a retention job may have removed old product files)."""
+    if not paths:
+        return True
+    try:
+        found = {m.path for result in FileSystems.match(paths) for m in result.metadata_list}
+    except Exception:  # noqa: BLE001 - a pattern that matches nothing raises on some file systems
+        return False
+    return all(path in found for path in paths)
 
 
 def stored_groups(path: str):
@@ -110,7 +139,8 @@ def stored_groups(path: str):
         table = pq.read_table(fh, columns=["product_id", "duplicate_group", "duplicate_group_size"])
     kept = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "kept_group_products")
     found = 0
-    for product_id, group, size in zip(*(table.column(name).to_pylist() for name in table.column_names)):
+    columns = (table.column(name).to_pylist() for name in ("product_id", "duplicate_group", "duplicate_group_size"))
+    for product_id, group, size in zip(*columns):
         if group is not None:
             found += 1
             yield product_key(retailer, product_id), (group, int(size))

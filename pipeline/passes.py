@@ -122,13 +122,14 @@ def load_result(path: str) -> dict:
         return pickle.load(fh)
 
 
-def build_split(p: beam.Pipeline, config, number: int) -> None:
-    """Pass 1: read the dumps (and the previous rows) once, spill them by product bucket."""
+def build_split(p: beam.Pipeline, config, number: int, previous_files: list[str] | None = None) -> None:
+    """Pass 1: read the dumps (and the previous rows: ``previous_files``, listed by the caller,
+    else each retailer's latest partition) once, spill them by product bucket."""
     records, read_dead, stats = read_sources(p, config.sources, extra_roots=config.extra_roots)
     _ = records | "SpillRecords" >> WriteBuckets(work_folder(config, "records"), record_product)
     reusable_rows = None
     if config.previous:
-        previous = p | "ReadPrevious" >> ReadPrevious(config.previous, config.retailers)
+        previous = p | "ReadPrevious" >> ReadPrevious(config.previous, config.retailers, previous_files)
         _ = previous | "SpillPrevious" >> WriteBuckets(work_folder(config, "previous"), stored_product)
         key = enriched_with(config)
         reusable_rows = (previous

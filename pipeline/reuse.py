@@ -75,18 +75,29 @@ def read_stored(path: str, batch_rows: int = 4096):
                 yield run_date, record
 
 
-class ReadPrevious(beam.PTransform):
-    """pbegin -> (run_date, stored ImageRecord) for each retailer's latest images partition."""
+def previous_image_files(output: str, retailers: tuple[str, ...]) -> list[str]:
+    """Every file an incremental run reads as its previous rows: each retailer's latest partition."""
+    return [path for retailer in sorted(retailers) for path in latest_partition_files(retailer, output)]
 
-    def __init__(self, output: str, retailers: tuple[str, ...]):
+
+class ReadPrevious(beam.PTransform):
+    """pbegin -> (run_date, stored ImageRecord) for each retailer's latest images partition, or
+    for ``files`` when the caller listed them (:func:`previous_image_files`)."""
+
+    def __init__(self, output: str, retailers: tuple[str, ...], files: list[str] | None = None):
         super().__init__()
         self._output, self._retailers = output, tuple(sorted(retailers))
+        self._files = None if files is None else list(files)
 
     def expand(self, pbegin):
+        if self._files is not None:
+            listed = pbegin | "Files" >> beam.Create(self._files)
+        else:
+            listed = (pbegin
+                      | "Retailers" >> beam.Create(self._retailers)
+                      | "LatestPartition" >> beam.FlatMap(latest_partition_files, self._output))
         return (
-            pbegin
-            | "Retailers" >> beam.Create(self._retailers)
-            | "LatestPartition" >> beam.FlatMap(latest_partition_files, self._output)
+            listed
             | "SpreadFiles" >> beam.Reshuffle()
             | "ReadStored" >> beam.FlatMap(read_stored)
         )

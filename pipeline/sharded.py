@@ -26,9 +26,10 @@ from collections.abc import Callable
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import passes
-from pipeline.kept_groups import previous_group_files
+from pipeline.kept_groups import all_exist, previous_group_files, previous_run
 from pipeline.machine import DIRECT_RUNNERS, available_cores
 from pipeline.records import WrittenFile
+from pipeline.reuse import previous_image_files
 from pipeline.shardfiles import BUCKETS
 from pipeline.sinks import delete_tree, staging_root
 
@@ -102,16 +103,22 @@ def _renumbered(written: list[WrittenFile], number: int, per_pass: int) -> list[
                         shard=number * per_pass + f.shard) for f in written]
 
 
-def kept_group_files(config, shard_results: list[dict]) -> list[str] | None:
-    """The previous run's product files whose near-duplicate groups this run keeps, or None to
-    compute them: an incremental run whose every shard pass found no member changed, over the
-    image files the previous run wrote (:mod:`pipeline.kept_groups`)."""
-    if not config.previous or any(r.get("member_changes", 1) for r in shard_results):
+def kept_group_files(candidate: list[str] | None, shard_results: list[dict]) -> list[str] | None:
+    """``candidate`` (the previous run's product files, when its manifest matched the previous
+    rows: :func:`~pipeline.kept_groups.previous_group_files`) when every shard pass found no
+    near-duplicate member changed and the files are all still there; else None: compute the groups."""
+    if candidate is None:
         return None
-    files = previous_group_files(config.previous, config.retailers)
-    if files is not None:
-        _LOG.info("sharded run: no near-duplicate member changed; the previous run's groups are kept")
-    return files
+    changed = [r.get("member_changes") for r in shard_results]
+    if any(n is None or n > 0 for n in changed):
+        _LOG.info("sharded run: near-duplicate groups computed: %d member(s) changed",
+                  sum(n or 0 for n in changed))
+        return None
+    if not all_exist(candidate):
+        _LOG.warning("sharded run: near-duplicate groups computed: a product file of the previous run is missing")
+        return None
+    _LOG.info("sharded run: no near-duplicate member changed; the previous run's groups are kept")
+    return candidate
 
 
 def run_sharded(config, run: Callable[..., None]) -> bool:
@@ -130,7 +137,12 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
         _LOG.info("sharded run: pass %s in %.1f s", name, time.monotonic() - began)
 
     number = 0
-    timed("split", lambda p: passes.build_split(p, config, number), heavy=False)
+    previous_files = candidate = None
+    if config.previous:  # the manifest first, then the files: a commit in between makes them differ
+        last_run = previous_run(config.previous)
+        previous_files = previous_image_files(config.previous, config.retailers)
+        candidate = previous_group_files(config.previous, last_run, previous_files)
+    timed("split", lambda p: passes.build_split(p, config, number, previous_files), heavy=False)
     results = [passes.load_result(passes.result_path(config, number))]
     records = sum(n for key, n in results[0]["counts"] if key[0] == "records_in")
     shards = shard_count(records, config.records_per_shard)
@@ -141,7 +153,7 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
     in_process = shards_in_process(records, results[0].get("reusable", 0), bool(config.previous))
     if in_process:  # most products are carried forward (pipeline/carry.py): larger shards, fewer passes
         shards = shard_count(records, config.records_per_shard * REUSED_SHARD_FACTOR)
-    _LOG.warning("sharded run: %d image records in %d shards of ~%d%s, %d near-duplicate band pass(es)",
+    _LOG.warning("sharded run: %d image records in %d shards of ~%d%s, up to %d near-duplicate band pass(es)",
                  records, shards, math.ceil(records / shards),
                  " (in this process: most images may be reused)" if in_process else "", parts)
     shard_config = in_process_config(config) if in_process else config
@@ -150,7 +162,7 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
         timed(f"shard {shard + 1}/{shards}",
               lambda p, n=number, s=shard: passes.build_shard(p, shard_config, n, s, shards), heavy=not in_process)
         results.append(passes.load_result(passes.result_path(config, number)))
-    kept = kept_group_files(config, results[1:])
+    kept = kept_group_files(candidate, results[1:])
     if kept is not None:
         parts = 0
         timed("kept groups", lambda p: passes.build_kept_groups(p, config, kept), heavy=False)

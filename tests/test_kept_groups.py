@@ -15,10 +15,12 @@ import apache_beam as beam
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.grouping import GROUPING_VERSION
+from pipeline.grouping import BANDS, GROUPING_VERSION, MAX_BUCKET
+from pipeline.images.features import NEAR_DUPLICATE_BITS
 from pipeline.job import run_job
-from pipeline.kept_groups import MemberChanges, previous_group_files
+from pipeline.kept_groups import MemberChanges, all_exist, previous_group_files, previous_run
 from pipeline.records import ImageRecord
+from pipeline.reuse import previous_image_files
 from tests.test_carry import _sharded_counters
 from tests.test_sharded import COMMON, assert_same_rows, photo_dump, shop_dump, tables
 
@@ -51,22 +53,32 @@ def test_groups_are_kept_only_from_the_run_that_wrote_the_previous_rows(tmp_path
     out = tmp_path / "out"
     assert run_job([*COMMON, "--models", "none", "--source", source, "--run-date", "2026-08-02",
                     "--output", str(out)]).manifest["reconciled"]
-    files = previous_group_files(str(out), ("shop",))
-    assert files == sorted(str(p) for p in (out / "products").rglob("*.parquet")) and files
-    assert previous_group_files(str(out), ("shop", "other")) == files  # no rows of "other" last time either
+    products = sorted(str(p) for p in (out / "products").rglob("*.parquet"))
+    run, files = previous_run(str(out)), previous_image_files(str(out), ("shop",))
+    assert products and files and previous_group_files(str(out), run, files) == products and all_exist(products)
+    # no rows of "other" last time either: the same files
+    assert previous_group_files(str(out), run, previous_image_files(str(out), ("shop", "other"))) == products
+
+    extra = str(tmp_path / "images" / "run_date=2026-08-02" / "retailer=shop" / "part-99999-other.parquet")
+    assert previous_group_files(str(out), run, [*files, extra]) is None  # rows the previous run did not write
+    assert previous_group_files(str(out), run, []) is None  # files it wrote that are not read (a retailer left)
+    newer = files[0].replace("run_date=2026-08-02", "run_date=2026-08-03")
+    assert previous_group_files(str(out), run, [newer]) is None  # a newer partition, written by another run
+    assert not all_exist([*products, products[0] + ".gone"]) and all_exist([])
 
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["versions"]["near_duplicates"] == GROUPING_VERSION
     (out / "manifest.json").write_text(json.dumps({**manifest, "versions": {**manifest["versions"],
                                                                               "near_duplicates": "0"}}))
-    assert previous_group_files(str(out), ("shop",)) is None  # grouped otherwise
-    (out / "manifest.json").write_text(json.dumps(manifest))
-    image_file = next((out / "images").rglob("*.parquet"))
-    shutil.copy(image_file, image_file.with_name("part-99999-other.parquet"))
-    assert previous_group_files(str(out), ("shop",)) is None  # rows the previous run did not write
-    image_file.with_name("part-99999-other.parquet").unlink()
+    assert previous_run(str(out)) is None  # grouped otherwise
     (out / "manifest.json").unlink()
-    assert previous_group_files(str(out), ("shop",)) is None  # no manifest: nothing to trust
+    assert previous_run(str(out)) is None  # no manifest: nothing to trust
+
+
+def test_the_grouping_version_names_the_grouping_parameters():
+    # A change to any of these changes the groups made from the same members: raise GROUPING_VERSION
+    # with it (stored groups made otherwise are then not kept), and update this line.
+    assert (BANDS, MAX_BUCKET, NEAR_DUPLICATE_BITS, GROUPING_VERSION) == (12, 500, 11, "1")
 
 
 def test_a_sharded_rerun_keeps_unchanged_groups_and_computes_changed_ones(tmp_path, samples):
@@ -84,7 +96,7 @@ def test_a_sharded_rerun_keeps_unchanged_groups_and_computes_changed_ones(tmp_pa
         whole = run_job([*args, "--output", str(tmp_path / "whole"), "--previous", str(tmp_path / "whole"),
                          "--records-per-shard", "0"]).manifest
         counters = _sharded_counters([*args, "--output", str(tmp_path / "sharded"), "--previous",
-                                      str(tmp_path / "sharded"), "--records-per-shard", "2"])
+                                      str(tmp_path / "sharded"), "--records-per-shard", "1"])
         sharded = json.loads((tmp_path / "sharded" / "manifest.json").read_text())
         assert whole["reconciled"] and sharded["reconciled"] and sharded["counts"] == whole["counts"]
         a, b = tables(tmp_path / "whole"), tables(tmp_path / "sharded")
@@ -96,11 +108,13 @@ def test_a_sharded_rerun_keeps_unchanged_groups_and_computes_changed_ones(tmp_pa
 
     counters, groups = rerun()  # nothing changed
     assert counters["carried_products"] == 6 and counters["kept_group_products"] == 4
+    # split, 2 shards (4 x 1 record, in process), kept groups, 2 finish passes (7 shards of 1 / 4), commit
+    assert counters["passes"] == 7
     assert groups == {"P0": ("shop/P0", 2), "P2": ("shop/P0", 2), "P1": ("shop/P1", 2), "P4": ("shop/P1", 2)}
 
     (folder / "images" / "2.jpg").write_bytes((folder / "images" / "0.jpg").read_bytes())  # P3 now shows P0's photo
     counters, groups = rerun()
-    assert counters["kept_group_products"] == 0  # a member changed: computed
+    assert counters["kept_group_products"] == 0 and counters["passes"] == 8  # a member changed: band + groups passes
     assert groups["P3"] == ("shop/P0", 3) and groups["P0"] == groups["P2"] == ("shop/P0", 3)
 
     shop_dump(folder, [r for r in day if r[0] != "P2"])  # P2 leaves the dump
@@ -108,5 +122,7 @@ def test_a_sharded_rerun_keeps_unchanged_groups_and_computes_changed_ones(tmp_pa
     assert counters["kept_group_products"] == 0  # a vanished product's members changed the groups
     assert groups["P0"] == groups["P3"] == ("shop/P0", 2) and "P2" not in groups
 
-    counters, groups = rerun()  # and the next unchanged night keeps them again
+    counters, groups = rerun()  # and the next unchanged night keeps them again (from a run that computed them)
     assert counters["kept_group_products"] == 4 and groups["P0"] == ("shop/P0", 2)
+    counters, again = rerun()  # and from a run that kept them
+    assert counters["kept_group_products"] == 4 and again == groups
