@@ -107,8 +107,9 @@ def copy_images(images: list[Path], folder: Path) -> list[Path]:
 
 def change_files(files: list[Path], percent: float, seed: int, content: bool = False) -> int:
     """Moves the mtime of ``percent`` % of ``files`` one minute on (a changed image to the size + mtime
-    validator), or with ``content`` replaces each with its mirror image (new pixels: a new perceptual
-    hash, so the near-duplicate groups must be computed again). Returns how many changed."""
+    validator), or with ``content`` replaces each with its mirror image, re-encoded (new pixels; the
+    perceptual hash ignores mirroring by design, but re-encoding moves some hashes' bits, and any
+    changed hash makes a rerun compute the near-duplicate groups again). Returns how many changed."""
     from PIL import Image, ImageOps
 
     chosen = random.Random(seed).sample(files, round(len(files) * percent / 100))
