@@ -39,6 +39,7 @@ from schemas.tables import IMAGES, PRODUCTS
 
 _LOG = logging.getLogger(__name__)
 METRICS_NAMESPACE = "fashion_enrich.carry"
+_GROUP_COLUMNS = ("product_id", "duplicate_group", "duplicate_group_size")  # read by name, in this order
 
 
 class _MemberDelta(beam.CombineFn):
@@ -136,11 +137,10 @@ def stored_groups(path: str):
     """(product key, (group, size)) for each product of one products-table file that has a group."""
     _, retailer = partition_of(path)
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        table = pq.read_table(fh, columns=["product_id", "duplicate_group", "duplicate_group_size"])
+        table = pq.read_table(fh, columns=list(_GROUP_COLUMNS))
     kept = beam.metrics.Metrics.counter(METRICS_NAMESPACE, "kept_group_products")
     found = 0
-    columns = (table.column(name).to_pylist() for name in ("product_id", "duplicate_group", "duplicate_group_size"))
-    for product_id, group, size in zip(*columns):
+    for product_id, group, size in zip(*(table.column(name).to_pylist() for name in _GROUP_COLUMNS)):
         if group is not None:
             found += 1
             yield product_key(retailer, product_id), (group, int(size))
