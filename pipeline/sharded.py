@@ -36,7 +36,8 @@ from pipeline.sinks import delete_tree, staging_root
 _LOG = logging.getLogger(__name__)
 SHARDS_PER_BAND_PART = 8  # a band pass holds ~12 slim members per image: far less than a shard pass per record
 SHARDS_PER_FINISH_PART = 4  # a finish pass holds product rows and their groups (at most one product per image
-# record, no arrays, no models): four shards' worth stays far below one shard pass (benchmarks/README.md)
+# record, no arrays, no models): four shards' worth stays far below one shard pass (benchmarks/README.md); counted
+# in the shards the run actually has (an in-process incremental run's larger shards: fewer finish passes)
 MIN_BYTES_PER_RECORD = 40  # no dump format stores an image record in fewer
 COMPRESSION_BOUND = 20  # compressed dumps: assume at most this ratio (an over-estimate only costs a split pass)
 IN_PROCESS_RESCORE_SHARE = 0.2  # incremental runs: shard passes run in the launcher when at most this share of
@@ -149,10 +150,11 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
     if shards == 1:
         delete_tree(staging_root(config.output, config.run_id))
         return False
-    parts, finishing = band_parts(shards), finish_parts(shards)
+    parts = band_parts(shards)  # a band pass's size follows the catalog's members, not the shard size
     in_process = shards_in_process(records, results[0].get("reusable", 0), bool(config.previous))
     if in_process:  # most products are carried forward (pipeline/carry.py): larger shards, fewer passes
         shards = shard_count(records, config.records_per_shard * REUSED_SHARD_FACTOR)
+    finishing = finish_parts(shards)
     _LOG.warning("sharded run: %d image records in %d shards of ~%d%s, up to %d near-duplicate band pass(es)",
                  records, shards, math.ceil(records / shards),
                  " (in this process: most images may be reused)" if in_process else "", parts)
