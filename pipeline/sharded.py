@@ -40,9 +40,9 @@ SHARDS_PER_FINISH_PART = 4  # a finish pass holds product rows and their groups 
 # in the shards the run actually has (an in-process incremental run's larger shards: fewer finish passes)
 MIN_BYTES_PER_RECORD = 40  # no dump format stores an image record in fewer
 COMPRESSION_BOUND = 20  # compressed dumps: assume at most this ratio (an over-estimate only costs a split pass)
-IN_PROCESS_RESCORE_SHARE = 0.2  # incremental runs: shard passes after the first run in the launcher when at most
-# this share of the records may need loading (no previous row that may be reused) and the first shard scored at
-# most this share of its images: no worker processes to start per pass, and the models, when an image needs
+IN_PROCESS_RESCORE_SHARE = 0.2  # incremental runs: shard passes run in the launcher when at most this share of
+# the records may need loading (no previous row that may be reused), and go on doing so when the first shard scored
+# at most this share of its images: no worker processes to start per pass, and the models, when an image needs
 # scoring, load once for the whole run (benchmarks/README.md)
 REUSED_SHARD_FACTOR = 4  # in-process incremental shard passes after the first hold this many times
 # ``records_per_shard`` records: the products carried forward cross them as pyarrow tables (a few KB per image
@@ -82,8 +82,8 @@ def may_need_shards(config, runner: str | None) -> bool:
 
 
 def shards_in_process(records: int, reusable: int, previous: bool) -> bool:
-    """Whether an incremental run's shard passes may run in the launcher process (after a first
-    one on the workers, which finds out how many images changed: :func:`shard_plan`): at most
+    """Whether an incremental run's first shard pass runs in the launcher process (the rest
+    follow what it finds: :func:`shard_plan`): at most
     ``IN_PROCESS_RESCORE_SHARE`` of its records lack a previous row that may be reused. An
     estimate: a record that de-duplication will drop counts as one to load (erring towards the
     worker processes); an image file changed since the previous run counts as reused here (the
@@ -114,19 +114,18 @@ def shard_plan(records: int, records_per_shard: int, in_process: bool, probe: di
 
     Without ``in_process``: every bucket in shards of about ``records_per_shard`` records, on
     the worker processes. With it (an incremental run that expects to reuse most images): first
-    one such ordinary shard alone, on the worker processes as in a full run (the probe); then,
-    given the probe's result, the other buckets: in this process in shards ``REUSED_SHARD_FACTOR``
-    times larger when it scored at most ``IN_PROCESS_RESCORE_SHARE`` of its images, else on the
-    worker processes in ordinary shards. The split pass only knows which records have a reusable
-    previous row, not which images changed since: a retailer that replaced every photo must not
-    have its whole catalog scored in one process, four ordinary shards at a time, and a probe run
-    in this process would leave TensorFlow and its heap here beside the workers of the next passes."""
+    one such ordinary shard alone, in this process (the probe); then, given the probe's result,
+    the other buckets: in this process in shards ``REUSED_SHARD_FACTOR`` times larger when it
+    scored at most ``IN_PROCESS_RESCORE_SHARE`` of its images, else on the worker processes in
+    ordinary shards. The split pass only knows which records have a reusable previous row, not
+    which images changed since: a retailer that replaced every photo must not have its whole
+    catalog scored in one process, four ordinary shards at a time."""
     every = tuple(range(BUCKETS))
     ordinary = bucket_groups(every, shard_count(records, records_per_shard))
     if not in_process:
         return [(group, False) for group in ordinary]
     if probe is None:
-        return [(ordinary[0], False)]
+        return [(ordinary[0], True)]
     rest = tuple(b for b in every if b not in ordinary[0])
     rest_records = math.ceil(records * len(rest) / BUCKETS)
     if scored_share(probe) <= IN_PROCESS_RESCORE_SHARE:
@@ -203,7 +202,7 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
     in_process = shards_in_process(records, results[0].get("reusable", 0), bool(config.previous))
     _LOG.warning("sharded run: %d image records in shards of ~%d%s, up to %d near-duplicate band pass(es)",
                  records, math.ceil(records / shards),
-                 " (after the first, in this process if it reused most images)" if in_process else "", parts)
+                 " (the first in this process, alone: most images may be reused)" if in_process else "", parts)
     here_config = in_process_config(config)
     plan = shard_plan(records, config.records_per_shard, in_process)
     planned = False  # in_process: the rest of the plan follows the first shard's result

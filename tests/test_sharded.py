@@ -117,15 +117,15 @@ def _pass_result(reused: int, rescored: int, new: int = 0) -> dict:
     return {"counts": [(key, n) for key, n in counts if n]}
 
 
-def test_an_incremental_run_probes_one_ordinary_shard_before_planning_the_rest():
+def test_an_incremental_run_probes_one_ordinary_shard_in_process_before_planning_the_rest():
     def buckets(plan) -> list[int]:
         return sorted(b for group, _ in plan for b in group)
 
     ordinary = shard_plan(1_000_000, 10_000, in_process=False)  # a full run: 100 shards on the workers
     assert len(ordinary) == 100 and buckets(ordinary) == list(range(BUCKETS)) and not any(h for _, h in ordinary)
     assert [group for group, _ in ordinary] == [shard_buckets(s, 100) for s in range(100)]
-    (probe, here), = shard_plan(1_000_000, 10_000, in_process=True)  # first, one ordinary shard alone, on workers
-    assert probe == shard_buckets(0, 100) and not here
+    (probe, here), = shard_plan(1_000_000, 10_000, in_process=True)  # first, one ordinary shard alone, here
+    assert probe == shard_buckets(0, 100) and here
     nightly = shard_plan(1_000_000, 10_000, True, _pass_result(reused=15_500, rescored=150))
     assert len(nightly) == 25 and all(h for _, h in nightly)  # ~984,000 records in shards of ~40,000, here
     replaced = shard_plan(1_000_000, 10_000, True, _pass_result(reused=0, rescored=15_600))
@@ -289,9 +289,9 @@ def test_a_rerun_that_may_reuse_most_images_runs_its_shard_passes_in_this_proces
     assert bucket_of("shop/P1") not in shard_buckets(0, 3)  # not in the first shard, which runs alone
     (folder / "images" / "1.jpg").write_bytes((folder / "images" / "2.jpg").read_bytes())  # one image changed
     again = sharded([*args, "--previous", str(out)])
-    # the first of the 3 ordinary shards on the workers; it reuses all its images, so the other buckets run in
-    # this process, in fewer shards (REUSED_SHARD_FACTOR): split, 2 shards, 1 band pass, groups, finish, commit
-    assert again == [False, True, False, True, False, False, False]
+    # shards in process: the first of the 3 ordinary ones, which reuses all its images, then the other
+    # buckets in fewer shards (REUSED_SHARD_FACTOR): split, 2 shards, 1 band pass, groups, finish, commit
+    assert again == [False, False, False, True, False, False, False]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["reconciled"] and manifest["counts"]["images_reused"] == {"shop": 5}
     assert manifest["counts"]["images_rescored"] == {"shop": 1}
