@@ -143,9 +143,9 @@ def build_split(p: beam.Pipeline, config, number: int, previous_files: list[str]
                                        reusable=reusable_rows)
 
 
-def build_shard(p: beam.Pipeline, config, number: int, buckets: tuple[int, ...]) -> None:
-    """Pass 2: one shard's records (those spilled into ``buckets``) through every per-image stage;
-    products and members spilled."""
+def build_shard(p: beam.Pipeline, config, number: int, shard: int, shards: int) -> None:
+    """Pass 2: one shard's records through every per-image stage; products and members spilled."""
+    buckets = shard_buckets(shard, shards)
     match = carried = previous = None
     if config.previous:  # unchanged products skip the per-image stages (pipeline/carry.py)
         key = enriched_with(config)

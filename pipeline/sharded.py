@@ -41,13 +41,11 @@ SHARDS_PER_FINISH_PART = 4  # a finish pass holds product rows and their groups 
 MIN_BYTES_PER_RECORD = 40  # no dump format stores an image record in fewer
 COMPRESSION_BOUND = 20  # compressed dumps: assume at most this ratio (an over-estimate only costs a split pass)
 IN_PROCESS_RESCORE_SHARE = 0.2  # incremental runs: shard passes run in the launcher when at most this share of
-# the records may need loading (no previous row that may be reused), and go on doing so when the first shard scored
-# at most this share of its images: no worker processes to start per pass, and the models, when an image needs
-# scoring, load once for the whole run (benchmarks/README.md)
-REUSED_SHARD_FACTOR = 4  # in-process incremental shard passes after the first hold this many times
-# ``records_per_shard`` records: the products carried forward cross them as pyarrow tables (a few KB per image
-# row) and spill their product rows at once, and the first shard scored at most IN_PROCESS_RESCORE_SHARE of its
-# images
+# the records may need loading (no previous row that may be reused): no worker processes to start per pass,
+# and the models, when an image needs scoring, load once for the whole run (benchmarks/README.md)
+REUSED_SHARD_FACTOR = 4  # in-process incremental shard passes hold this many times ``records_per_shard`` records:
+# the products carried forward cross them as pyarrow tables (a few KB per image row) and spill their product rows
+# at once, and at most IN_PROCESS_RESCORE_SHARE of the records were expected to take the per-image stages
 _COMPRESSED = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")
 
 
@@ -82,58 +80,12 @@ def may_need_shards(config, runner: str | None) -> bool:
 
 
 def shards_in_process(records: int, reusable: int, previous: bool) -> bool:
-    """Whether an incremental run's first shard pass runs in the launcher process (the rest
-    follow what it finds: :func:`shard_plan`): at most
+    """Whether an incremental run's shard passes run in the launcher process: at most
     ``IN_PROCESS_RESCORE_SHARE`` of its records lack a previous row that may be reused. An
     estimate: a record that de-duplication will drop counts as one to load (erring towards the
-    worker processes); an image file changed since the previous run counts as reused here (the
-    split pass does not check files): the first shard finds out how many changed."""
+    worker processes); an image file changed since the previous run counts as reused (a nightly
+    rerun's few changed images, scored in this process)."""
     return previous and records > 0 and records - reusable <= IN_PROCESS_RESCORE_SHARE * records
-
-
-def scored_share(result: dict) -> float:
-    """Of the images a shard pass wrote, the share it loaded and scored (rescored or new) rather
-    than reused: what an incremental run's first shard pass tells about the rest (:func:`shard_plan`)."""
-    kinds = Counter()
-    for key, count in result["counts"]:
-        if key[0] in ("images_reused", "images_rescored", "images_new"):
-            kinds[key[0]] += count
-    total = sum(kinds.values())
-    return (kinds["images_rescored"] + kinds["images_new"]) / total if total else 0.0
-
-
-def bucket_groups(buckets: tuple[int, ...], groups: int) -> list[tuple[int, ...]]:
-    """``buckets`` dealt into ``groups`` shards round robin (over every bucket, shard ``s`` is
-    :func:`~pipeline.shardfiles.shard_buckets` ``(s, groups)``)."""
-    groups = max(1, min(groups, len(buckets)))
-    return [tuple(buckets[g::groups]) for g in range(groups)]
-
-
-def shard_plan(records: int, records_per_shard: int, in_process: bool, probe: dict | None = None):
-    """The shard passes still to run, as (buckets, in this process) pairs.
-
-    Without ``in_process``: every bucket in shards of about ``records_per_shard`` records, on
-    the worker processes. With it (an incremental run that expects to reuse most images): first
-    one such ordinary shard alone, in this process (the probe); then, given the probe's result,
-    the other buckets: in this process in shards ``REUSED_SHARD_FACTOR`` times larger when it
-    scored at most ``IN_PROCESS_RESCORE_SHARE`` of its images, else on the worker processes in
-    ordinary shards. The split pass only knows which records have a reusable previous row, not
-    which images changed since: a retailer that replaced every photo must not have its whole
-    catalog scored in one process, four ordinary shards at a time."""
-    every = tuple(range(BUCKETS))
-    ordinary = bucket_groups(every, shard_count(records, records_per_shard))
-    if not in_process:
-        return [(group, False) for group in ordinary]
-    if probe is None:
-        return [(ordinary[0], True)]
-    rest = tuple(b for b in every if b not in ordinary[0])
-    rest_records = math.ceil(records * len(rest) / BUCKETS)
-    if scored_share(probe) <= IN_PROCESS_RESCORE_SHARE:
-        return [(group, True) for group in
-                bucket_groups(rest, shard_count(rest_records, records_per_shard * REUSED_SHARD_FACTOR))]
-    _LOG.warning("sharded run: the first shard scored %.0f %% of its images: the other shards run on the worker "
-                 "processes", 100 * scored_share(probe))
-    return [(group, False) for group in bucket_groups(rest, shard_count(rest_records, records_per_shard))]
 
 
 def in_process_config(config):
@@ -173,8 +125,8 @@ def kept_group_files(candidate: list[str] | None, shard_results: list[dict]) -> 
 def run_sharded(config, run: Callable[..., None]) -> bool:
     """Run ``config`` as passes; ``run(build, heavy=...)`` runs one Beam pipeline that ``build(p)``
     builds (``heavy``: it runs on the run's worker processes: the shard passes, which load and
-    score images, unless an incremental run expects to reuse most of them (:func:`shards_in_process`,
-    then :func:`shard_plan`), and the band passes, the largest of the others; the rest may run
+    score images, unless an incremental run expects to reuse most of them
+    (:func:`shards_in_process`), and the band passes, the largest of the others; the rest may run
     in one process).
     False (nothing committed, work files removed) when the split pass finds that one shard is
     enough: the caller then runs the ordinary single pipeline."""
@@ -200,22 +152,18 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
         return False
     parts = band_parts(shards)  # a band pass's size follows the catalog's members, not the shard size
     in_process = shards_in_process(records, results[0].get("reusable", 0), bool(config.previous))
-    _LOG.warning("sharded run: %d image records in shards of ~%d%s, up to %d near-duplicate band pass(es)",
-                 records, math.ceil(records / shards),
-                 " (the first in this process, alone: most images may be reused)" if in_process else "", parts)
-    here_config = in_process_config(config)
-    plan = shard_plan(records, config.records_per_shard, in_process)
-    planned = False  # in_process: the rest of the plan follows the first shard's result
-    while plan:
-        buckets, here = plan.pop(0)
+    if in_process:  # most products are carried forward (pipeline/carry.py): larger shards, fewer passes
+        shards = shard_count(records, config.records_per_shard * REUSED_SHARD_FACTOR)
+    finishing = finish_parts(shards)
+    _LOG.warning("sharded run: %d image records in %d shards of ~%d%s, up to %d near-duplicate band pass(es)",
+                 records, shards, math.ceil(records / shards),
+                 " (in this process: most images may be reused)" if in_process else "", parts)
+    shard_config = in_process_config(config) if in_process else config
+    for shard in range(shards):
         number += 1
-        timed(f"shard {number - 1} ({len(buckets)} buckets{', in this process' if here else ''})",
-              lambda p, n=number, b=buckets, c=here_config if here else config: passes.build_shard(p, c, n, b),
-              heavy=not here)
+        timed(f"shard {shard + 1}/{shards}",
+              lambda p, n=number, s=shard: passes.build_shard(p, shard_config, n, s, shards), heavy=not in_process)
         results.append(passes.load_result(passes.result_path(config, number)))
-        if in_process and not planned:
-            plan, planned = shard_plan(records, config.records_per_shard, True, results[-1]), True
-    finishing = finish_parts(len(results) - 1)
     kept = kept_group_files(candidate, results[1:])
     if kept is not None:
         parts = 0

@@ -28,7 +28,7 @@ from pipeline.options import RunConfig
 from pipeline.passes import record_product, stored_product
 from pipeline.records import ImageRecord
 from pipeline.sharded import run_sharded
-from pipeline.shardfiles import BUCKETS, WriteBuckets, bucket_files, bucket_of, read_file, shard_buckets
+from pipeline.shardfiles import BUCKETS, WriteBuckets, bucket_files, read_file
 from pipeline.taxonomy import apply_mapping
 from schemas.mapping import parse_mapping
 from schemas.taxonomy import load_taxonomy
@@ -134,8 +134,8 @@ def test_carry_forward_takes_unchanged_products_whole(tmp_path):
 
 
 def _sharded_counters(argv: list[str]) -> Counter:
-    """A sharded run on the in-process DirectRunner; Beam counters summed over its passes, how
-    many passes ran (``passes``) and how many of them asked for the worker processes (``heavy_passes``)."""
+    """A sharded run on the in-process DirectRunner; Beam counters summed over its passes, and
+    how many passes ran (``passes``)."""
     options = PipelineOptions(argv)
     config = RunConfig.from_options(options)
     check_writable(config.output)
@@ -143,7 +143,6 @@ def _sharded_counters(argv: list[str]) -> Counter:
 
     def run(build, *, heavy: bool) -> None:
         counters["passes"] += 1
-        counters["heavy_passes"] += heavy
         p = beam.Pipeline(options=options)
         build(p)
         result = p.run()
@@ -191,31 +190,3 @@ def test_a_sharded_rerun_that_carries_writes_what_one_pipeline_writes(tmp_path, 
     assert grouped["duplicate_group"].tolist() == ["shop/P6"] * 2 and counters["kept_group_products"] == 0
     carried = b["images"].set_index("product_id").loc[["P0", "P2"]]
     assert carried["source_line"].tolist() == [1, 4]  # today's lines, not the stored ones (2, 5)
-
-
-def test_a_rerun_where_every_photo_changed_scores_the_shards_after_the_first_on_the_workers(tmp_path, samples):
-    folder = photo_dump(tmp_path, samples, 8)
-    day = [(f"P{n}", f"images/{n}.jpg") for n in range(8)]
-    assert any(bucket_of(f"shop/{sku}") in shard_buckets(0, 4) for sku, _ in day)  # the probe has images
-    args = [*COMMON, "--models", "none", "--source", shop_dump(folder, day), "--run-date", "2026-08-02"]
-    assert run_job([*args, "--output", str(tmp_path / "first"), "--records-per-shard", "0"]).manifest["reconciled"]
-    for name in ("whole", "sharded"):
-        shutil.copytree(tmp_path / "first", tmp_path / name)
-    for photo in (folder / "images").glob("*.jpg"):  # every file replaced since (same bytes, a later mtime)
-        stat = photo.stat()
-        os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
-
-    whole = run_job([*args, "--output", str(tmp_path / "whole"), "--previous", str(tmp_path / "whole"),
-                     "--records-per-shard", "0"]).manifest
-    counters = _sharded_counters([*args, "--output", str(tmp_path / "sharded"), "--previous",
-                                  str(tmp_path / "sharded"), "--records-per-shard", "2"])
-    # every record has a reusable previous row: the first shard (1 of 4) runs in this process, finds every
-    # image changed, and the other buckets (6 of the 8 records expected) run on the workers in shards of 2
-    assert counters["carried_products"] == 0 and counters["heavy_passes"] == 3
-    sharded = json.loads((tmp_path / "sharded" / "manifest.json").read_text())
-    assert whole["counts"]["images_rescored"] == {"shop": 8} and not any(whole["counts"]["images_reused"].values())
-    assert sharded["reconciled"] and sharded["counts"] == whole["counts"]
-    a, b = tables(tmp_path / "whole"), tables(tmp_path / "sharded")
-    assert a.keys() == b.keys()
-    for table in a:
-        assert_same_rows(a[table], b[table])

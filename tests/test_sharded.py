@@ -28,15 +28,12 @@ from pipeline.job import run_job
 from pipeline.options import RunConfig
 from pipeline.records import ImageRecord
 from pipeline.sharded import (
-    IN_PROCESS_RESCORE_SHARE,
     band_parts,
     finish_parts,
     in_process_config,
     may_need_shards,
     run_sharded,
-    scored_share,
     shard_count,
-    shard_plan,
     shards_in_process,
 )
 from pipeline.shardfiles import BUCKETS, ReadBuckets, WriteBuckets, bucket_of, shard_buckets
@@ -109,33 +106,6 @@ def test_shards_cover_every_bucket_once_and_counts_follow_the_target():
     assert finish_parts(1) == 1 and finish_parts(4) == 1 and finish_parts(10) == 3 and finish_parts(100) == 25
     with pytest.raises(ValueError):
         shard_buckets(2, 2)
-
-
-def _pass_result(reused: int, rescored: int, new: int = 0) -> dict:
-    counts = [(("images", "shop"), reused + rescored + new), (("images_reused", "shop"), reused),
-              (("images_rescored", "shop"), rescored), (("images_new", "shop"), new)]
-    return {"counts": [(key, n) for key, n in counts if n]}
-
-
-def test_an_incremental_run_probes_one_ordinary_shard_in_process_before_planning_the_rest():
-    def buckets(plan) -> list[int]:
-        return sorted(b for group, _ in plan for b in group)
-
-    ordinary = shard_plan(1_000_000, 10_000, in_process=False)  # a full run: 100 shards on the workers
-    assert len(ordinary) == 100 and buckets(ordinary) == list(range(BUCKETS)) and not any(h for _, h in ordinary)
-    assert [group for group, _ in ordinary] == [shard_buckets(s, 100) for s in range(100)]
-    (probe, here), = shard_plan(1_000_000, 10_000, in_process=True)  # first, one ordinary shard alone, here
-    assert probe == shard_buckets(0, 100) and here
-    nightly = shard_plan(1_000_000, 10_000, True, _pass_result(reused=15_500, rescored=150))
-    assert len(nightly) == 25 and all(h for _, h in nightly)  # ~984,000 records in shards of ~40,000, here
-    replaced = shard_plan(1_000_000, 10_000, True, _pass_result(reused=0, rescored=15_600))
-    assert len(replaced) == 99 and not any(h for _, h in replaced)  # every photo changed: ordinary shards, workers
-    for rest in (nightly, replaced):
-        assert buckets(rest) == sorted(set(range(BUCKETS)) - set(probe))
-    empty = shard_plan(20_000, 10_000, True, _pass_result(0, 0))  # a probe without images tells nothing
-    assert all(h for _, h in empty)
-    assert scored_share(_pass_result(reused=80, rescored=15, new=5)) == pytest.approx(0.2)
-    assert scored_share(_pass_result(80, 15, 5)) <= IN_PROCESS_RESCORE_SHARE < scored_share(_pass_result(79, 21))
 
 
 def test_shard_passes_run_in_process_only_when_an_incremental_run_may_reuse_most_images():
@@ -286,12 +256,10 @@ def test_a_rerun_that_may_reuse_most_images_runs_its_shard_passes_in_this_proces
 
     first = sharded(args)  # split, 3 shards, 1 band pass, groups, 1 finish pass, commit
     assert first == [False, True, True, True, True, False, False, False]
-    assert bucket_of("shop/P1") not in shard_buckets(0, 3)  # not in the first shard, which runs alone
-    (folder / "images" / "1.jpg").write_bytes((folder / "images" / "2.jpg").read_bytes())  # one image changed
+    (folder / "images" / "0.jpg").write_bytes((folder / "images" / "1.jpg").read_bytes())  # one image changed
     again = sharded([*args, "--previous", str(out)])
-    # shards in process: the first of the 3 ordinary ones, which reuses all its images, then the other
-    # buckets in fewer shards (REUSED_SHARD_FACTOR): split, 2 shards, 1 band pass, groups, finish, commit
-    assert again == [False, False, False, True, False, False, False]
+    # shards in process, and fewer of them (REUSED_SHARD_FACTOR): split, 1 shard, 1 band pass, groups, finish, commit
+    assert again == [False, False, True, False, False, False]
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["reconciled"] and manifest["counts"]["images_reused"] == {"shop": 5}
     assert manifest["counts"]["images_rescored"] == {"shop": 1}
