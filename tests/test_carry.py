@@ -155,6 +155,30 @@ def _sharded_counters(argv: list[str]) -> Counter:
     return counters
 
 
+def _first_run(tmp_path, args: list[str]) -> None:
+    """One pipeline's run, copied as the previous output of both reruns of :func:`_rerun_both`."""
+    assert run_job([*args, "--output", str(tmp_path / "first"), "--records-per-shard", "0"]).manifest["reconciled"]
+    for name in ("whole", "sharded"):
+        shutil.copytree(tmp_path / "first", tmp_path / name)
+
+
+def _rerun_both(tmp_path, args: list[str]):
+    """The rerun as one pipeline and sharded (2 records per shard), each on its copy of the first
+    run: (one pipeline's manifest, the sharded run's counters, its manifest, both outputs' tables)."""
+    whole = run_job([*args, "--output", str(tmp_path / "whole"), "--previous", str(tmp_path / "whole"),
+                     "--records-per-shard", "0"]).manifest
+    counters = _sharded_counters([*args, "--output", str(tmp_path / "sharded"), "--previous",
+                                  str(tmp_path / "sharded"), "--records-per-shard", "2"])
+    sharded = json.loads((tmp_path / "sharded" / "manifest.json").read_text())
+    return whole, counters, sharded, tables(tmp_path / "whole"), tables(tmp_path / "sharded")
+
+
+def _assert_same_tables(a: dict, b: dict) -> None:
+    assert a.keys() == b.keys()
+    for table in a:
+        assert_same_rows(a[table], b[table])
+
+
 @pytest.mark.parametrize("models", [[], ["--models", "none"]], ids=["default-models", "no-models"])
 def test_a_sharded_rerun_that_carries_writes_what_one_pipeline_writes(tmp_path, samples, models):
     folder = photo_dump(tmp_path, samples, 8)
@@ -165,28 +189,20 @@ def test_a_sharded_rerun_that_carries_writes_what_one_pipeline_writes(tmp_path, 
             ("P6", "images/6.jpg")]
     source = shop_dump(folder, day1)
     args = [*COMMON, *models, "--source", source, "--run-date", "2026-08-02"]
-    assert run_job([*args, "--output", str(tmp_path / "first"), "--records-per-shard", "0"]).manifest["reconciled"]
-    for name in ("whole", "sharded"):
-        shutil.copytree(tmp_path / "first", tmp_path / name)
+    _first_run(tmp_path, args)
     (folder / "images" / "6.jpg").write_bytes((folder / "images" / "7.jpg").read_bytes())
     shop_dump(folder, day1[1:] + [("P7", "images/7.jpg")])
 
-    whole = run_job([*args, "--output", str(tmp_path / "whole"), "--previous", str(tmp_path / "whole"),
-                     "--records-per-shard", "0"]).manifest
-    counters = _sharded_counters([*args, "--output", str(tmp_path / "sharded"), "--previous",
-                                  str(tmp_path / "sharded"), "--records-per-shard", "2"])
+    whole, counters, sharded, a, b = _rerun_both(tmp_path, args)
     assert counters["carried_products"] == 3 and counters["carried_images"] == 4  # P0, P1 (two images), P2
     assert counters["passed_on_products"] == 4  # P4, P5, P6, P7 (P3 had only previous rows)
-    sharded = json.loads((tmp_path / "sharded" / "manifest.json").read_text())
     assert whole["reconciled"] and sharded["reconciled"]
     assert whole["counts"]["images_reused"] == {"shop": 5}  # P4 too, through the per-image stages
     assert whole["counts"]["vanished_products"] == {"shop": 1}
     assert sharded["counts"] == whole["counts"] and sharded["reconciliation"] == whole["reconciliation"]
     assert sharded["previous"]["partitions"] == whole["previous"]["partitions"] == {"shop": {"2026-08-02": 7}}
-    a, b = tables(tmp_path / "whole"), tables(tmp_path / "sharded")
-    assert a.keys() == b.keys() and {"images", "products", "dead_letter"} <= set(a)
-    for table in a:
-        assert_same_rows(a[table], b[table])
+    assert {"images", "products", "dead_letter"} <= set(a)
+    _assert_same_tables(a, b)
     grouped = b["products"].set_index("product_id").loc[["P6", "P7"]]  # P6's new photo is P7's: computed today
     assert grouped["duplicate_group"].tolist() == ["shop/P6"] * 2 and counters["kept_group_products"] == 0
     carried = b["images"].set_index("product_id").loc[["P0", "P2"]]
@@ -197,26 +213,17 @@ def test_a_sharded_rerun_where_every_photo_changed_writes_what_one_pipeline_writ
     folder = photo_dump(tmp_path, samples, 8)
     args = [*COMMON, "--models", "none", "--run-date", "2026-08-02",
             "--source", shop_dump(folder, [(f"P{n}", f"images/{n}.jpg") for n in range(8)])]
-    assert run_job([*args, "--output", str(tmp_path / "first"), "--records-per-shard", "0"]).manifest["reconciled"]
-    for name in ("whole", "sharded"):
-        shutil.copytree(tmp_path / "first", tmp_path / name)
+    _first_run(tmp_path, args)
     for photo in (folder / "images").glob("*.jpg"):  # every file replaced since (same bytes, a later mtime)
         stat = photo.stat()
         os.utime(photo, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
 
-    whole = run_job([*args, "--output", str(tmp_path / "whole"), "--previous", str(tmp_path / "whole"),
-                     "--records-per-shard", "0"]).manifest
-    counters = _sharded_counters([*args, "--output", str(tmp_path / "sharded"), "--previous",
-                                  str(tmp_path / "sharded"), "--records-per-shard", "2"])
+    whole, counters, sharded, a, b = _rerun_both(tmp_path, args)
     # every record has a reusable previous row, so the shard passes run in this process (the split pass
     # does not check files; no band pass either: the same pixels keep the groups); every image then fails
     # its check and takes the per-image stages (benchmarks/README.md: 113.6 % of a full run at 100,000)
     assert counters["carried_products"] == 0 and counters["passed_on_products"] == 8
     assert counters["heavy_passes"] == 0
-    sharded = json.loads((tmp_path / "sharded" / "manifest.json").read_text())
     assert whole["counts"]["images_rescored"] == {"shop": 8} and not any(whole["counts"]["images_reused"].values())
     assert sharded["reconciled"] and sharded["counts"] == whole["counts"]
-    a, b = tables(tmp_path / "whole"), tables(tmp_path / "sharded")
-    assert a.keys() == b.keys()
-    for table in a:
-        assert_same_rows(a[table], b[table])
+    _assert_same_tables(a, b)
