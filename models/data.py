@@ -31,6 +31,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.build import load_catalog
 from pipeline.images.config import DecodeConfig, FetchConfig
+from pipeline.machine import local_runner
 from pipeline.options import SourceConfig
 
 LABEL_TASKS = ("category", "gender", "age_group", "colour")  # string labels: vocabularies computed by TFT
@@ -144,7 +145,8 @@ def prepare(cfg: PrepareConfig, *, pipeline_args: list[str] | None = None) -> di
     """Run the preparation pipeline, then write and return ``prepared.json``."""
     from apache_beam.options.pipeline_options import PipelineOptions
 
-    with beam.Pipeline(options=PipelineOptions(pipeline_args or [])) as p:
+    options = PipelineOptions(pipeline_args or [])
+    with beam.Pipeline(runner=local_runner(options), options=options) as p:
         build_prepare_pipeline(p, cfg)
     data = load_prepared_arrays(cfg.out, cfg.image_size)
     dead: dict[str, int] = {}

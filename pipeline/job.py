@@ -25,6 +25,7 @@ def run_job(argv: list[str]) -> JobResult:
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from pipeline.build import build_pipeline
+    from pipeline.machine import local_runner
     from pipeline.options import RunConfig
     from pipeline.sharded import may_need_shards
 
@@ -35,7 +36,7 @@ def run_job(argv: list[str]) -> JobResult:
         result = run_sharded_job(options, config)
         if result is not None:
             return result
-    p = beam.Pipeline(options=options)
+    p = beam.Pipeline(runner=local_runner(options), options=options)
     build_pipeline(p, config)
     return run_pipeline(p, config)
 
@@ -50,6 +51,7 @@ def run_sharded_job(options, config) -> JobResult | None:
     import apache_beam as beam
     from apache_beam.options.pipeline_options import DirectOptions
 
+    from pipeline.machine import local_runner
     from pipeline.memory import tune_child_processes, tune_malloc
     from pipeline.sharded import run_sharded
 
@@ -59,7 +61,8 @@ def run_sharded_job(options, config) -> JobResult | None:
     light.view_as(DirectOptions).direct_running_mode = "in_memory"
 
     def run(build, *, heavy: bool) -> None:
-        p = beam.Pipeline(options=options if heavy else light)
+        chosen = options if heavy else light
+        p = beam.Pipeline(runner=local_runner(chosen), options=chosen)
         build(p)
         p.run().wait_until_finish()
 

@@ -31,3 +31,23 @@ def worker_cores(options: PipelineOptions) -> int:
     cpus = available_cores()
     workers = direct.direct_num_workers or cpus  # Beam: 0 workers means one per core
     return max(1, cpus // max(1, workers))
+
+
+def local_runner(options: PipelineOptions):
+    """The runner for a run on this machine: Beam's FnApiRunner, built as the DirectRunner builds
+    it for a batch pipeline (the pipeline options passed to its workers; ``--direct_running_mode``
+    and ``--direct_num_workers`` honoured), for ``--runner`` unset, DirectRunner or FnApiRunner;
+    None (the options' own runner) for any other. Beam 2.77's DirectRunner first tries its Prism
+    runner on pipelines Prism supports, and Prism downloads a runner binary from GitHub at run
+    time, with no timeout: a nightly job must neither reach the network nor change runner when it
+    can (where it cannot, the attempt costs a failed download per pass before the fallback)."""
+    runner = options.view_as(StandardOptions).runner
+    if runner is not None and runner.lower() not in ("directrunner", "direct", "switchingdirectrunner", "fnapirunner"):
+        return None  # BundleBasedDirectRunner, when asked for by name, and the other runners: their own
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    return fn_runner.FnApiRunner(provision_info=fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)))

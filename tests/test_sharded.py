@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import random
 import shutil
 from pathlib import Path
@@ -19,12 +20,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.duplicates import GroupNearDuplicates
 from pipeline.grouping import UnionFind, near_duplicate_pairs
 from pipeline.job import run_job
+from pipeline.machine import local_runner
 from pipeline.options import RunConfig
 from pipeline.records import ImageRecord
 from pipeline.sharded import (
@@ -263,6 +266,25 @@ def test_a_rerun_that_may_reuse_most_images_runs_its_shard_passes_in_this_proces
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["reconciled"] and manifest["counts"]["images_reused"] == {"shop": 5}
     assert manifest["counts"]["images_rescored"] == {"shop": 1}
+
+
+def test_local_runs_use_the_fn_api_runner_and_other_runners_their_own():
+    for runner in ([], ["--runner", "DirectRunner"], ["--runner", "FnApiRunner"]):
+        chosen = local_runner(PipelineOptions([*runner, "--direct_num_workers", "2"]))
+        assert isinstance(chosen, FnApiRunner)
+    for runner in ("BundleBasedDirectRunner", "DataflowRunner"):
+        assert local_runner(PipelineOptions(["--runner", runner])) is None
+
+
+def test_no_pass_of_a_local_run_tries_beams_prism_runner(tmp_path, samples, caplog):
+    """Beam's DirectRunner would first try Prism, downloading its binary from GitHub at run time."""
+    caplog.set_level(logging.INFO, logger="apache_beam.runners.direct.direct_runner")
+    folder = photo_dump(tmp_path, samples, 3)
+    source = shop_dump(folder, [(f"P{n}", f"images/{n}.jpg") for n in range(3)])
+    result = run_job([*COMMON, *NO_MODELS, "--source", source, "--output", str(tmp_path / "out"),
+                      "--records-per-shard", "2"])  # every kind of pass: split, shards, bands, groups, finish, commit
+    assert result.manifest["reconciled"] and result.manifest["counts"]["images"] == {"shop": 3}
+    assert not [r.getMessage() for r in caplog.records if "prism" in r.getMessage().lower()]
 
 
 def test_a_split_that_finds_one_shard_runs_one_pipeline(tmp_path, samples):
