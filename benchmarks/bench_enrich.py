@@ -6,6 +6,9 @@
    on pre-decoded batches in one process (the ratio against the decode loop in one process,
    the figure used before, is printed beside it). The bare parts are measured after each of
    the ``--repeat`` runs and the limit takes the best of each, as the run's figure is its best.
+   With models, the floor of ``startup_floor.py`` is measured beside them: the shortest run
+   the launcher's imports, a worker's model loading and the scoring itself allow, and the
+   best ratio it leaves against the limit.
 2. Scale (``--scale 10000,30000,100000``): synthetic catalogs of N image records (repeated
    Myntra files, generic JSONL source), peak RSS summed over the whole process tree and wall
    time for each N. ``--rerun-changed 0,1`` then reruns each catalog incrementally on its own
@@ -49,6 +52,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import startup_floor  # benchmarks/, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 MAPPING = """retailer: bench
@@ -291,12 +296,16 @@ def main() -> None:
     dump = write_catalog(work / "catalog", subset, len(subset))
     small = write_catalog(work / "small", subset[:64], 64)
     n = len(subset)
-    results, bare = {}, []  # bare: (one-process decode, parallel decode, predict) seconds, once per repeat
+    results, bare, floors = {}, [], []  # bare: (one-process decode, parallel decode, predict) seconds, per repeat
 
     def measure_bare(manifest: dict) -> None:
         size = manifest["models"][next(iter(manifest["models"]))]["image_size"] if manifest["models"] else 224
         decode_s, predict_s = bare_limit(subset, folders, size)
         bare.append((decode_s, parallel_decode_seconds(subset, size, args.workers), predict_s, size))
+        if folders:  # the parts no run can overlap: benchmarks/startup_floor.py
+            floors.append((startup_floor.launcher_seconds(), startup_floor.models_ready_seconds(folders, size),
+                           startup_floor.parallel_predict_seconds(subset, folders, size, args.workers,
+                                                                  os.cpu_count() or 1)))
 
     for steps in args.inference_steps.split(","):
         common = [*runner, *run_models, "--inference-steps", steps, "--progress-interval", "0"]
@@ -329,6 +338,10 @@ def main() -> None:
               f"{n / seconds / limit:.2f}; {n / seconds / serial_limit:.2f} against one-process decoding); "
               f"64-image run {small_s:.1f} s; steady state {steady:6.1f} img/s "
               f"(ratio {steady / limit:.2f}); peak RSS {peak / 2**30:.2f} GiB")
+    if floors:
+        launch_s, ready_s, scored_s = (min(f[i] for f in floors) for i in range(3))
+        print(startup_floor.floor_line(n, parallel_s + predict_s, launch_s, ready_s, predict_s, scored_s,
+                                       args.workers))
 
 if __name__ == "__main__":
     main()
