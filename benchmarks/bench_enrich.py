@@ -303,9 +303,11 @@ def main() -> None:
         decode_s, predict_s = bare_limit(subset, folders, size)
         bare.append((decode_s, parallel_decode_seconds(subset, size, args.workers), predict_s, size))
         if folders:  # the parts no run can overlap: benchmarks/startup_floor.py
+            from pipeline.machine import available_cores  # the cores the run's workers share
+
             floors.append((startup_floor.launcher_seconds(), startup_floor.models_ready_seconds(folders, size),
                            startup_floor.parallel_predict_seconds(subset, folders, size, args.workers,
-                                                                  os.cpu_count() or 1)))
+                                                                  available_cores())))
 
     for steps in args.inference_steps.split(","):
         common = [*runner, *run_models, "--inference-steps", steps, "--progress-interval", "0"]

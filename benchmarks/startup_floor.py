@@ -122,7 +122,7 @@ def parallel_predict_seconds(images: list[Path], folders: list[str], size: int, 
 
 def floor_line(n: int, limit_s: float, launch_s: float, ready_s: float, predict_s: float,
                parallel_s: float, workers: int) -> str:
-    """The figures, the floor and the best ratio it leaves, as one printed paragraph."""
+    """The figures, the floor and the best ratio it leaves, as one printed line."""
     fastest = min(predict_s, parallel_s)
     floor = launch_s + ready_s + fastest
     return (f"floor for {n} images: launcher imports {launch_s:.1f} s + models ready in a fresh worker "

@@ -9,8 +9,8 @@ import os
 
 from apache_beam.options.pipeline_options import DirectOptions, PipelineOptions, StandardOptions
 
-DIRECT_RUNNERS = (None, "DirectRunner", "direct", "BundleBasedDirectRunner", "SwitchingDirectRunner",
-                  "FnApiRunner")
+FN_API_RUNNERS = (None, "DirectRunner", "direct", "SwitchingDirectRunner", "FnApiRunner")  # run by local_runner
+DIRECT_RUNNERS = (*FN_API_RUNNERS, "BundleBasedDirectRunner")
 
 
 def available_cores() -> int:
@@ -42,7 +42,7 @@ def local_runner(options: PipelineOptions):
     time, with no timeout: a nightly job must neither reach the network nor change runner when it
     can (where it cannot, the attempt costs a failed download per pass before the fallback)."""
     runner = options.view_as(StandardOptions).runner
-    if runner is not None and runner.lower() not in ("directrunner", "direct", "switchingdirectrunner", "fnapirunner"):
+    if runner is not None and runner.lower() not in {name.lower() for name in FN_API_RUNNERS if name}:
         return None  # BundleBasedDirectRunner, when asked for by name, and the other runners: their own
     from apache_beam.portability.api import beam_provision_api_pb2
     from apache_beam.runners.portability.fn_api_runner import fn_runner
