@@ -188,3 +188,4 @@ def load_exported(folder: str):
     with open(os.path.join(folder, CARD), encoding="utf-8") as fh:
         card = json.load(fh)
     return keras.models.load_model(os.path.join(folder, "model.keras")), card
+

@@ -6,15 +6,16 @@ age-group and colour score vectors (the study's cumulative max), counts, and the
 mapped labels. The study's person filter (on by default) ignores person images for the
 category when the product also has packshots; the colour model's label always comes from the
 non-person images when the product has any. Below ``min_confidence`` the label is null and
-flagged. The product's category, gender and age group are compared with the retailer's mapped
-ones (see :func:`pipeline.product_rules.compare`), so the output points at metadata that looks
-wrong. Without a colour model the product's colour is the dominant-colour heuristic of its
-primary image.
+flagged. The product's category, gender and age group are judged against the retailer's mapped
+ones with the model's normalised cumulative-max probabilities and what its out-of-fold
+predictions say of each head (:mod:`pipeline.label_quality`): a verdict and the estimated
+probability that the retailer's label is wrong. Without a colour model the product's colour is
+the dominant-colour heuristic of its primary image.
 
 Catalog quality, from the same accumulator: the product's primary image (the retailer's
 declared one, else the packshot with the highest calibrated category score), the share of
 its images whose own top-1 is the product's category, and the review queue: ``needs_review``
-with reason codes and ``review_priority``, under per-field thresholds that a run can set per
+with reason codes, a tier and a priority, under per-field thresholds that a run can set per
 retailer (the rules and the priorities: :func:`pipeline.product_rules.review`).
 """
 
@@ -26,7 +27,15 @@ from dataclasses import dataclass, field
 import apache_beam as beam
 import numpy as np
 
-from pipeline.product_rules import AggregateConfig, PrimaryRule, compare, cumulative_max_label, review
+from pipeline.label_quality import HeadQuality
+from pipeline.product_rules import (
+    REVIEW_FIELDS,
+    AggregateConfig,
+    FieldJudges,
+    cumulative_max_label,
+    primary_image,
+    review,
+)
 from pipeline.records import CategoryRule, ImageRecord, ProductRecord
 from schemas.taxonomy import Taxonomy, load_taxonomy
 
@@ -57,8 +66,8 @@ class ProductAccumulator:
     best_image: tuple[float, int, str, str | None] | None = None
     votes_all: Counter = field(default_factory=Counter)  # each image's own top-1 category
     votes_packshots: Counter = field(default_factory=Counter)
-    least_person_certainty: float | None = None  # min over images of max(p, 1 - p)
     unmapped_images: int = 0
+    missing_category_images: int = 0  # the retailer gave no category (rule MISSING)
     variant_ids: set[str] = field(default_factory=set)
 
 
@@ -82,31 +91,24 @@ def _max(a: np.ndarray | None, b: np.ndarray | None) -> np.ndarray | None:
     return np.maximum(a, b)
 
 
-def primary_image(acc: ProductAccumulator) -> tuple[str | None, str | None, str | None]:
-    """(uri, rule, colour): the retailer's declared primary image, else the best packshot, else the
-    best image, else the first."""
-    if acc.declared_primary:
-        return acc.declared_primary[1], PrimaryRule.DECLARED.value, acc.declared_primary[2]
-    if acc.best_packshot:
-        return acc.best_packshot[2], PrimaryRule.BEST_PACKSHOT.value, acc.best_packshot[3]
-    if acc.best_image:
-        return acc.best_image[2], PrimaryRule.BEST_IMAGE.value, acc.best_image[3]
-    if acc.first_image:
-        return acc.first_image[1], PrimaryRule.FIRST_IMAGE.value, acc.first_image[2]
-    return None, None, None
-
-
 class ProductCombineFn(beam.CombineFn):
     def __init__(self, category_classes: tuple[str, ...], gender_classes: tuple[str, ...],
                  cfg: AggregateConfig = AggregateConfig(), taxonomy_path: str | None = None, *,
-                 age_group_classes: tuple[str, ...] = (), colour_classes: tuple[str, ...] = ()):
+                 age_group_classes: tuple[str, ...] = (), colour_classes: tuple[str, ...] = (),
+                 qualities: dict[str, HeadQuality] | None = None):
+        """``qualities``: task -> what the model's out-of-fold predictions say of its head
+        (:mod:`pipeline.label_quality`); a head without one judges with default thresholds."""
         self._category_classes, self._gender_classes = category_classes, gender_classes
         self._age_group_classes, self._colour_classes = age_group_classes, colour_classes
         self._cfg, self._taxonomy_path = cfg, taxonomy_path
+        self._qualities = dict(qualities or {})
         self._taxonomy: Taxonomy | None = None
+        self._judges: FieldJudges | None = None
 
     def setup(self):
         self._taxonomy = load_taxonomy(self._taxonomy_path)
+        self._judges = FieldJudges({"category": self._category_classes, "gender": self._gender_classes,
+                                    "age_group": self._age_group_classes}, self._qualities, self._taxonomy)
 
     def create_accumulator(self) -> ProductAccumulator:
         return ProductAccumulator()
@@ -157,10 +159,8 @@ class ProductCombineFn(beam.CombineFn):
             acc.votes_all[record.predicted_category] += 1
             if not person:
                 acc.votes_packshots[record.predicted_category] += 1
-        if record.person_score is not None:
-            certainty = max(record.person_score, 1 - record.person_score)
-            acc.least_person_certainty = _min_key(acc.least_person_certainty, certainty)
         acc.unmapped_images += record.category_rule == CategoryRule.UNMAPPED
+        acc.missing_category_images += record.category_rule == CategoryRule.MISSING
         return acc
 
     def merge_accumulators(self, accumulators) -> ProductAccumulator:
@@ -185,8 +185,8 @@ class ProductCombineFn(beam.CombineFn):
             out.best_image = _max_key(out.best_image, acc.best_image)
             out.votes_all.update(acc.votes_all)
             out.votes_packshots.update(acc.votes_packshots)
-            out.least_person_certainty = _min_key(out.least_person_certainty, acc.least_person_certainty)
             out.unmapped_images += acc.unmapped_images
+            out.missing_category_images += acc.missing_category_images
             out.variant_ids |= acc.variant_ids
         return out
 
@@ -203,27 +203,23 @@ class ProductCombineFn(beam.CombineFn):
 
     def to_product(self, key: tuple[str, str], acc: ProductAccumulator) -> ProductRecord:
         if self._taxonomy is None:  # this copy runs in a Map, where CombineFn.setup is not called
-            self._taxonomy = load_taxonomy(self._taxonomy_path)
+            self.setup()
         taxonomy = self._taxonomy
         retailer, product_id = key
         filtered = self._cfg.person_filter and acc.category_packshots is not None and acc.person_images > 0
         scores = acc.category_packshots if filtered else acc.category_all
-        category, category_score, category_low = cumulative_max_label(
-            scores, self._category_classes, self._cfg.min_category_confidence)
-        gender, gender_score, gender_low = cumulative_max_label(
-            acc.gender, self._gender_classes, self._cfg.min_gender_confidence)
-        age_group, age_group_score, age_group_low = cumulative_max_label(
-            acc.age_group, self._age_group_classes, self._cfg.min_age_group_confidence)
-        retailer_category = _most_common(acc.retailer_categories)
-        retailer_gender = _most_common(acc.retailer_genders)
-        retailer_age_group = _most_common(acc.retailer_age_groups)
-        category_agreement = (compare(taxonomy, retailer_category, category, self._category_classes)
-                              if scores is not None else None)
-        gender_agreement = (compare(taxonomy, retailer_gender, gender, self._gender_classes)
-                            if acc.gender is not None else None)
-        age_group_agreement = (compare(taxonomy, retailer_age_group, age_group, self._age_group_classes)
-                               if acc.age_group is not None else None)
-        primary_uri, primary_rule, colour = primary_image(acc)
+        cfg = self._cfg
+        labels = {"category": self._judges.label("category", scores, cfg.min_category_confidence),
+                  "gender": self._judges.label("gender", acc.gender, cfg.min_gender_confidence),
+                  "age_group": self._judges.label("age_group", acc.age_group, cfg.min_age_group_confidence)}
+        (category, category_score, category_low, _), (gender, gender_score, gender_low, _), \
+            (age_group, age_group_score, age_group_low, _) = labels.values()
+        retailer_labels = {"category": _most_common(acc.retailer_categories),
+                           "gender": _most_common(acc.retailer_genders),
+                           "age_group": _most_common(acc.retailer_age_groups)}
+        judged = self._judges.judge(labels, retailer_labels, cfg, retailer)
+        primary_uri, primary_rule, colour = primary_image(acc.declared_primary, acc.best_packshot,
+                                                          acc.best_image, acc.first_image)
         colours = acc.colour_packshots if acc.colour_packshots is not None else acc.colour_all
         colour_score = None
         if colours is not None and self._colour_classes:  # the colour model, else the heuristic
@@ -231,11 +227,13 @@ class ProductCombineFn(beam.CombineFn):
         votes = acc.votes_packshots if filtered else acc.votes_all
         voted = sum(votes.values())
         share = votes.get(category, 0) / voted if voted and category else None
-        reasons, priority = review(self._cfg, retailer, category_score=category_score, gender_score=gender_score,
-                                   person_certainty=acc.least_person_certainty,
-                                   category_agreement=category_agreement, gender_agreement=gender_agreement,
-                                   unmapped_images=acc.unmapped_images, vote_share=share, voted=voted,
-                                   age_group_score=age_group_score, age_group_agreement=age_group_agreement)
+        reasons, tier, priority = review(
+            cfg, retailer, judged, unmapped_images=acc.unmapped_images, category_score=category_score,
+            missing_category=retailer_labels["category"] is None and acc.missing_category_images > 0,
+            vote_share=share, voted=voted)
+        verdicts = {f"{name}_agreement": judged[name].verdict if name in judged else None for name in REVIEW_FIELDS}
+        wrong = {f"{name}_error_probability": judged[name].error_probability if name in judged else None
+                 for name in REVIEW_FIELDS}
         return ProductRecord(
             retailer=retailer, product_id=product_id, title=acc.title, brand=acc.brand,
             variant_ids=tuple(sorted(acc.variant_ids)), image_count=acc.images, person_image_count=acc.person_images,
@@ -247,13 +245,13 @@ class ProductCombineFn(beam.CombineFn):
             category_scores=tuple(round(float(s), 6) for s in scores) if scores is not None else (),
             gender=gender, gender_score=gender_score, gender_low_confidence=gender_low,
             age_group=age_group, age_group_score=age_group_score, age_group_low_confidence=age_group_low,
-            retailer_category=retailer_category, retailer_gender=retailer_gender,
-            retailer_age_group=retailer_age_group, category_agreement=category_agreement,
-            gender_agreement=gender_agreement, age_group_agreement=age_group_agreement,
+            retailer_category=retailer_labels["category"], retailer_gender=retailer_labels["gender"],
+            retailer_age_group=retailer_labels["age_group"], **verdicts, **wrong,
             **dict(zip(MODEL_FIELDS, acc.models)),
             primary_image_uri=primary_uri, primary_image_rule=primary_rule, colour=colour, colour_score=colour_score,
             image_vote_share=round(share, 4) if share is not None else None,
             needs_review=bool(reasons), review_reasons=reasons, review_priority=priority,
+            review_tier=int(tier) if tier else None, review_tier_name=tier.name if tier else None,
         )
 
 

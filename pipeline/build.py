@@ -38,7 +38,6 @@ from pipeline.options import RunConfig
 from pipeline.pickled import replaced
 from pipeline.product_rules import colour_source
 from pipeline.progress import LogProgress
-from pipeline.records import ReviewRecord
 from pipeline.reuse import MatchPrevious, enriched_with
 from pipeline.sinks import CommitRun, WriteTable, staging_root
 from pipeline.sources import DEAD_LETTER, FILE_STATS, ReadDump, decoder_for
@@ -140,7 +139,8 @@ def product_fn(config: RunConfig) -> ProductCombineFn:
     classes = {m.task: m.classes for m in config.models}
     return ProductCombineFn(classes.get("category", ()), classes.get("gender", ()), config.aggregate,
                             config.taxonomy_path, age_group_classes=classes.get("age_group", ()),
-                            colour_classes=classes.get("colour", ()))
+                            colour_classes=classes.get("colour", ()),
+                            qualities={m.task: m.quality for m in config.models if m.quality})
 
 
 @dataclass(frozen=True)
@@ -193,9 +193,8 @@ def write_table(pcoll, table, label: str, config: RunConfig, staging: str, metad
 
 
 def to_review(products: beam.PCollection) -> beam.PCollection:
-    return (products
-            | "NeedsReview" >> beam.Filter(lambda product: product.needs_review)
-            | "ToReview" >> beam.Map(ReviewRecord.of))
+    """The products in the review queue (written with the review table's columns)."""
+    return products | "NeedsReview" >> beam.Filter(lambda product: product.needs_review)
 
 
 def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:

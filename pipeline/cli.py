@@ -18,7 +18,7 @@ commands:
   run        enrich catalog dumps into partitioned Parquet (default: the shipped samples)
   nightly    'run' with one-machine defaults, a summary, and exit 3 above a dead-letter share
   dataflow   'run' on Dataflow with GPU workers (see docs/operations.md, "Running on Dataflow with GPUs")
-  inspect    terminal summary of a run's output (counts, distributions, disagreements, dead letters)
+  inspect    terminal summary of a run's output (counts, distributions, review queue, dead letters)
   report     self-contained HTML report of a run's output, with plots and thumbnails
   taxonomy   print the category hierarchy
   prepare    labelled catalogs -> training data (images, label ids, TFT vocabularies)
@@ -85,9 +85,10 @@ def _report(argv: list[str]) -> int:
     parser.add_argument("output", help="a fashion-enrich output folder (local or gs://)")
     parser.add_argument("--html", required=True, help="the HTML file to write (local or gs://)")
     parser.add_argument("--run-date", "--run_date", dest="run_date", default=None)
-    parser.add_argument("--disagreements", type=int, default=20, help="rows in the disagreement table")
+    parser.add_argument("--queue-rows", "--queue_rows", dest="queue_rows", type=int, default=20,
+                        help="rows shown per review-queue tier")
     args = parser.parse_args(argv)
-    page = build_report(args.output, args.run_date, limit=args.disagreements)
+    page = build_report(args.output, args.run_date, limit=args.queue_rows)
     with FileSystems.create(args.html) as fh:
         fh.write(page.encode("utf-8"))
     print(f"report: {args.html} ({len(page) / 1024:.0f} KB)")

@@ -99,8 +99,13 @@ class FashionEnrichOptions(PipelineOptions):
                             help="below it the product age group is null and flagged")
         parser.add_argument("--review_threshold", "--review-threshold", dest="review_threshold", action="append",
                             default=None, metavar="[RETAILER:]FIELD=VALUE",
-                            help="review queue threshold for category, gender, age_group or person (defaults "
-                                 "0.5, 0.6, 0.6, 0.8); with RETAILER: for that retailer only; repeatable")
+                            help="estimated probability that the retailer's category, gender or age_group is "
+                                 "wrong from which a disputed label enters the review queue (default 0.5); with "
+                                 "RETAILER: for that retailer only; repeatable")
+        parser.add_argument("--label_error_rate", "--label-error-rate", dest="label_error_rate", action="append",
+                            default=None, metavar="[RETAILER:]FIELD=VALUE",
+                            help="prior share of wrong retailer labels for category, gender or age_group (default "
+                                 "0.05), behind each label's estimated error probability; repeatable")
         parser.add_argument("--progress_interval", "--progress-interval", dest="progress_interval", type=float,
                             default=60.0, help="seconds between progress log lines per worker (0: none)")
         parser.add_argument("--inference_accelerator", "--inference-accelerator", dest="inference_accelerator",

@@ -15,10 +15,13 @@ from collections import defaultdict
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.label_quality import COMPARED as VERDICTS  # a comparison was possible
 from pipeline.summary import models_line
 
 TABLES = ("images", "products", "dead_letter")
-VERDICTS = ("AGREE", "PARENT_CHILD", "SAME_BRANCH", "DISAGREE")  # a comparison was possible
+QUEUE_COLUMNS = ["product_id", "review_tier", "review_tier_name", "review_priority", "review_reasons", "title",
+                 "primary_image_uri", *(f"{prefix}{f}{suffix}" for f in ("category", "gender", "age_group") for
+                                        prefix, suffix in (("", ""), ("retailer_", ""), ("", "_error_probability")))]
 PARTITIONING = pa.schema([("run_date", pa.string()), ("retailer", pa.string())])
 
 
@@ -121,6 +124,10 @@ def summarize(output: str, run_date: str | None = None, *, examples: int = 2,
                         "examples": [{k: e[k] for k in ("message", "source_file", "source_line", "image_uri")}
                                      for e in match.to_pylist()]})
 
+    review = read_table(output, "review", run_date, QUEUE_COLUMNS)
+    tiers = _nested(_counts(review, "retailer", "review_tier_name"), "retailer", "review_tier_name")
+    first = queue_order(review).slice(0, examples * 5).to_pylist()
+
     unmapped_rows = images.filter(pc.equal(images["category_rule"], "UNMAPPED"))
     unmapped: dict[str, dict[str, int]] = defaultdict(dict)
     if unmapped_rows.num_rows:
@@ -147,9 +154,24 @@ def summarize(output: str, run_date: str | None = None, *, examples: int = 2,
         "colour_distribution": _nested(_counts(products, "retailer", "colour"), "retailer", "colour"),
         "disagreement": dict(disagreement),
         "low_confidence_share": {r: low.get(r, 0) / n for r, n in rows["products"].items()},
+        "review": {"rows": review.num_rows, "share": review.num_rows / max(sum(rows["products"].values()), 1),
+                   "tiers": tiers, "first": first},
         "dead_letter_reasons": reasons,
         "unmapped_categories": dict(unmapped),
     }
+
+
+def queue_order(review: pa.Table) -> pa.Table:
+    """Review rows (any retailers) in the queue's order: by tier, then the highest priority first."""
+    return review.sort_by([("review_tier", "ascending"), ("review_priority", "descending"),
+                           ("product_id", "ascending")])
+
+
+def disputed(row: dict) -> list[str]:
+    """'field: retailer -> model (p wrong)' for each field of a review row with an estimate."""
+    return [f"{f}: {row[f'retailer_{f}'] or '-'} -> {row[f] or '-'} ({row[f'{f}_error_probability']:.2f})"
+            for f in ("category", "gender", "age_group") if row.get(f"{f}_error_probability") is not None
+            and row[f"retailer_{f}"] != row[f]]
 
 
 def _share(value: float | None) -> str:
@@ -180,6 +202,15 @@ def format_summary(s: dict, *, top: int = 8) -> str:
             shown = sorted(counts.items(), key=lambda kv: -kv[1])[:top]
             lines.append(f"  {retailer}: " + ", ".join(f"{k} {v}" for k, v in shown)
                          + (" ..." if len(counts) > top else ""))
+    review = s["review"]
+    lines += ["", f"review queue: {review['rows']} products ({review['share']:.1%} of the products)"]
+    for retailer, tiers in review["tiers"].items():
+        lines.append(f"  {retailer}: " + ", ".join(f"{name} {n}" for name, n in tiers.items()))
+    if review["first"]:
+        lines.append("  first in the queue (tier, priority, retailer product: field retailer -> model (P wrong)):")
+    for row in review["first"]:
+        lines.append(f"    {row['review_tier']} {row['review_priority']:.2f} {row['retailer']} {row['product_id']}: "
+                     + ("; ".join(disputed(row)) or ", ".join(row["review_reasons"])))
     if s["dead_letter_reasons"]:
         lines += ["", "dead letters:"]
         for reason in s["dead_letter_reasons"]:

@@ -63,7 +63,7 @@ def product_events(product) -> list[tuple]:
         keys.append(("category_low_confidence", product.retailer))
     keys += [("review_reason", product.retailer, reason) for reason in product.review_reasons]
     if product.needs_review:
-        keys.append(("needs_review", product.retailer))
+        keys += [("needs_review", product.retailer), ("review_tier", product.retailer, product.review_tier_name)]
     if product.duplicate_group:
         keys.append(("near_duplicate_products", product.retailer))
     return keys
@@ -201,6 +201,7 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
             "needs_review": per_retailer("needs_review"),  # = rows of the review table
             "near_duplicate_products": per_retailer("near_duplicate_products"),
             "review_reasons": _per_retailer(counter, "review_reason"),
+            "review_tiers": _per_retailer(counter, "review_tier"),
         },
         "unmapped": {
             "category": _top(counter, "unmapped"),

@@ -1,5 +1,6 @@
 """An exported model as the pipeline sees it: :class:`ModelInfo`, read from the model card
-(task, classes, input size, output kind, calibration temperature) and checked against the
+(task, classes, input size, output kind, calibration temperature, and the label quality learned
+from its out-of-fold predictions where it carries one) and checked against the
 artifact itself (the TFT vocabulary it was trained with, the units of its output layer), without
 TensorFlow. A multi-task export (card ``task: multitask``, one ``heads`` entry per output) gives
 one ModelInfo per head, all with the export's path and model id, each with its ``head`` (the
@@ -17,6 +18,9 @@ import zipfile
 from dataclasses import dataclass
 
 from apache_beam.io.filesystems import FileSystems
+
+from pipeline.label_quality import FILE as QUALITY_FILE
+from pipeline.label_quality import HeadQuality, read_heads
 
 DEFAULT_PREFIX = "default:"  # a shipped model, resolved where it is loaded (launcher or worker)
 
@@ -55,6 +59,7 @@ class ModelInfo:
     sigmoid: bool
     temperature: float = 1.0  # calibration (models.calibration), applied to every score
     head: str | None = None  # a multi-task export's output key for this task; None: a single-task model
+    quality: HeadQuality | None = None  # the export's label_quality.json for this task (pipeline.label_quality)
 
     @classmethod
     def read_all(cls, path: str) -> tuple[ModelInfo, ...]:
@@ -63,10 +68,11 @@ class ModelInfo:
         with FileSystems.open(FileSystems.join(folder, "model_card.json")) as fh:
             card = json.loads(fh.read())
         dense = _dense_units(folder)
+        quality = _qualities(folder)
         if card["task"] != MULTITASK:
             info = cls(task=card["task"], path=path, model_id=card["model_id"], classes=tuple(card["classes"]),
                        image_size=int(card["image_size"]), sigmoid=card["output"].startswith("sigmoid"),
-                       temperature=_temperature(card))
+                       temperature=_temperature(card), quality=quality.get(card["task"]))
             _check(info, folder, dense[-1][1] if dense else None)
             return (info,)
         if not card.get("heads"):
@@ -76,7 +82,7 @@ class ModelInfo:
         for head in card["heads"]:
             info = cls(task=head["task"], path=path, model_id=card["model_id"], classes=tuple(head["classes"]),
                        image_size=int(card["image_size"]), sigmoid=False, temperature=_temperature(head),
-                       head=head["task"])
+                       head=head["task"], quality=quality.get(head["task"]))
             if dense and info.head not in units:
                 raise ValueError(f"{path}: the card's head {info.head!r} is not an output layer of the model "
                                  f"(Dense layers: {', '.join(units)})")
@@ -95,6 +101,15 @@ class ModelInfo:
             heads = ", ".join(str(i.head) for i in infos)
             raise ValueError(f"{path}: no head {head!r} in this export (heads: {heads})")
         return found[0]
+
+
+def _qualities(folder: str) -> dict[str, HeadQuality]:
+    """task -> HeadQuality from the export's label_quality.json (none: the file is absent)."""
+    path = FileSystems.join(folder, QUALITY_FILE)
+    if not FileSystems.exists(path):
+        return {}
+    with FileSystems.open(path) as fh:
+        return read_heads(fh.read().decode("utf-8"))
 
 
 def _temperature(card_or_head: dict) -> float:

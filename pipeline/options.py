@@ -203,7 +203,8 @@ class RunConfig:
                                         min_category_confidence=opts.min_category_confidence,
                                         min_gender_confidence=opts.min_gender_confidence,
                                         min_age_group_confidence=opts.min_age_group_confidence,
-                                        review_thresholds=_review_thresholds(opts.review_threshold or ()))
+                                        review_thresholds=_per_field(opts.review_threshold, "--review-threshold"),
+                                        error_rates=_per_field(opts.label_error_rate, "--label-error-rate"))
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         return cls(
@@ -247,7 +248,8 @@ def _models(opts) -> tuple[ModelInfo, ...]:
 
 
 def _aggregate_from_json(data: dict) -> AggregateConfig:
-    return AggregateConfig(**{**data, "review_thresholds": tuple(tuple(t) for t in data["review_thresholds"])})
+    return AggregateConfig(**{**data, **{name: tuple(tuple(t) for t in data[name])
+                                         for name in ("review_thresholds", "error_rates")}})
 
 
 _REVIEW_RE = re.compile(r"^(?:(?P<retailer>[A-Za-z0-9_-]+):)?(?P<field>[a-z_]+)=(?P<value>[0-9.]+)$")
@@ -261,12 +263,13 @@ def _tf_threads(opts, cores: int) -> int:
     return 0 if opts.large_model else cores
 
 
-def _review_thresholds(specs) -> tuple[tuple[str, str, float], ...]:
+def _per_field(specs, flag: str) -> tuple[tuple[str, str, float], ...]:
+    """``[RETAILER:]FIELD=VALUE`` settings as (retailer or "*", field, value)."""
     found = []
-    for spec in specs:
+    for spec in specs or ():
         match = _REVIEW_RE.match(spec)
         if not match:
-            raise ConfigError(f"--review-threshold must look like [RETAILER:]FIELD=VALUE, got {spec!r}")
+            raise ConfigError(f"{flag} must look like [RETAILER:]FIELD=VALUE, got {spec!r}")
         found.append((match["retailer"] or "*", match["field"], float(match["value"])))
     return tuple(found)
 

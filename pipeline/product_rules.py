@@ -1,9 +1,9 @@
 """Product rules: the pure decisions AggregateProducts makes for each product, and their thresholds.
 
 :class:`AggregateConfig` holds the thresholds (the person filter, the minimum confidences, the
-per-retailer review thresholds); :func:`cumulative_max_label` picks a label from a cumulative-max
-score vector, :func:`compare` gives the verdict on the retailer's label against the model's, and
-:func:`review` the review queue's reasons and priority. Nothing here touches Beam or the
+per-retailer review thresholds and prior label error rates); :func:`cumulative_max_label` picks a
+label from a cumulative-max score vector, and :func:`review` gives the review queue's reasons,
+tier and priority from the fields' verdicts (:mod:`pipeline.label_quality`). Nothing here touches Beam or the
 accumulator: :mod:`pipeline.aggregate` combines the images and calls these.
 """
 
@@ -14,23 +14,42 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from schemas.taxonomy import Relation, Taxonomy
+from pipeline.label_quality import DEFAULT_ERROR_RATE, FLAGGABLE, HeadQuality, Judge, Judgement
+from schemas.taxonomy import Taxonomy
 
-REVIEW_FIELDS = ("category", "gender", "age_group", "person")
-DEFAULT_REVIEW_THRESHOLDS = {"category": 0.5, "gender": 0.6, "age_group": 0.6, "person": 0.8}
-UNMAPPED_PRIORITY = 0.5
+REVIEW_FIELDS = ("category", "gender", "age_group")  # retailer labels the model can dispute
+DEFAULT_REVIEW_THRESHOLD = 0.5  # the estimated error probability from which a disputed label is flagged
 
 
 class ReviewReason(enum.StrEnum):
     """Why a product is in the review queue (products.review_reasons, review table)."""
 
-    LOW_CONFIDENCE = "LOW_CONFIDENCE"  # a model score under its review threshold
-    MODEL_RETAILER_DISAGREE = "MODEL_RETAILER_DISAGREE"  # category, gender or age group agreement is DISAGREE
+    CATEGORY_DISAGREE = "CATEGORY_DISAGREE"  # the retailer's category is likely wrong (verdict DISAGREE)
+    GENDER_DISAGREE = "GENDER_DISAGREE"
+    AGE_GROUP_DISAGREE = "AGE_GROUP_DISAGREE"
+    CATEGORY_CONFUSABLE = "CATEGORY_CONFUSABLE"  # likely wrong, but between classes the model mixes up
+    GENDER_CONFUSABLE = "GENDER_CONFUSABLE"
+    AGE_GROUP_CONFUSABLE = "AGE_GROUP_CONFUSABLE"
     RETAILER_CATEGORY_UNMAPPED = "RETAILER_CATEGORY_UNMAPPED"  # the retailer's value matched no mapping rule
+    RETAILER_CATEGORY_MISSING = "RETAILER_CATEGORY_MISSING"  # the retailer gave no category (nor a title keyword)
     IMAGES_DISAGREE = "IMAGES_DISAGREE"  # under half of the product's images vote for its category
 
 
+class ReviewTier(enum.IntEnum):
+    """The review queue's tiers, most urgent first (products.review_tier; names in review_tier_name)."""
+
+    LABEL_ERROR = 1  # a retailer label the model disputes with confidence
+    POSSIBLE_LABEL_ERROR = 2  # disputed between classes the model itself confuses
+    NO_RETAILER_LABEL = 3  # no usable retailer category: the model's proposal, to confirm
+    MIXED_IMAGES = 4  # the product's images show different categories
+
+
 _REASON_ORDER = tuple(reason.value for reason in ReviewReason)  # plain strings: an enum member lookup is slow
+_TIER_OF = {**{f"{f.upper()}_DISAGREE": ReviewTier.LABEL_ERROR for f in REVIEW_FIELDS},
+            **{f"{f.upper()}_CONFUSABLE": ReviewTier.POSSIBLE_LABEL_ERROR for f in REVIEW_FIELDS},
+            "RETAILER_CATEGORY_UNMAPPED": ReviewTier.NO_RETAILER_LABEL,
+            "RETAILER_CATEGORY_MISSING": ReviewTier.NO_RETAILER_LABEL,
+            "IMAGES_DISAGREE": ReviewTier.MIXED_IMAGES}
 
 
 class PrimaryRule(enum.StrEnum):
@@ -49,20 +68,44 @@ class AggregateConfig:
     min_category_confidence: float = 0.0
     min_gender_confidence: float = 0.0
     min_age_group_confidence: float = 0.0
-    # (retailer or "*", field, threshold): a product scoring under it on that field goes to review.
-    # For person, the score is the least certain image's max(p, 1 - p).
+    # (retailer or "*", field, value) for category, gender and age_group. review_thresholds: the
+    # estimated probability that the retailer's label is wrong from which a disputed label is
+    # flagged; error_rates: the prior share of wrong retailer labels (pipeline.label_quality).
     review_thresholds: tuple[tuple[str, str, float], ...] = ()
+    error_rates: tuple[tuple[str, str, float], ...] = ()
 
     def __post_init__(self):
-        for retailer, name, value in self.review_thresholds:
-            if name not in REVIEW_FIELDS or not 0 <= value <= 1:
-                raise ValueError(f"review threshold {retailer}:{name}={value}: field must be one of {REVIEW_FIELDS}"
-                                 " and the value in [0, 1]")
+        for kind, entries in (("review threshold", self.review_thresholds), ("label error rate", self.error_rates)):
+            for retailer, name, value in entries:
+                if name not in REVIEW_FIELDS or not 0 <= value <= 1:
+                    raise ValueError(f"{kind} {retailer}:{name}={value}: field must be one of {REVIEW_FIELDS}"
+                                     " and the value in [0, 1]")
 
     def review_threshold(self, retailer: str, name: str) -> float:
         """The retailer's own threshold, else the run-wide one ("*"), else the default."""
-        found = {r: v for r, f, v in self.review_thresholds if f == name}
-        return found.get(retailer, found.get("*", DEFAULT_REVIEW_THRESHOLDS[name]))
+        return _setting(self.review_thresholds, retailer, name, DEFAULT_REVIEW_THRESHOLD)
+
+    def error_rate(self, retailer: str, name: str) -> float:
+        return _setting(self.error_rates, retailer, name, DEFAULT_ERROR_RATE)
+
+
+def _setting(entries, retailer: str, name: str, default: float) -> float:
+    found = {r: v for r, f, v in entries if f == name}
+    return found.get(retailer, found.get("*", default))
+
+
+def primary_image(declared, best_packshot, best_image, first) -> tuple[str | None, str | None, str | None]:
+    """(uri, rule, colour): the retailer's declared primary image, else the best packshot, else the
+    best image, else the first (candidates as the accumulator keeps them, None when absent)."""
+    if declared:
+        return declared[1], PrimaryRule.DECLARED.value, declared[2]
+    if best_packshot:
+        return best_packshot[2], PrimaryRule.BEST_PACKSHOT.value, best_packshot[3]
+    if best_image:
+        return best_image[2], PrimaryRule.BEST_IMAGE.value, best_image[3]
+    if first:
+        return first[1], PrimaryRule.FIRST_IMAGE.value, first[2]
+    return None, None, None
 
 
 def colour_source(tasks) -> str:
@@ -82,61 +125,84 @@ def cumulative_max_label(scores: np.ndarray | None, classes: tuple[str, ...], mi
     return classes[best], score, False
 
 
-def compare(taxonomy: Taxonomy, retailer: str | None, model: str | None, classes: tuple[str, ...]) -> str:
-    """The retailer's label against the model's: AGREE; PARENT_CHILD (one is the other's parent);
-    SAME_BRANCH (further up or down one branch); OUT_OF_VOCABULARY (the retailer's label is not a
-    class the model can predict: no verdict on the retailer); DISAGREE; RETAILER_MISSING;
-    MODEL_UNCERTAIN (the model's label is null: below the minimum confidence)."""
-    if retailer is None:
-        return "RETAILER_MISSING"
-    if model is None:
-        return "MODEL_UNCERTAIN"
-    if retailer == model:
-        return "AGREE"
-    if retailer in taxonomy and model in taxonomy:
-        relation = taxonomy.relation(retailer, model)
-        if relation in (Relation.PARENT, Relation.CHILD):
-            return "PARENT_CHILD"
-        if relation in (Relation.ANCESTOR, Relation.DESCENDANT):
-            return "SAME_BRANCH"
-    if retailer not in classes:
-        return "OUT_OF_VOCABULARY"
-    return "DISAGREE"
+class FieldJudges:
+    """The model's label and the verdict on the retailer's, for each field a model serves
+    (category, gender, age group), with what each head's out-of-fold predictions say of it."""
+
+    def __init__(self, classes: dict[str, tuple[str, ...]], qualities: dict[str, HeadQuality], taxonomy: Taxonomy):
+        self._judges = {name: Judge(classes[name], qualities.get(name), taxonomy if name == "category" else None)
+                        for name in REVIEW_FIELDS if classes.get(name)}
+        gender = qualities.get("gender")
+        self._reliable = None if gender is None or gender.reliable_categories is None else \
+            {node for node, _, _ in gender.reliable_categories}
+        self._taxonomy = taxonomy
+
+    def label(self, name: str, scores: np.ndarray | None, min_confidence: float):
+        """(label or None under ``min_confidence``, its cumulative-max score, low-confidence flag,
+        the probabilities: the cumulative-max scores normalised to sum to 1) of one field."""
+        judge = self._judges.get(name)
+        if scores is None or judge is None:
+            return None, None, False, None
+        probs = scores / max(float(scores.sum()), 1e-12)
+        label = judge.model_label(probs)
+        score = float(scores[judge.classes.index(label)])
+        if score < min_confidence:
+            return None, score, True, probs
+        return label, score, False, probs
+
+    def judge(self, labels: dict, retailer_labels: dict, cfg: AggregateConfig, retailer: str) -> dict[str, Judgement]:
+        """field -> Judgement, for the fields :meth:`label` gave probabilities for."""
+        category = labels["category"][0] or retailer_labels["category"]
+        return {name: self._judges[name].judge(probs, retailer_labels[name], model=label,
+                                               error_rate=cfg.error_rate(retailer, name),
+                                               assessed=name != "gender" or self.gender_assessed(category))
+                for name, (label, _, _, probs) in labels.items() if probs is not None}
+
+    def gender_assessed(self, category: str | None) -> bool:
+        """Whether the gender head is reliable for ``category`` or an ancestor of it (True where
+        the export says nothing of it)."""
+        if self._reliable is None:
+            return True
+        if category is None or category not in self._taxonomy:
+            return False
+        return bool(self._reliable & {category, *self._taxonomy.ancestors(category)})
 
 
-def review(cfg: AggregateConfig, retailer: str, *, category_score: float | None, gender_score: float | None,
-           person_certainty: float | None, category_agreement: str | None, gender_agreement: str | None,
-           unmapped_images: int, vote_share: float | None, voted: int, age_group_score: float | None = None,
-           age_group_agreement: str | None = None) -> tuple[tuple[str, ...], float | None]:
-    """(review reasons, priority): ``needs_review`` with reason codes (see :class:`ReviewReason`)
-    under per-field thresholds that a run can set per retailer, and ``review_priority``, the
-    expected value of a human look:
+def review(cfg: AggregateConfig, retailer: str, judgements: dict, *, unmapped_images: int, missing_category: bool,
+           category_score: float | None, vote_share: float | None,
+           voted: int) -> tuple[tuple[str, ...], ReviewTier | None, float | None]:
+    """(review reasons, tier, priority) of a product from its fields' judgements
+    (:class:`~pipeline.label_quality.Judgement` by field):
 
-    * LOW_CONFIDENCE: 1 - the lowest of the flagged scores (the chance the model's label is wrong);
-      category, gender, age group (when an age-group model runs) and person certainty;
-    * MODEL_RETAILER_DISAGREE: the model's calibrated score for its own label (the chance the
-      retailer's label is the wrong one, which is what a reviewer would fix), the highest over
-      category, gender and age group;
-    * IMAGES_DISAGREE: 1 - the share of images voting for the product's category;
-    * RETAILER_CATEGORY_UNMAPPED: 0.5 (a mapping rule is missing: fixing it fixes many products);
+    * ``<FIELD>_DISAGREE`` / ``<FIELD>_CONFUSABLE``: the verdict is DISAGREE / CONFUSABLE and the
+      estimated probability that the retailer's label is wrong reaches the field's review
+      threshold (per retailer); tiers LABEL_ERROR / POSSIBLE_LABEL_ERROR, priority the
+      probability that at least one flagged label is wrong;
+    * RETAILER_CATEGORY_UNMAPPED / _MISSING: no usable retailer category (out-of-scope values are
+      usable: they say the product is out of scope); tier NO_RETAILER_LABEL, priority the
+      model's category score (how likely its proposal is right);
+    * IMAGES_DISAGREE: two or more images, under half voting for the product's category; tier
+      MIXED_IMAGES, priority 1 - the vote share.
 
-    the product's priority is the highest of its reasons'.
+    The tier is the most urgent of the reasons'; the priority is that tier's. Low model confidence
+    alone puts nothing in the queue.
     """
     found: dict[str, float] = {}
-    low = [score for name, score in (("category", category_score), ("gender", gender_score),
-                                     ("age_group", age_group_score), ("person", person_certainty))
-           if score is not None and score < cfg.review_threshold(retailer, name)]
-    if low:
-        found[ReviewReason.LOW_CONFIDENCE] = 1.0 - min(low)
-    disagreeing = [score for agreement, score in ((category_agreement, category_score),
-                                                  (gender_agreement, gender_score),
-                                                  (age_group_agreement, age_group_score))
-                   if agreement == "DISAGREE" and score is not None]
-    if disagreeing:
-        found[ReviewReason.MODEL_RETAILER_DISAGREE] = max(disagreeing)
+    for name, judgement in judgements.items():
+        wrong = judgement.error_probability
+        if judgement.verdict in FLAGGABLE and wrong is not None and wrong >= cfg.review_threshold(retailer, name):
+            found[f"{name.upper()}_{judgement.verdict}"] = wrong
     if unmapped_images:
-        found[ReviewReason.RETAILER_CATEGORY_UNMAPPED] = UNMAPPED_PRIORITY
+        found[ReviewReason.RETAILER_CATEGORY_UNMAPPED] = category_score or 0.0
+    elif missing_category:
+        found[ReviewReason.RETAILER_CATEGORY_MISSING] = category_score or 0.0
     if voted >= 2 and vote_share is not None and vote_share < 0.5:
         found[ReviewReason.IMAGES_DISAGREE] = 1.0 - vote_share
+    if not found:
+        return (), None, None
     reasons = tuple(r for r in _REASON_ORDER if r in found)  # a stable order
-    return reasons, (round(max(found.values()), 4) if found else None)
+    tier = min(_TIER_OF[r] for r in reasons)
+    values = [found[r] for r in reasons if _TIER_OF[r] == tier]
+    priority = 1.0 - float(np.prod([1.0 - v for v in values])) if tier <= ReviewTier.POSSIBLE_LABEL_ERROR \
+        else max(values)
+    return reasons, tier, round(priority, 4)

@@ -176,9 +176,13 @@ class ProductRecord(PickledByValues):
     retailer_category: str | None = None  # the retailer's own label, mapped to the taxonomy
     retailer_gender: str | None = None
     retailer_age_group: str | None = None
-    category_agreement: str | None = None  # see pipeline.product_rules.compare
+    category_agreement: str | None = None  # the verdict: pipeline.label_quality.Verdict
     gender_agreement: str | None = None
     age_group_agreement: str | None = None
+    # The estimated probability that the retailer's label is wrong (pipeline.label_quality.Judge).
+    category_error_probability: float | None = None
+    gender_error_probability: float | None = None
+    age_group_error_probability: float | None = None
     category_model: str | None = None
     gender_model: str | None = None
     person_model: str | None = None
@@ -196,37 +200,23 @@ class ProductRecord(PickledByValues):
     duplicate_group_size: int = 0  # products in the group (0: none)
     needs_review: bool = False
     review_reasons: tuple[str, ...] = ()  # ReviewReason values
-    review_priority: float | None = None  # expected value of a human look, 0..1 (see pipeline.aggregate)
+    review_priority: float | None = None  # within the tier, 0..1 (pipeline.product_rules.review)
+    review_tier: int | None = None  # ReviewTier: 1 (LABEL_ERROR) is the most urgent
+    review_tier_name: str | None = None
 
 
-@dataclass(frozen=True)
-class ReviewRecord:
-    """A product a person should look at (review table), ordered by priority within each file."""
+# The review table: the products with needs_review, with these columns, each file in queue order.
+REVIEW_COLUMNS = (
+    "retailer", "product_id", "review_tier", "review_tier_name", "review_priority", "review_reasons", "title",
+    "image_count", "primary_image_uri", *(f"{prefix}{name}{suffix}" for name in ("category", "gender", "age_group")
+                                          for prefix, suffix in (("", ""), ("", "_score"), ("retailer_", ""),
+                                                                 ("", "_agreement"), ("", "_error_probability"))),
+    "image_vote_share")
 
-    retailer: str
-    product_id: str
-    review_priority: float
-    review_reasons: tuple[str, ...]
-    title: str | None = None
-    image_count: int = 0
-    primary_image_uri: str | None = None
-    category: str | None = None
-    category_score: float | None = None
-    retailer_category: str | None = None
-    category_agreement: str | None = None
-    gender: str | None = None
-    gender_score: float | None = None
-    retailer_gender: str | None = None
-    gender_agreement: str | None = None
-    age_group: str | None = None
-    age_group_score: float | None = None
-    retailer_age_group: str | None = None
-    age_group_agreement: str | None = None
-    image_vote_share: float | None = None
 
-    @classmethod
-    def of(cls, product: ProductRecord) -> ReviewRecord:
-        return cls(**{f: getattr(product, f) for f in cls.__dataclass_fields__})
+def queue_key(product: ProductRecord) -> tuple:
+    """The review queue's order: by tier, then the highest priority first."""
+    return (product.review_tier, -product.review_priority, product.product_id)
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,10 @@
 
 Plots (``pipeline/plots.py``, embedded as PNG data URIs): model categories per retailer, the
 retailer-vs-model confusion matrix over the taxonomy, per-class confidence, dead-letter
-reasons; then the most confident disagreements between the model and the retailer, with a
-thumbnail of each product's first image when that image is a readable file (local or gs://;
-web images are not fetched again). Nothing is loaded from the network by the page itself.
+reasons; then the review queue, tier by tier: its first rows with the retailer's labels against
+the model's, the estimated probability that each is wrong, and a thumbnail of the product's
+primary image when that image is a readable file (local or gs://; web images are not fetched
+again). Nothing is loaded from the network by the page itself.
 """
 
 from __future__ import annotations
@@ -15,11 +16,18 @@ import io
 from collections import Counter
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline import plots
-from pipeline.inspect_output import SUMMARY_PRODUCT_COLUMNS, read_manifest, read_table, summarize
+from pipeline.inspect_output import (
+    QUEUE_COLUMNS,
+    SUMMARY_PRODUCT_COLUMNS,
+    disputed,
+    queue_order,
+    read_manifest,
+    read_table,
+    summarize,
+)
 from pipeline.summary import models_line
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -64,39 +72,11 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-_DISAGREEMENT_COLUMNS = ["product_id", "title", "category", "category_score", "retailer_category",
-                         "category_agreement"]
-
-
-def disagreements(output: str, run_date: str, limit: int = 20, *, products: pa.Table | None = None) -> list[dict]:
-    """The products where model and retailer disagree, most confident model first, with their first image.
-    ``products``: the run's products table if the caller has read it already (``_DISAGREEMENT_COLUMNS``)."""
-    if products is None:
-        products = read_table(output, "products", run_date, _DISAGREEMENT_COLUMNS)
-    products = products.select(_DISAGREEMENT_COLUMNS + ["retailer"])
-    products = products.filter(pc.equal(products["category_agreement"], "DISAGREE"))
-    if products.num_rows == 0:
-        return []
-    top = products.sort_by([("category_score", "descending")]).slice(0, limit).to_pylist()
-    images = read_table(output, "images", run_date, ["product_id", "image_position", "image_uri"])
-    wanted = {(p["retailer"], p["product_id"]) for p in top}
-    first: dict[tuple[str, str], tuple[int, str]] = {}
-    keep = pc.is_in(images["product_id"], value_set=pa.array(sorted({p["product_id"] for p in top})))
-    for row in images.filter(keep).to_pylist():
-        key = (row["retailer"], row["product_id"])
-        if key in wanted and (key not in first or row["image_position"] < first[key][0]):
-            first[key] = (row["image_position"], row["image_uri"])
-    for p in top:
-        p["image_uri"] = first.get((p["retailer"], p["product_id"]), (None, None))[1]
-    return top
-
-
 def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -> str:
     manifest = read_manifest(output, run_date)
     run_date = manifest["run_date"]
     # The products table is read once, with every column the sections below use.
-    columns = list(dict.fromkeys(SUMMARY_PRODUCT_COLUMNS + _DISAGREEMENT_COLUMNS))
-    products = read_table(output, "products", run_date, columns)
+    products = read_table(output, "products", run_date, [*SUMMARY_PRODUCT_COLUMNS, "retailer_category"])
     s = summarize(output, run_date, manifest=manifest, products=products)
     parts = [f"<h1>fashion-enrich run {html.escape(s['run_id'])}</h1>",
              f"<p>run_date {html.escape(run_date)} &middot; output {html.escape(output)} &middot; reconciled: "
@@ -154,35 +134,21 @@ def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -
         parts += ["<h2>Dead-letter reasons</h2>",
                   _img(plots.bars(dict(reasons.most_common()), "dead letters by reason", "records", horizontal=True),
                        "dead-letter reasons")]
-    review = read_table(output, "review", run_date, ["product_id", "title", "review_priority", "review_reasons",
-                                                      "category", "retailer_category", "primary_image_uri"])
+    review = queue_order(read_table(output, "review", run_date, QUEUE_COLUMNS))
     location = f"{output.rstrip('/')}/review/run_date={run_date}/"
     parts += ["<h2 id=review>Review queue</h2>",
-              f"<p>{review.num_rows} products need a look; the full queue, ordered by priority (the expected value "
-              f"of a human look), is the review table: <a href=\"{html.escape(location)}\">"
-              f"{html.escape(location)}</a></p>"]
-    if review.num_rows:
-        first = review.sort_by([("review_priority", "descending")]).slice(0, limit).to_pylist()
-        rows = []
-        for r in first:
-            rows.append([_thumbnail_cell(r["primary_image_uri"]), html.escape(r["retailer"]),
-                         html.escape(r["product_id"]), html.escape(r["title"] or ""),
-                         f"{r['review_priority']:.3f}", html.escape(", ".join(r["review_reasons"])),
-                         html.escape(r["retailer_category"] or ""), html.escape(r["category"] or "")])
-        parts.append(_table(["image", "retailer", "product", "title", "priority", "reasons", "retailer says",
-                             "model says"], rows))
-    top = disagreements(output, run_date, limit, products=products)
-    parts.append("<h2>Most confident disagreements</h2>")
-    if top:
-        rows = []
-        for p in top:
-            rows.append([_thumbnail_cell(p["image_uri"]), html.escape(p["retailer"]), html.escape(p["product_id"]),
-                         html.escape(p["title"] or ""),
-                         html.escape(p["retailer_category"] or ""), html.escape(p["category"] or ""),
-                         f"{p['category_score']:.3f}"])
-        parts.append(_table(["image", "retailer", "product", "title", "retailer says", "model says", "score"], rows))
-    else:
-        parts.append("<p class=muted>none</p>")
+              f"<p>{review.num_rows} products need a look, by tier (most urgent first) and, within a tier, by "
+              "priority: for a disputed label, the estimated probability that the retailer's label is wrong. The "
+              f"full queue is the review table: <a href=\"{html.escape(location)}\">{html.escape(location)}</a></p>"]
+    for tier in dict.fromkeys(review["review_tier_name"].to_pylist()):
+        rows = review.filter(pc.equal(review["review_tier_name"], tier))
+        parts.append(f"<h3>{html.escape(tier)}: {rows.num_rows}</h3>")
+        parts.append(_table(
+            ["image", "retailer", "product", "title", "priority", "retailer says -> model says (P wrong)", "reasons"],
+            [[_thumbnail_cell(r["primary_image_uri"]), html.escape(r["retailer"]), html.escape(r["product_id"]),
+              html.escape(r["title"] or ""), f"{r['review_priority']:.3f}",
+              "<br>".join(html.escape(d) for d in disputed(r)), html.escape(", ".join(r["review_reasons"]))]
+             for r in rows.slice(0, limit).to_pylist()]))
     body = "\n".join(parts)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>fashion-enrich {html.escape(s['run_id'])}"
             f"</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")

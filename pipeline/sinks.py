@@ -61,9 +61,8 @@ class _WriteParquetFn(beam.DoFn):
         batch: list = []
         schema = self._table.schema.with_metadata({**(self._table.schema.metadata or {}), **{
             k.encode(): v.encode() for k, v in self._metadata.items()}})
-        if self._table.order_by:  # small tables read top-down (the review queue): sorted in the file
-            key = self._table.order_by
-            records = sorted(records, key=lambda r: -(getattr(r, key) or 0.0))
+        if self._table.sort_key:  # small tables read top-down (the review queue): sorted in the file
+            records = sorted(records, key=self._table.sort_key)
         with FileSystems.create(path) as fh:
             writer = pq.ParquetWriter(fh, schema, compression="snappy")
             for record in records:
@@ -87,7 +86,7 @@ class _WriteParquetFn(beam.DoFn):
 class WriteTable(beam.PTransform):
     """Records of one table -> staged Parquet files; returns a PCollection of WrittenFile. The
     input may also be ``{"records": records, "tables": ((partition, shard), pyarrow Table of
-    rows already converted)}`` (tables without ``order_by`` only)."""
+    rows already converted)}`` (tables without ``sort_key`` only)."""
 
     def __init__(self, table: TableSpec, *, run_date: str, staging: str, shards: int = 1,
                  metadata: dict[str, str] | None = None):
@@ -100,7 +99,7 @@ class WriteTable(beam.PTransform):
         tables = None
         if isinstance(records, dict):
             records, tables = records["records"], records["tables"]
-            if self._table.order_by:
+            if self._table.sort_key:
                 raise ValueError(f"table {self._table.name} is sorted within files: give it records only")
         keyed = records | "KeyByPartition" >> beam.Map(lambda r: (file_of(r, run_date, shards), r))
         if tables is not None:

@@ -12,13 +12,15 @@ import functools
 import operator
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import pyarrow as pa
 
-from pipeline.records import DeadLetter, ImageRecord, ProductRecord, ReviewRecord
+from pipeline.records import REVIEW_COLUMNS, DeadLetter, ImageRecord, ProductRecord, queue_key
 
-SCHEMA_VERSION = "3"  # 2: products.variant_ids; 3: age group and colour model columns (images, products, review)
+SCHEMA_VERSION = "4"  # 2: products.variant_ids; 3: age group and colour model columns (images, products, review);
+# 4: review tiers and estimated error probabilities (products, review)
 PARTITION_COLUMNS = ("run_date", "retailer")
 
 _SCALARS = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
@@ -41,14 +43,12 @@ def _arrow_type(hint) -> tuple[pa.DataType, bool]:
 
 
 def schema_for(record_type: type, *, exclude: tuple[str, ...] = PARTITION_COLUMNS,
-               metadata: dict[str, str] | None = None) -> pa.Schema:
-    """The Parquet schema of a record dataclass, minus the partition columns."""
+               metadata: dict[str, str] | None = None, only: tuple[str, ...] | None = None) -> pa.Schema:
+    """The Parquet schema of a record dataclass, minus the partition columns (``only``: these
+    fields, in this order)."""
     hints = typing.get_type_hints(record_type)
-    fields = [
-        pa.field(f.name, *_arrow_type(hints[f.name]))
-        for f in dataclasses.fields(record_type)
-        if f.name not in exclude
-    ]
+    names = only or tuple(f.name for f in dataclasses.fields(record_type))
+    fields = [pa.field(name, *_arrow_type(hints[name])) for name in names if name not in exclude]
     meta = {"fashion_enrich.schema_version": SCHEMA_VERSION, **(metadata or {})}
     return pa.schema(fields, metadata=meta)
 
@@ -57,11 +57,12 @@ def schema_for(record_type: type, *, exclude: tuple[str, ...] = PARTITION_COLUMN
 class TableSpec:
     name: str
     record_type: type
-    order_by: str | None = None  # rows sorted by this field, descending, within each file
+    sort_key: Callable | None = None  # rows sorted by it within each file (the review queue: its order)
+    only: tuple[str, ...] | None = None  # the record's fields written (default: all)
 
     @functools.cached_property
     def schema(self) -> pa.Schema:
-        return schema_for(self.record_type)
+        return schema_for(self.record_type, only=self.only)
 
     @functools.cached_property
     def columns(self) -> tuple[str, ...]:
@@ -89,5 +90,5 @@ class TableSpec:
 IMAGES = TableSpec("images", ImageRecord)
 PRODUCTS = TableSpec("products", ProductRecord)
 DEAD_LETTER = TableSpec("dead_letter", DeadLetter)
-REVIEW = TableSpec("review", ReviewRecord, order_by="review_priority")
+REVIEW = TableSpec("review", ProductRecord, sort_key=queue_key, only=REVIEW_COLUMNS)
 TABLES = {t.name: t for t in (IMAGES, PRODUCTS, DEAD_LETTER, REVIEW)}

@@ -2,7 +2,7 @@
 export into models/compact/<task>/, a multi-task export into models/default/multitask/.
 
 The copy drops optimizer state (an uncompiled clone) and training-only files, keeping
-model.keras, labels.json, model_card.json, transform_fn/ and cv_report/ (its plots).
+model.keras, labels.json, model_card.json, label_quality.json, transform_fn/ and cv_report/ (its plots).
     python scripts/ship_default_model.py EXPORT_DIR [--float16 --data PREPARED_DIR]
 
 ``--float16`` stores the weights as float16 (half the size; they load into float32 variables)
@@ -66,8 +66,9 @@ def ship(source: str, *, float16: bool = False, data: str | None = None) -> Path
             storage["held_out_accuracy_float32"] = _held_out_accuracy(full, source, card, data)
             storage["held_out_accuracy_float16"] = _held_out_accuracy(target / "model.keras", source, card, data)
         full.unlink()
-    for name in ("labels.json", "model_card.json"):
-        shutil.copy(Path(source) / name, target / name)
+    for name in ("labels.json", "model_card.json", "label_quality.json"):
+        if (Path(source) / name).is_file():  # label_quality.json: multi-task exports (models/label_quality.py)
+            shutil.copy(Path(source) / name, target / name)
     for folder in ("transform_fn", "cv_report"):
         if (Path(source) / folder).is_dir():  # out-of-fold scores stay with the export (MBs)
             shutil.copytree(Path(source) / folder, target / folder, ignore=shutil.ignore_patterns("*.npz"))

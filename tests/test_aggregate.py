@@ -50,7 +50,7 @@ def test_cumulative_max_over_images():
 def test_ties_go_to_the_first_class_and_single_images_are_their_own_product():
     p = product([image(cat=(0.4, 0.4, 0.2))])
     assert p.category == "DRESSES" and p.image_count == 1
-    assert p.category_agreement == "DISAGREE"
+    assert p.category_agreement == "WEAK_DISAGREE"  # DRESSES at 0.4: under the default class threshold
 
 
 def test_person_filter_ignores_person_shots_when_packshots_exist():
@@ -82,6 +82,7 @@ def test_missing_retailer_labels():
     ("CLOTHING", (0.1, 0.1, 0.8), "SAME_BRANCH"),  # model SKINNY_JEANS, retailer two levels up
     ("HATS", (0.8, 0.1, 0.1), "OUT_OF_VOCABULARY"),  # the model cannot say HATS: no verdict
     ("DRESSES", (0.1, 0.8, 0.1), "DISAGREE"),
+    ("DRESSES", (0.3, 0.45, 0.25), "WEAK_DISAGREE"),  # JEANS under the default class threshold (0.5)
 ])
 def test_agreement_relations(retailer, scores, expected):
     assert product([image(cat=scores, retailer_cat=retailer)]).category_agreement == expected
@@ -150,17 +151,16 @@ def test_age_group_is_a_cumulative_max_compared_with_the_retailer():
                        modelled(age=(0.95, 0.05), n=3)])
     assert (p.age_group, p.age_group_score, p.retailer_age_group) == ("ADULT", 0.95, "ADULT")
     assert (p.age_group_agreement, p.age_group_model, p.needs_review) == ("AGREE", "mt-1", False)
-    kids = model_product([modelled(age=(0.1, 0.9))])
+    kids = model_product([modelled(age=(0.01, 0.99))])
     assert (kids.age_group, kids.age_group_agreement) == ("KIDS", "DISAGREE")
-    assert kids.review_reasons == ("MODEL_RETAILER_DISAGREE",) and kids.review_priority == 0.9
+    assert kids.review_reasons == ("AGE_GROUP_DISAGREE",) and kids.review_priority == kids.age_group_error_probability
+    hesitant = model_product([modelled(age=(0.3, 0.7))])  # ADULT still at 0.3: plausible under a 5 % error rate
+    assert hesitant.age_group_agreement == "DISAGREE" and not hesitant.needs_review
     missing = model_product([modelled(retailer_age=None)])
     assert missing.age_group_agreement == "RETAILER_MISSING"
     uncertain = model_product([modelled(age=(0.55, 0.45))], AggregateConfig(min_age_group_confidence=0.6))
     assert (uncertain.age_group, uncertain.age_group_low_confidence) == (None, True)
-    assert uncertain.age_group_agreement == "MODEL_UNCERTAIN"
-    assert uncertain.review_reasons == ("LOW_CONFIDENCE",) and uncertain.review_priority == 0.45  # under 0.6
-    lenient = model_product([modelled(age=(0.55, 0.45))], AggregateConfig(review_thresholds=(("*", "age_group", 0.5),)))
-    assert not lenient.needs_review
+    assert uncertain.age_group_agreement == "MODEL_UNCERTAIN" and not uncertain.needs_review
     assert product([image()]).age_group is None and product([image()]).age_group_agreement is None
 
 
@@ -180,3 +180,24 @@ def test_colour_source():
 
     assert colour_source(["person", "category", "colour"]) == "model"
     assert colour_source(["person", "category", "gender"]) == "dominant_colour"
+
+
+def test_the_heads_label_quality_decides_labels_and_verdicts():
+    from pipeline.label_quality import HeadQuality
+
+    qualities = {"category": HeadQuality(CATS, (0.9, 0.3, 0.9)),  # JEANS is hard: 0.35 is confident for it
+                 "gender": HeadQuality(GENDERS, (0.8, 0.8, 0.5), reliable_categories=(("DRESSES", 100, 0.95),)),
+                 "age_group": HeadQuality(AGES, (0.95, 0.5), decision=(("KIDS", 0.3),))}
+    fn = ProductCombineFn(CATS, GENDERS, AggregateConfig(), age_group_classes=AGES, colour_classes=COLOURS,
+                          qualities=qualities)
+    fn.setup()
+    p = fn.product_of([modelled(age=(0.65, 0.35))])
+    assert (p.age_group, p.age_group_agreement) == ("KIDS", "WEAK_DISAGREE")  # KIDS from 0.3; under its 0.5
+    assert fn.product_of([modelled(age=(0.4, 0.6))]).age_group_agreement == "DISAGREE"  # ADULT 0.4 < 0.95
+    jeans = fn.product_of([replace(modelled(age=(0.9, 0.1)), category_scores=(0.3, 0.35, 0.35), category="DRESSES",
+                                   gender_scores=(0.01, 0.98, 0.01))])
+    assert (jeans.category, jeans.category_agreement) == ("JEANS", "DISAGREE")  # the first of a tie
+    assert jeans.gender_agreement == "NOT_ASSESSED"  # JEANS: the gender head is reliable on DRESSES only
+    dress = fn.product_of([replace(modelled(age=(0.9, 0.1)), category_scores=(0.9, 0.05, 0.05), category="DRESSES",
+                                   gender_scores=(0.01, 0.98, 0.01))])
+    assert dress.gender_agreement == "DISAGREE" and "GENDER_DISAGREE" in dress.review_reasons

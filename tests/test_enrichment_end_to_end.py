@@ -14,6 +14,7 @@ from apache_beam.options.pipeline_options import PipelineOptions  # noqa: E402
 from apache_beam.testing.test_pipeline import TestPipeline  # noqa: E402
 
 from pipeline.build import build_pipeline  # noqa: E402
+from pipeline.label_quality import Verdict  # noqa: E402
 from pipeline.options import ConfigError, RunConfig  # noqa: E402
 from tests.test_inference import export_tiny  # noqa: E402
 
@@ -60,8 +61,7 @@ def test_products_aggregate_every_product_once_and_compare_with_the_retailer(enr
     products = pd.read_parquet(out / "products")
     assert len(products) == images.groupby(["retailer", "product_id"], observed=True).ngroups
     assert products["image_count"].sum() == len(images)
-    allowed = {"AGREE", "PARENT_CHILD", "SAME_BRANCH", "OUT_OF_VOCABULARY", "DISAGREE", "RETAILER_MISSING",
-               "MODEL_UNCERTAIN"}
+    allowed = {v.value for v in Verdict}
     assert set(products["category_agreement"]) <= allowed and set(products["gender_agreement"]) <= allowed
     # Cumulative max: a product's vector is the element-wise max of its images' vectors.
     merged = images.groupby(["retailer", "product_id"], observed=True)["category_scores"].apply(

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from pipeline.cli import main
-from pipeline.inspect_output import summarize
+from pipeline.inspect_output import VERDICTS, summarize
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +38,14 @@ def test_summary_numbers_match_pandas(output):
     for retailer, group in products.groupby("retailer"):
         assert s["category_distribution"][retailer] == group["category"].fillna("(none)").value_counts().to_dict()
         assert s["gender_distribution"][retailer] == group["gender"].fillna("(none)").value_counts().to_dict()
-        compared = group[group["category_agreement"].isin(["AGREE", "PARENT_CHILD", "SAME_BRANCH", "DISAGREE"])]
+        compared = group[group["category_agreement"].isin(VERDICTS)]
         expected = (compared["category_agreement"] == "DISAGREE").mean() if len(compared) else None
         assert s["disagreement"][retailer]["category"] == pytest.approx(expected)
         assert s["low_confidence_share"][retailer] == pytest.approx(group["category_low_confidence"].mean())
         # The default model serves an age group and a colour for every product (issue 17).
         assert s["age_group_distribution"][retailer] == group["age_group"].fillna("(none)").value_counts().to_dict()
         assert s["colour_distribution"][retailer] == group["colour"].fillna("(none)").value_counts().to_dict()
-        ages = group[group["age_group_agreement"].isin(["AGREE", "DISAGREE"])]
+        ages = group[group["age_group_agreement"].isin(VERDICTS)]
         expected = (ages["age_group_agreement"] == "DISAGREE").mean() if len(ages) else None
         assert s["disagreement"][retailer]["age_group"] == pytest.approx(expected)
     reasons = {(r["retailer"], r["reason"]): r["count"] for r in s["dead_letter_reasons"]}
@@ -54,6 +54,12 @@ def test_summary_numbers_match_pandas(output):
         group = dead[(dead.retailer == r["retailer"]) & (dead.stage == r["stage"]) & (dead.reason == r["reason"])]
         assert r["examples"] and {e["message"] for e in r["examples"]} <= set(group["message"])
     assert s["images_per_second"] > 0
+    review = frame(output, "review")
+    assert s["review"]["rows"] == len(review) and s["review"]["share"] == pytest.approx(len(review) / len(products))
+    assert s["review"]["tiers"] == {r: g["review_tier_name"].value_counts().to_dict()
+                                    for r, g in review.groupby("retailer")}
+    first = review.sort_values(["review_tier", "review_priority", "product_id"], ascending=[True, False, True])
+    assert [r["product_id"] for r in s["review"]["first"]] == first["product_id"].head(10).tolist()
 
 
 def test_inspect_command_and_json(output, capsys):
@@ -61,6 +67,7 @@ def test_inspect_command_and_json(output, capsys):
     text = capsys.readouterr().out
     assert "cat. disagree" in text and "dead letters:" in text and "MALFORMED_JSON" in text
     assert "age disagree" in text and "age groups (model, per product):" in text and "colours (per product):" in text
+    assert "review queue: " in text and "first in the queue" in text
     assert main(["inspect", output, "--json", "--run-date", "2026-11-20"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["rows"]["images"]["zalando"] == 33
@@ -82,7 +89,7 @@ class _Page(HTMLParser):
         attrs = dict(attrs)
         if tag == "img":
             self.images.append((attrs.get("class"), attrs.get("src", "")))
-        self._in_h2 = tag == "h2"
+        self._in_h2 = tag in ("h2", "h3")  # sections and the review queue's tiers
 
     def handle_data(self, data):
         if self._in_h2:
@@ -95,18 +102,18 @@ def test_report_is_self_contained_with_plots_and_thumbnails(output, tmp_path, ca
     assert main(["report", output, "--html", str(page_path)]) == 0
     page = _Page()
     page.feed(page_path.read_text())
+    review = frame(output, "review")
+    tiers = list(dict.fromkeys(review.sort_values("review_tier")["review_tier_name"]))
     assert page.headings == ["Counts", "Model categories per retailer", "Retailer category vs model category",
                              "Confidence per predicted class", "Dead-letter reasons", "Review queue",
-                             "Most confident disagreements"]
+                             *(f"{tier}: {(review.review_tier_name == tier).sum()}" for tier in tiers)]
     assert f'href="{output}/review/run_date=2026-11-20/"' in page_path.read_text()
     plots = [src for cls, src in page.images if cls == "plot"]
     thumbs = [src for cls, src in page.images if cls == "thumb"]
     assert len(plots) == 4 and all(src.startswith("data:image/png;base64,") for src in plots)
     assert thumbs and all(src.startswith("data:image/jpeg;base64,") for src in thumbs)  # sample images are local
     assert all(src.startswith("data:") for _, src in page.images)  # nothing fetched from elsewhere
-    products = frame(output, "products")
-    review = frame(output, "review")
-    assert len(thumbs) == min(20, int((products["category_agreement"] == "DISAGREE").sum())) + min(20, len(review))
+    assert len(thumbs) == sum(min(20, int((review.review_tier_name == tier).sum())) for tier in tiers)
 
 
 # Runs in the page after load: each <img> drawn on a canvas, with its decoded size and the

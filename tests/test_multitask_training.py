@@ -95,6 +95,52 @@ def test_the_export_reproduces_its_folds_scores(trained):
     np.testing.assert_allclose(scores, oof["gender_scores"][rows], atol=1e-4)
 
 
+def test_the_export_carries_the_label_quality_of_its_out_of_fold_predictions(trained):
+    from models.label_quality import from_out_of_fold
+    from pipeline.label_quality import read_heads
+    from pipeline.model_info import ModelInfo
+    from schemas.taxonomy import load_taxonomy
+
+    _, out, card, _ = trained
+    with open(os.path.join(out, "label_quality.json"), encoding="utf-8") as fh:
+        stored = read_heads(fh.read())
+    assert set(stored) == {"category", "gender"}  # the heads a retailer label is judged by (no age group here)
+    oof = dict(np.load(os.path.join(out, "cv_report", "out_of_fold.npz")))
+    classes = {h["task"]: tuple(h["classes"]) for h in card["heads"]}
+    learned, temperatures = from_out_of_fold(oof, classes, load_taxonomy(), learned_from="out-of-fold predictions "
+                                             "of 2 folds")
+    assert stored == learned
+    assert temperatures["category"] == {h["task"]: h for h in card["heads"]}["category"]["calibration"]["temperature"]
+    infos = {i.task: i for i in ModelInfo.read_all(out)}
+    assert infos["category"].quality == stored["category"] and infos["person"].quality is None
+
+
+def test_a_fold_exports_as_a_model_of_its_own(trained, tmp_path):
+    """export_fold: the fold's checkpoint, judged with what the other folds' held-out predictions say."""
+    import keras
+
+    from models.data import load_prepared
+    from models.fold_export import export_fold
+    from models.label_quality import from_out_of_fold
+    from pipeline.model_info import ModelInfo
+    from schemas.taxonomy import load_taxonomy
+
+    data_dir, out, card, _ = trained
+    folder = str(tmp_path / "fold2")
+    exported = export_fold(out, 1, folder)
+    assert exported["model_id"] == f"{card['model_id']}-fold2" and exported["metrics"]["exported"] == "fold 2"
+    oof = dict(np.load(os.path.join(out, "cv_report", "out_of_fold.npz")))
+    rows = oof["fold"] == 1
+    model = keras.models.load_model(os.path.join(folder, "model.keras"), compile=False)
+    scores = np.asarray(model.predict(load_prepared(data_dir).images[oof["example"][rows]], verbose=0)["category"])
+    np.testing.assert_allclose(scores, oof["category_scores"][rows], atol=1e-4)  # fold 2's own model
+    classes = {h["task"]: tuple(h["classes"]) for h in card["heads"]}
+    other, temperatures = from_out_of_fold(oof, classes, load_taxonomy(), rows=~rows, learned_from="")
+    infos = {i.task: i for i in ModelInfo.read_all(folder)}
+    assert infos["gender"].quality.thresholds == other["gender"].thresholds
+    assert infos["gender"].temperature == temperatures["gender"]
+
+
 def test_evaluate_measures_every_head_and_calibrate_refuses(trained, tmp_path):
     from models.report import calibrate_export, evaluate
     from pipeline.options import ConfigError
@@ -208,6 +254,8 @@ def test_the_trained_export_serves_every_head_through_beam(trained, catalog, tmp
     assert set(images["predicted_category"]) <= set(heads["category"]["classes"])
     assert (products["colour_model"] == card["model_id"]).all()
     assert (products["gender_model"] == card["model_id"]).all()
+    judged = products[products["category_agreement"].isin(["AGREE", "DISAGREE", "WEAK_DISAGREE", "CONFUSABLE"])]
+    assert len(judged) and judged["category_error_probability"].between(0, 1).all()  # with its label quality
 
     data = load_prepared(data_dir)
     model = keras.models.load_model(os.path.join(out, "model.keras"), compile=False)

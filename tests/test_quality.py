@@ -42,34 +42,50 @@ def test_a_confident_agreeing_product_needs_no_review():
     assert p.image_vote_share == 1.0
 
 
-def test_low_confidence_with_per_retailer_thresholds():
-    weak = [image(cat=(0.3, 0.4, 0.3))]
-    p = product(weak)
-    assert p.review_reasons == ("LOW_CONFIDENCE",) and p.review_priority == pytest.approx(0.6)
-    lenient = AggregateConfig(review_thresholds=(("shop", "category", 0.35), ("*", "category", 0.9)))
-    assert not product(weak, lenient).needs_review  # the retailer's own threshold wins over "*"
-    assert product(weak, lenient, retailer="other").review_reasons == ("LOW_CONFIDENCE",)
-    uncertain_person = [image(person=0.55)]  # max(p, 1 - p) = 0.55 < 0.8
-    assert product(uncertain_person).review_reasons == ("LOW_CONFIDENCE",)
+def test_low_confidence_alone_puts_nothing_in_the_queue():
+    weak = product([image(cat=(0.3, 0.4, 0.3), gender=(0.4, 0.35, 0.25), person=0.55)])
+    assert weak.category == "JEANS" and (weak.needs_review, weak.review_tier) == (False, None)
+    unlabelled = product([image(cat=(0.3, 0.4, 0.3), retailer_cat=None, rule="MISSING")])
+    assert unlabelled.review_reasons == ("RETAILER_CATEGORY_MISSING",)
+    assert (unlabelled.review_tier, unlabelled.review_tier_name) == (3, "NO_RETAILER_LABEL")
+    assert unlabelled.review_priority == pytest.approx(0.4)  # the model's score: how likely its proposal is right
+    out_of_scope = product([image(retailer_cat=None, rule="OUT_OF_SCOPE")])  # the retailer said so: usable
+    assert not out_of_scope.needs_review and out_of_scope.category_agreement == "RETAILER_MISSING"
+
+
+def test_a_likely_wrong_label_is_flagged_with_its_error_probability_and_thresholds_per_retailer():
+    sure = product([image(cat=(0.99, 0.005, 0.005))])  # model DRESSES, retailer JEANS (+ SKINNY_JEANS) at 0.01
+    assert sure.category_agreement == "DISAGREE" and sure.category_error_probability > 0.8
+    assert sure.review_reasons == ("CATEGORY_DISAGREE",) and sure.review_tier_name == "LABEL_ERROR"
+    assert sure.review_priority == pytest.approx(sure.category_error_probability)
+    unsure = product([image(cat=(0.7, 0.25, 0.05))])  # JEANS + SKINNY_JEANS 0.3: plausible
+    assert unsure.category_agreement == "DISAGREE" and unsure.category_error_probability < 0.5
+    assert not unsure.needs_review
+    lenient = AggregateConfig(review_thresholds=(("shop", "category", 0.05), ("*", "category", 0.9)))
+    assert product([image(cat=(0.7, 0.25, 0.05))], lenient).review_reasons == ("CATEGORY_DISAGREE",)
+    assert not product([image(cat=(0.7, 0.25, 0.05))], lenient, retailer="other").needs_review  # "*": 0.9
+    sloppy = product([image(cat=(0.7, 0.25, 0.05))], AggregateConfig(error_rates=(("shop", "category", 0.5),)))
+    assert sloppy.category_error_probability > unsure.category_error_probability
     with pytest.raises(ValueError, match="field must be one of"):
-        AggregateConfig(review_thresholds=(("*", "colour", 0.5),))
+        AggregateConfig(review_thresholds=(("*", "person", 0.5),))
 
 
-def test_confident_disagreement_ranks_above_a_hesitant_one():
-    sure = product([image(cat=(0.95, 0.03, 0.02))])  # model DRESSES at 0.95, retailer JEANS
-    unsure = product([image(cat=(0.55, 0.40, 0.05))])
-    assert sure.review_reasons == ("MODEL_RETAILER_DISAGREE",) and sure.review_priority == pytest.approx(0.95)
-    assert unsure.review_priority == pytest.approx(0.55) and unsure.review_priority < sure.review_priority
+def test_several_flagged_labels_combine_into_the_chance_that_one_is_wrong():
+    both = product([image(cat=(0.99, 0.005, 0.005), gender=(0.001, 0.998, 0.001))])  # retailer FEMALE
+    assert both.review_reasons == ("CATEGORY_DISAGREE", "GENDER_DISAGREE")
+    expected = 1 - (1 - both.category_error_probability) * (1 - both.gender_error_probability)
+    assert both.review_priority == pytest.approx(expected, abs=1e-4)
 
 
 def test_unmapped_retailer_category_and_images_that_disagree():
     p = product([image(1, retailer_cat=None, rule="UNMAPPED")])
-    assert p.review_reasons == ("RETAILER_CATEGORY_UNMAPPED",) and p.review_priority == 0.5
+    assert p.review_reasons == ("RETAILER_CATEGORY_UNMAPPED",) and p.review_priority == 0.9
     # One image is very sure of DRESSES (the cumulative max), two others say JEANS.
     split = product([image(1, cat=(0.97, 0.02, 0.01), retailer_cat="DRESSES"), image(2, retailer_cat="DRESSES"),
                      image(3, retailer_cat="DRESSES")])
     assert split.category == "DRESSES" and split.image_vote_share == pytest.approx(1 / 3, abs=1e-4)
     assert split.review_reasons == ("IMAGES_DISAGREE",) and split.review_priority == pytest.approx(2 / 3, abs=1e-4)
+    assert split.review_tier_name == "MIXED_IMAGES"
 
 
 def test_primary_image_rules():
@@ -95,19 +111,62 @@ def test_merging_partial_accumulators_gives_the_same_product():
         assert fn.to_product(("shop", "p"), merged) == whole
 
 
-def test_the_review_table_is_written_sorted_and_counted(tmp_path):
+def test_the_review_table_is_written_in_queue_order_and_counted(tmp_path):
     out = tmp_path / "out"
-    assert main(["run", "--output", str(out), "--progress-interval", "0", "--review-threshold", "category=0.6",
-                 "--review-threshold", "asos:gender=0.99"]) == 0
+    assert main(["run", "--output", str(out), "--progress-interval", "0", "--review-threshold", "category=0.2",
+                 "--review-threshold", "asos:gender=0.99", "--label-error-rate", "zalando:gender=0.01"]) == 0
     products = pd.read_parquet(out / "products")
     review = pd.read_parquet(out / "review")
     assert len(review) == int(products["needs_review"].sum()) > 0
     manifest = pd.read_json(out / "manifest.json", typ="series")
     assert sum(manifest["counts"]["needs_review"].values()) == len(review)
+    assert sum(n for tiers in manifest["counts"]["review_tiers"].values() for n in tiers.values()) == len(review)
     for path in (out / "review").rglob("*.parquet"):
-        priorities = pd.read_parquet(path)["review_priority"].tolist()
-        assert priorities == sorted(priorities, reverse=True)
+        order = list(zip(*(pd.read_parquet(path)[c] for c in ("review_tier", "review_priority"))))
+        assert order == sorted(order, key=lambda tier_priority: (tier_priority[0], -tier_priority[1]))
+    flagged = products[products.review_reasons.map(lambda r: "CATEGORY_DISAGREE" in r)]
+    assert (flagged.category_error_probability >= 0.2).all() and (flagged.category_agreement == "DISAGREE").all()
     asos = products[products.retailer.astype(str) == "asos"]
-    assert asos[asos.gender_score < 0.99]["review_reasons"].map(lambda r: "LOW_CONFIDENCE" in r).all()
+    assert not asos.review_reasons.map(lambda r: "GENDER_DISAGREE" in r).any()  # asos: 0.99
     assert products["primary_image_uri"].notna().all()
     assert main(["run", "--output", str(out), "--review-threshold", "category:0.5"]) == 2
+    assert main(["run", "--output", str(out), "--label-error-rate", "person=0.1"]) == 2
+
+
+SWAPS = {"200000": "Shoes, Boots & Trainers", "200018": "Caps & Hats", "200004": "Dresses", "200025": "Skirts",
+         "200014": "Caps & Hats", "200022": "Shoes, Boots & Trainers"}  # far from what the photos show
+FLIPS = {"200001": "Men", "200009": "Men"}  # skirts listed for men
+
+
+def test_a_real_run_finds_injected_label_errors_at_the_top_of_the_queue(tmp_path):
+    import json
+
+    from pipeline.options import samples_dir
+
+    samples = samples_dir()
+    dump = tmp_path / "asos.jsonl"
+    with open(samples / "asos.jsonl", encoding="utf-8") as src, dump.open("w", encoding="utf-8") as out:
+        for line in src:
+            try:
+                record = json.loads(line)
+            except ValueError:
+                out.write(line)  # the sample's malformed lines stay as they are
+                continue
+            key = str(record["id"])
+            if key in SWAPS:
+                record["productType"]["name"] = SWAPS[key]
+            record["gender"] = FLIPS.get(key, record.get("gender"))
+            record["images"] = [{**i, "url": str(samples / i["url"])} for i in record.get("images", [])]
+            out.write(json.dumps(record) + "\n")
+    output = tmp_path / "out"
+    assert main(["run", "--asos", str(dump), "--allowed-root", str(samples), "--output", str(output),
+                 "--progress-interval", "0"]) == 0
+    review = pd.read_parquet(output / "review").sort_values(["review_tier", "review_priority"],
+                                                           ascending=[True, False])
+    flagged = {p: set(r) for p, r in zip(review.product_id, review.review_reasons)}
+    assert all("CATEGORY_DISAGREE" in flagged.get(p, ()) for p in SWAPS), flagged
+    errors = review[review.review_tier_name == "LABEL_ERROR"]
+    injected = errors.product_id.isin(set(SWAPS) | set(FLIPS))
+    assert injected.sum() >= len(SWAPS) and injected.mean() >= 0.7  # the tier is mostly the injected errors
+    assert injected.head(len(SWAPS)).mean() >= 0.8  # and they rank first
+    assert (errors.category_error_probability.fillna(0).max() <= 1) and (errors.review_priority >= 0.5).all()
