@@ -52,6 +52,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pipeline.label_quality import FLAGGABLE  # noqa: E402
 from pipeline.taxonomy import map_category  # noqa: E402
 from schemas.mapping import builtin_mapping_file, load_mapping  # noqa: E402
 from schemas.taxonomy import Relation, load_taxonomy  # noqa: E402
@@ -127,6 +128,18 @@ def export_folds(cv_run: str, work: Path) -> dict[int, str]:
                    str(work / "models" / f"fold{fold + 1}")) for fold in folds}
 
 
+def _at_recall(score: np.ndarray, truth: np.ndarray, recall: float) -> dict:
+    """Precision of the highest-scored rows that reach ``recall`` of ``truth``, and the score there
+    (the --review-threshold that would give it); None where no score reaches it."""
+    order = np.argsort(-score, kind="stable")
+    hits = np.cumsum(truth[order])
+    reached = np.nonzero((hits >= recall * truth.sum()) & (score[order] >= 0))[0]
+    if not truth.sum() or not len(reached):
+        return {"precision": None, "threshold": None}
+    i = reached[0]
+    return {"precision": float(hits[i] / (i + 1)), "threshold": float(score[order][i])}
+
+
 def run_pipeline(folder: Path, shared: Path, output: Path, model: str | None) -> float:
     command = ["fashion-enrich", "run", "--output", str(output), "--progress-interval", "0",
                "--source", f"myntra={folder / 'myntra' / 'styles.csv'}",
@@ -157,7 +170,10 @@ def evaluate(outputs: list[Path], truth: dict[tuple[str, str], dict[str, str]]) 
         flagged = reasons.map(lambda r, n=name.upper(): f"{n}_DISAGREE" in r or f"{n}_CONFUSABLE" in r).to_numpy()
         hits = flagged & injected
         kinds = np.array([truth.get(k, {}).get(name, "") for k in key])
+        flaggable = products[f"{name}_agreement"].isin(FLAGGABLE).to_numpy()
+        wrong = products[f"{name}_error_probability"].fillna(-1).to_numpy()
         result[name] = {"injected": int(injected.sum()), "flagged": int(flagged.sum()),
+                        "at_recall_0.8": _at_recall(np.where(flaggable, wrong, -1.0), injected, 0.8),
                         "precision": hits.sum() / max(flagged.sum(), 1), "recall": hits.sum() / max(injected.sum(), 1),
                         "recall_by_kind": {kind: float((flagged & (kinds == kind)).sum() / (kinds == kind).sum())
                                            for kind in sorted(set(kinds) - {""})},
@@ -172,14 +188,8 @@ def evaluate(outputs: list[Path], truth: dict[tuple[str, str], dict[str, str]]) 
                        for name in review["review_tier_name"].unique()}
     result["injected_products"] = sum(1 for k in key if truth.get(k))
     ages = products.dropna(subset=["age_group", "retailer_age_group"])
-    kids, said = ages["retailer_age_group"] == "KIDS", ages["age_group"] == "KIDS"
-    recall = (kids & said).sum() / max(kids.sum(), 1)
-    precision = (kids & said).sum() / max(said.sum(), 1)
-    adult_precision = (~kids & ~said).sum() / max((~said).sum(), 1)
-    adult_recall = (~kids & ~said).sum() / max((~kids).sum(), 1)
-    f1 = [2 * p * r / (p + r) if p + r else 0.0 for p, r in ((precision, recall), (adult_precision, adult_recall))]
-    result["age_group"] = {"kids": int(kids.sum()), "kids_recall": recall, "kids_precision": precision,
-                           "adult_precision": adult_precision, "macro_f1": float(np.mean(f1)),
+    kids = (ages["retailer_age_group"] == "KIDS").to_numpy()
+    result["age_group"] = {"kids": int(kids.sum()), **_binary(kids, (ages["age_group"] == "KIDS").to_numpy()),
                            "flags": int(reasons.map(lambda r: "AGE_GROUP_DISAGREE" in r).sum())}
     clean = ~np.array([bool(truth.get(k)) for k in key])
     for name in FIELDS:
@@ -188,28 +198,74 @@ def evaluate(outputs: list[Path], truth: dict[tuple[str, str], dict[str, str]]) 
     return result
 
 
+def age_group_cv(cv_run: str) -> dict:
+    """KIDS against ADULT on the run's grouped cross-validation (per image): the argmax, and the
+    decision threshold learned from the other folds' held-out predictions (models.label_quality)."""
+    from models.calibration import apply_temperature
+    from models.label_quality import from_out_of_fold
+
+    oof = dict(np.load(Path(cv_run) / "cv_report" / "out_of_fold.npz"))
+    with open(Path(cv_run) / "labels.json", encoding="utf-8") as fh:
+        classes = {task: tuple(names) for task, names in json.load(fh).items()}
+    kids = classes["age_group"].index("KIDS")
+    truth, argmax, decided = [], [], []
+    for fold in sorted(set(oof["fold"].tolist())):
+        quality, temperatures = from_out_of_fold(oof, classes, load_taxonomy(), rows=oof["fold"] != fold,
+                                                 learned_from="")
+        rows = (oof["fold"] == fold) & (oof["age_group_label"] >= 0)
+        probs = apply_temperature(oof["age_group_scores"][rows], temperatures["age_group"])
+        threshold = dict(quality["age_group"].decision).get("KIDS", 0.5)
+        truth.append(oof["age_group_label"][rows] == kids)
+        argmax.append(probs.argmax(axis=1) == kids)
+        decided.append(probs[:, kids] >= threshold)
+    truth = np.concatenate(truth)
+    return {"images": int(len(truth)), "kids": int(truth.sum()),
+            **{name: _binary(truth, np.concatenate(said)) for name, said in (("argmax", argmax), ("learned", decided))}}
+
+
+def _binary(truth: np.ndarray, said: np.ndarray) -> dict:
+    def f1(p, r):
+        return 2 * p * r / (p + r) if p + r else 0.0
+
+    recall, precision = (truth & said).sum() / max(truth.sum(), 1), (truth & said).sum() / max(said.sum(), 1)
+    adult_recall, adult_precision = (~truth & ~said).sum() / max((~truth).sum(), 1), \
+        (~truth & ~said).sum() / max((~said).sum(), 1)
+    return {"kids_recall": float(recall), "kids_precision": float(precision), "adult_precision": float(adult_precision),
+            "macro_f1": float((f1(precision, recall) + f1(adult_precision, adult_recall)) / 2)}
+
+
 def report(result: dict, *, seconds: float, images: int, in_sample: bool) -> None:
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; "
           f"{'IN-SAMPLE (shipped models trained on these images)' if in_sample else 'out-of-fold models'}")
     print(f"products {result['products']}, with injected errors {result['injected_products']}; "
           f"pipeline {seconds:.0f} s for {images} images ({images / seconds:.1f} img/s end to end)")
-    print(f"{'field':<10}{'injected':>9}{'flagged':>9}{'precision':>11}{'recall':>8}  recall by kind   "
+    print(f"{'field':<10}{'injected':>9}{'flagged':>9}{'precision':>11}{'recall':>8}  {'recall by kind':<34}"
           f"model acc. (clean)")
     for name in FIELDS:
         r = result[name]
         kinds = ", ".join(f"{k} {v:.2f}" for k, v in r["recall_by_kind"].items())
-        print(f"{name:<10}{r['injected']:>9}{r['flagged']:>9}{r['precision']:>11.3f}{r['recall']:>8.3f}  {kinds:<17}"
+        print(f"{name:<10}{r['injected']:>9}{r['flagged']:>9}{r['precision']:>11.3f}{r['recall']:>8.3f}  {kinds:<34}"
               f"{r['model_accuracy_on_clean']:.3f}")
         print(f"{'':<10}verdicts of the injected: {r['verdicts_of_injected']}; "
               f"mean estimated error probability of the flagged: {r['mean_error_probability_flagged']:.3f}")
+        at = r["at_recall_0.8"]
+        print(f"{'':<10}at recall 0.80 (--review-threshold {name}={at['threshold'] or 0:.3f}): precision "
+              + ("-" if at["precision"] is None else f"{at['precision']:.3f}"))
     top = ", ".join(f"top {n}: {'-' if v is None else f'{v:.2f}'}" for n, v in result["top"].items())
     print(f"queue: {result['queue']} products ({result['queue_share']:.1%}); real errors {top}")
     for name, tier in result["tiers"].items():
         print(f"  {name}: {tier['rows']} rows, {tier['real_errors']:.2f} real errors")
     a = result["age_group"]
-    print(f"age group: KIDS {a['kids']}: recall {a['kids_recall']:.3f}, precision {a['kids_precision']:.3f}; "
-          f"ADULT precision {a['adult_precision']:.3f}; macro F1 {a['macro_f1']:.3f}; AGE_GROUP_DISAGREE flags "
-          f"{a['flags']}")
+    print(f"age group (products, against the retailer's labels): KIDS {a['kids']}: recall {a['kids_recall']:.3f}, "
+          f"precision {a['kids_precision']:.3f}; ADULT precision {a['adult_precision']:.3f}; macro F1 "
+          f"{a['macro_f1']:.3f}; AGE_GROUP_DISAGREE flags {a['flags']}")
+    cv = result.get("age_group_cv")
+    if cv:
+        for name, label in (("argmax", "argmax"), ("learned", "learned KIDS threshold")):
+            m = cv[name]
+            print(f"age group (grouped CV, {cv['images']} images, {cv['kids']} KIDS), {label}: KIDS recall "
+                  f"{m['kids_recall']:.3f}, precision {m['kids_precision']:.3f}; ADULT precision "
+                  f"{m['adult_precision']:.3f}; macro F1 {m['macro_f1']:.3f}")
 
 
 def main(argv=None) -> None:
@@ -221,12 +277,15 @@ def main(argv=None) -> None:
     parser.add_argument("--category-share", type=float, default=0.06)
     parser.add_argument("--gender-share", type=float, default=0.04)
     parser.add_argument("--amateur-share", type=float, default=0.06)
+    parser.add_argument("--sample", type=int, default=0, help="only the first N rows of each catalog (a quick run)")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     shared = Path(args.data).resolve()
     work = Path(args.work or tempfile.mkdtemp(prefix="fashion-enrich-label-errors-"))
     header_m, myntra = _read(shared / "myntra" / "styles.csv")
     header_c, clothing = _read(shared / "clothing" / "images.csv")
+    if args.sample:
+        myntra, clothing = myntra[:args.sample], clothing[:args.sample]
     truth = inject(myntra, clothing, seed=args.seed, category_share=args.category_share,
                    gender_share=args.gender_share, amateur_share=args.amateur_share)
     if args.cv_run:
@@ -250,6 +309,8 @@ def main(argv=None) -> None:
         seconds += run_pipeline(folder, shared, outputs[-1], model)
         print(f"fold {fold + 1}: {outputs[-1]}", flush=True)
     result = evaluate(outputs, truth)
+    if args.cv_run:
+        result["age_group_cv"] = age_group_cv(args.cv_run)
     images = len(_frame(outputs, "images"))
     report(result, seconds=seconds, images=images, in_sample=not args.cv_run)
     if args.json:

@@ -7,13 +7,16 @@ temperature first, as the pipeline serves them):
 
 * **thresholds**: each class's mean probability on its own held-out examples (confident
   learning's per-class threshold: a class the model finds hard gets a lower bar);
-* **confusable** pairs: two classes of which at least :data:`CONFUSABLE_SHARE` of either's
-  held-out examples (and :data:`CONFUSABLE_MIN` or more) go to the other;
+* **confusable** pairs (the category head: pairs in the hierarchy): two classes of which at
+  least :data:`CONFUSABLE_SHARE` of either's held-out examples (and :data:`CONFUSABLE_MIN` or
+  more) go to the other; the gender head's MALE/FEMALE errors are its reliability, below;
 * **decision** (two-class heads with a minority class under :data:`MINORITY_SHARE`, e.g. KIDS):
-  the minority class becomes the model's label from the probability that maximises the macro
-  F1 on the held-out examples, instead of 0.5;
+  the minority class becomes the model's label from its share of the held-out examples instead
+  of from 0.5: the class-balanced decision, as if the head had been trained with class weights
+  (higher minority recall, lower minority precision);
 * **reliable categories** (the gender head, with category labels on the same examples): the
-  category nodes, each pooled over its subtree, where the gender head's held-out accuracy is at
+  category nodes, each pooled over its subtree, where the gender head's held-out accuracy on
+  MALE and FEMALE products (the only labels it can dispute: UNISEX is compatible with both) is at
   least :data:`RELIABLE_ACCURACY` on :data:`RELIABLE_MIN` or more examples.
 """
 
@@ -29,7 +32,7 @@ from schemas.taxonomy import Taxonomy
 CONFUSABLE_SHARE = 0.10
 CONFUSABLE_MIN = 5
 MINORITY_SHARE = 0.25
-RELIABLE_ACCURACY = 0.85
+RELIABLE_ACCURACY = 0.8
 RELIABLE_MIN = 30
 
 
@@ -49,28 +52,14 @@ def confusable_pairs(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, 
 
 
 def minority_decision(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> tuple[tuple[str, float], ...]:
-    """(minority class, threshold) maximising the held-out macro F1, for a two-class head."""
+    """(minority class, its share of the held-out examples) for a two-class head whose minority is
+    under MINORITY_SHARE: the class-balanced decision (what class weights would do), which calls
+    the minority from its prior instead of from 0.5."""
     if len(classes) != 2 or not len(labels):
         return ()
     minority = int(np.argmin(np.bincount(labels, minlength=2)))
-    if (labels == minority).mean() >= MINORITY_SHARE:
-        return ()
-    p = probs[:, minority]
-    truth = labels == minority
-    best, best_f1 = 0.5, -1.0
-    for threshold in np.unique(np.round(p, 3)):
-        if not 0.01 <= threshold <= 0.99:
-            continue
-        chosen = p >= threshold
-        f1 = np.mean([_f1(chosen, truth), _f1(~chosen, ~truth)])
-        if f1 > best_f1:
-            best, best_f1 = float(threshold), float(f1)
-    return ((classes[minority], round(best, 4)),)
-
-
-def _f1(predicted: np.ndarray, truth: np.ndarray) -> float:
-    hits = float((predicted & truth).sum())
-    return 2 * hits / max(float(predicted.sum() + truth.sum()), 1.0)
+    share = float((labels == minority).mean())
+    return ((classes[minority], round(share, 4)),) if 0 < share < MINORITY_SHARE else ()
 
 
 def reliable_categories(gender_probs: np.ndarray, gender_labels: np.ndarray, categories: list[str | None],
@@ -102,12 +91,13 @@ def learn(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray], classes:
         y, names = labels[task][known], classes[task]
         reliable = None
         if task == "gender" and "category" in scores:
-            both = known & (labels["category"] >= 0)
+            disputable = labels[task] != (names.index("UNISEX") if "UNISEX" in names else -2)
+            both = known & disputable & (labels["category"] >= 0)
             nodes = [classes["category"][i] for i in labels["category"][both]]
             reliable = reliable_categories(apply_temperature(scores[task][both], temperatures.get(task, 1.0)),
                                            labels[task][both], nodes, taxonomy)
         heads[task] = HeadQuality(classes=names, thresholds=class_thresholds(probs, y, names),
-                                  confusable=confusable_pairs(probs, y, names),
+                                  confusable=confusable_pairs(probs, y, names) if task == "category" else (),
                                   decision=minority_decision(probs, y, names),
                                   reliable_categories=reliable, learned_from=learned_from)
     return heads

@@ -37,6 +37,7 @@ from pipeline.product_rules import (
     review,
 )
 from pipeline.records import CategoryRule, ImageRecord, ProductRecord
+from pipeline.title_evidence import TitleLabels, read_title
 from schemas.taxonomy import Taxonomy, load_taxonomy
 
 MODEL_FIELDS = ("category_model", "gender_model", "person_model", "age_group_model", "colour_model")
@@ -217,7 +218,8 @@ class ProductCombineFn(beam.CombineFn):
         retailer_labels = {"category": _most_common(acc.retailer_categories),
                            "gender": _most_common(acc.retailer_genders),
                            "age_group": _most_common(acc.retailer_age_groups)}
-        judged = self._judges.judge(labels, retailer_labels, cfg, retailer)
+        title = read_title(acc.title, taxonomy) if cfg.title_evidence else TitleLabels()
+        judged = self._judges.judge(labels, retailer_labels, cfg, retailer, title)
         primary_uri, primary_rule, colour = primary_image(acc.declared_primary, acc.best_packshot,
                                                           acc.best_image, acc.first_image)
         colours = acc.colour_packshots if acc.colour_packshots is not None else acc.colour_all
@@ -247,6 +249,7 @@ class ProductCombineFn(beam.CombineFn):
             age_group=age_group, age_group_score=age_group_score, age_group_low_confidence=age_group_low,
             retailer_category=retailer_labels["category"], retailer_gender=retailer_labels["gender"],
             retailer_age_group=retailer_labels["age_group"], **verdicts, **wrong,
+            title_category=title.category, title_gender=title.gender, title_age_group=title.age_group,
             **dict(zip(MODEL_FIELDS, acc.models)),
             primary_image_uri=primary_uri, primary_image_rule=primary_rule, colour=colour, colour_score=colour_score,
             image_vote_share=round(share, 4) if share is not None else None,

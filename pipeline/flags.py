@@ -106,6 +106,9 @@ class FashionEnrichOptions(PipelineOptions):
                             default=None, metavar="[RETAILER:]FIELD=VALUE",
                             help="prior share of wrong retailer labels for category, gender or age_group (default "
                                  "0.05), behind each label's estimated error probability; repeatable")
+        parser.add_argument("--no_title_evidence", "--no-title-evidence", dest="no_title_evidence",
+                            action="store_true", help="judge the retailer's labels by the images alone, without "
+                                                      "what the product titles name")
         parser.add_argument("--progress_interval", "--progress-interval", dest="progress_interval", type=float,
                             default=60.0, help="seconds between progress log lines per worker (0: none)")
         parser.add_argument("--inference_accelerator", "--inference-accelerator", dest="inference_accelerator",

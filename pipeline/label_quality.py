@@ -4,27 +4,31 @@ A model export may carry ``label_quality.json``, learned from the out-of-fold pr
 cross-validation (:mod:`models.label_quality`): per head, each class's **threshold** (the mean
 calibrated probability the model gives that class on held-out examples of it: confident
 learning's per-class self-confidence, Northcutt et al. 2021), the **confusable** pairs of
-classes the model mixes up on held-out data, **decision** thresholds for a binary head's
+categories the model mixes up on held-out data, a **decision** threshold for a binary head's
 minority class (KIDS), and for gender the categories in which the gender head is **reliable**.
 :class:`HeadQuality` is one head's part, read by :class:`~pipeline.model_info.ModelInfo`.
 
-:func:`judge` compares one product's retailer label with the model's calibrated probabilities:
+:meth:`Judge.judge` compares one product's retailer label with the model's calibrated
+probabilities:
 
 * the probability that the retailer's label is **compatible** with the product: the model's
   probability of that class, plus its ancestors' and descendants' in the hierarchy (a retailer
   saying JEANS is right about SKINNY_JEANS); for gender, MALE and FEMALE are each compatible
   with UNISEX (a unisex product is right for either, and a retailer may sell either as unisex);
 * the **estimated probability that the retailer's label is wrong**, by Bayes' rule: a retailer
-  label is right with prior probability ``1 - error_rate`` and otherwise any of the other
-  classes alike, so ``odds(wrong) = (1 - p_r) / p_r * error_rate / ((1 - error_rate) (K - 1))``
-  where ``p_r`` is the compatible probability and ``K`` the head's classes;
-* the **verdict**: AGREE; PARENT_CHILD / SAME_BRANCH (one label is the other's ancestor, or for
-  gender UNISEX against MALE or FEMALE: never a label error); CONFUSABLE (a pair the model itself
-  mixes up: a lower verdict); DISAGREE (the model's label reaches its class threshold and the
-  retailer's stays under its own: the confident-learning test); WEAK_DISAGREE (the labels
-  differ, the test fails); NOT_ASSESSED (gender in a category where the gender head is not
-  reliable); OUT_OF_VOCABULARY (no class of the model is compatible with the retailer's label);
-  RETAILER_MISSING; MODEL_UNCERTAIN (the model's label is null, under ``--min-*-confidence``).
+  label is right with prior probability ``1 - error_rate`` and otherwise names any of the
+  classes it is not compatible with alike, so
+  ``odds(wrong) = (1 - p_r) / p_r * error_rate / ((1 - error_rate) * others)`` where ``p_r``
+  is the compatible probability and ``others`` the number of incompatible classes;
+* the **verdict**: AGREE; PARENT_CHILD / SAME_BRANCH (compatible labels: one is the other's
+  ancestor, or for gender UNISEX against MALE or FEMALE; never a label error); CONFUSABLE (a
+  pair the model itself mixes up: a lower verdict); DISAGREE (``p_r`` is under the retailer
+  class's threshold: less than the model gives, on average, to held-out products truly of that
+  class: confident learning's per-class test); WEAK_DISAGREE (the labels differ, but the
+  retailer's label is as likely as its class usually is); NOT_ASSESSED (gender in a category
+  where the gender head is not reliable); OUT_OF_VOCABULARY (no class of the model is
+  compatible with the retailer's label); RETAILER_MISSING; MODEL_UNCERTAIN (the model's label
+  is null, under ``--min-*-confidence``).
 
 Only DISAGREE and CONFUSABLE can flag a product (:mod:`pipeline.product_rules`), and only with an
 estimated error probability at or over the field's review threshold.
@@ -169,6 +173,18 @@ class Judge:
         wrong = (1.0 - p) * error_rate / others
         return round(wrong / (wrong + p * (1.0 - error_rate)), 4)
 
+    def with_witness(self, probs: np.ndarray, label: str | None, error_rate: float) -> np.ndarray:
+        """``probs`` updated by an independent witness of the product's class (e.g. its title)
+        that names ``label`` and is wrong with probability ``error_rate``, naming then any class
+        it is not compatible with alike (Bayes' rule); unchanged without a usable label."""
+        compatible = self.compatible(label) if label else ()
+        if not len(compatible) or len(compatible) == len(self.classes):
+            return probs
+        likelihood = np.full(len(self.classes), error_rate / (len(self.classes) - len(compatible)))
+        likelihood[compatible] = 1.0 - error_rate
+        updated = probs * likelihood
+        return updated / updated.sum()
+
     def judge(self, probs: np.ndarray | None, retailer: str | None, *, model: str | None = None,
               assessed: bool = True, error_rate: float = DEFAULT_ERROR_RATE) -> Judgement:
         """The verdict on ``retailer`` (the retailer's mapped label) given the product's calibrated
@@ -200,9 +216,7 @@ class Judge:
             return Judgement(Verdict.NOT_ASSESSED.value, model, wrong)
         if self.quality is not None and self.quality.is_confusable(retailer, model):
             return Judgement(Verdict.CONFUSABLE.value, model, wrong)
-        threshold = self.quality.threshold if self.quality else (lambda _: DEFAULT_THRESHOLD)
-        p_model = float(probs[self.classes.index(model)])
-        p_retailer = float(probs[self.compatible(retailer)].sum())
-        if p_model >= threshold(model) and p_retailer < threshold(retailer):
+        threshold = self.quality.threshold(retailer) if self.quality else DEFAULT_THRESHOLD
+        if float(probs[self.compatible(retailer)].sum()) < threshold:
             return Judgement(Verdict.DISAGREE.value, model, wrong)
         return Judgement(Verdict.WEAK_DISAGREE.value, model, wrong)

@@ -204,7 +204,8 @@ class RunConfig:
                                         min_gender_confidence=opts.min_gender_confidence,
                                         min_age_group_confidence=opts.min_age_group_confidence,
                                         review_thresholds=_per_field(opts.review_threshold, "--review-threshold"),
-                                        error_rates=_per_field(opts.label_error_rate, "--label-error-rate"))
+                                        error_rates=_per_field(opts.label_error_rate, "--label-error-rate"),
+                                        title_evidence=not opts.no_title_evidence)
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         return cls(

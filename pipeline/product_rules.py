@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.label_quality import DEFAULT_ERROR_RATE, FLAGGABLE, HeadQuality, Judge, Judgement
+from pipeline.title_evidence import TITLE_ERROR_RATE, TitleLabels
 from schemas.taxonomy import Taxonomy
 
 REVIEW_FIELDS = ("category", "gender", "age_group")  # retailer labels the model can dispute
@@ -73,6 +74,7 @@ class AggregateConfig:
     # flagged; error_rates: the prior share of wrong retailer labels (pipeline.label_quality).
     review_thresholds: tuple[tuple[str, str, float], ...] = ()
     error_rates: tuple[tuple[str, str, float], ...] = ()
+    title_evidence: bool = True  # the product's title counts as a witness (pipeline.title_evidence)
 
     def __post_init__(self):
         for kind, entries in (("review threshold", self.review_thresholds), ("label error rate", self.error_rates)):
@@ -150,13 +152,22 @@ class FieldJudges:
             return None, score, True, probs
         return label, score, False, probs
 
-    def judge(self, labels: dict, retailer_labels: dict, cfg: AggregateConfig, retailer: str) -> dict[str, Judgement]:
-        """field -> Judgement, for the fields :meth:`label` gave probabilities for."""
+    def judge(self, labels: dict, retailer_labels: dict, cfg: AggregateConfig, retailer: str,
+              title: TitleLabels = TitleLabels()) -> dict[str, Judgement]:
+        """field -> Judgement, for the fields :meth:`label` gave probabilities for. ``title``: what
+        the product's title names, each label a witness beside the image (``cfg.title_evidence``);
+        a gender the title names makes the field assessable where the head alone is not."""
         category = labels["category"][0] or retailer_labels["category"]
-        return {name: self._judges[name].judge(probs, retailer_labels[name], model=label,
-                                               error_rate=cfg.error_rate(retailer, name),
-                                               assessed=name != "gender" or self.gender_assessed(category))
-                for name, (label, _, _, probs) in labels.items() if probs is not None}
+        found = {}
+        for name, (label, _, _, probs) in labels.items():
+            if probs is None:
+                continue
+            judge, witness = self._judges[name], getattr(title, name) if cfg.title_evidence else None
+            found[name] = judge.judge(
+                judge.with_witness(probs, witness, TITLE_ERROR_RATE), retailer_labels[name], model=label,
+                error_rate=cfg.error_rate(retailer, name),
+                assessed=name != "gender" or witness is not None or self.gender_assessed(category))
+        return found
 
     def gender_assessed(self, category: str | None) -> bool:
         """Whether the gender head is reliable for ``category`` or an ancestor of it (True where

@@ -176,6 +176,10 @@ class ProductRecord(PickledByValues):
     retailer_category: str | None = None  # the retailer's own label, mapped to the taxonomy
     retailer_gender: str | None = None
     retailer_age_group: str | None = None
+    # What the product's title names (pipeline.title_evidence): a witness beside the retailer's fields.
+    title_category: str | None = None
+    title_gender: str | None = None
+    title_age_group: str | None = None
     category_agreement: str | None = None  # the verdict: pipeline.label_quality.Verdict
     gender_agreement: str | None = None
     age_group_agreement: str | None = None
@@ -210,7 +214,8 @@ REVIEW_COLUMNS = (
     "retailer", "product_id", "review_tier", "review_tier_name", "review_priority", "review_reasons", "title",
     "image_count", "primary_image_uri", *(f"{prefix}{name}{suffix}" for name in ("category", "gender", "age_group")
                                           for prefix, suffix in (("", ""), ("", "_score"), ("retailer_", ""),
-                                                                 ("", "_agreement"), ("", "_error_probability"))),
+                                                                 ("title_", ""), ("", "_agreement"),
+                                                                 ("", "_error_probability"))),
     "image_vote_share")
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections import Counter
 
+from pipeline.product_rules import ReviewTier
+
 STAGES = ("read", "fetch", "decode", "inference")
 
 
@@ -45,6 +47,12 @@ def format_summary(manifest: dict, seconds: float) -> str:
     if agreement:
         lines.append("model vs retailer category: " + "; ".join(
             f"{r}: " + ", ".join(f"{k} {v}" for k, v in sorted(c.items())) for r, c in agreement.items()))
+    tiers: Counter[str] = Counter()
+    for by_tier in counts.get("review_tiers", {}).values():
+        tiers.update(by_tier)
+    queued, products = sum(tiers.values()), sum(counts["products"].values())
+    lines.append(f"review queue: {queued} products ({queued / products if products else 0:.1%})" + "".join(
+        f"; {name} {tiers[name]}" for name in ReviewTier.__members__ if tiers.get(name)))
     previous = manifest.get("previous")
     if previous:
         total = {kind: sum(counts[f"images_{kind}"].values()) for kind in ("reused", "rescored", "new")}

@@ -70,16 +70,30 @@ def map_category(mapping: RetailerMapping, taxonomy: Taxonomy, raw_values: tuple
     out_of_scope = next((k for k in keys if any(_prefix_length(o, k) for o in mapping.category_out_of_scope)), None)
     if out_of_scope is not None:
         return CategoryMatch(None, CategoryRule.OUT_OF_SCOPE, out_of_scope)
-    if title:
-        text = normalize_key(title)
-        hits = [(kw, node) for kw, node in mapping.keywords.items() if _keyword_pattern(kw).search(text)]
-        if hits:
-            longest = max(len(kw) for kw, _ in hits)
-            node, kw = _deepest(taxonomy, [(node, kw) for kw, node in hits if len(kw) == longest])
-            return CategoryMatch(node, CategoryRule.KEYWORD, kw)
+    found = keyword_match(mapping.keywords, taxonomy, title)
+    if found:
+        return CategoryMatch(found[0], CategoryRule.KEYWORD, found[1])
     if keys:
         return CategoryMatch(None, CategoryRule.UNMAPPED, keys[0])
     return CategoryMatch(None, CategoryRule.MISSING, None)
+
+
+def words_in(words, title: str | None) -> list[str]:
+    """The ``words`` (or phrases) found as whole words in ``title``, case-insensitive."""
+    if not title:
+        return []
+    text = normalize_key(title)
+    return [word for word in words if _keyword_pattern(word).search(text)]
+
+
+def keyword_match(keywords: dict[str, str], taxonomy: Taxonomy, title: str | None) -> tuple[str, str] | None:
+    """(node, keyword) of the longest keyword found as whole words in ``title`` (the deepest node
+    on a tie), or None."""
+    hits = [(kw, keywords[kw]) for kw in words_in(keywords, title)]
+    if not hits:
+        return None
+    longest = max(len(kw) for kw, _ in hits)
+    return _deepest(taxonomy, [(node, kw) for kw, node in hits if len(kw) == longest])
 
 
 def map_gender(mapping: RetailerMapping, raw_values: tuple[str, ...]) -> str | None:

@@ -141,7 +141,7 @@ def parse_mapping(data: dict, *, taxonomy: Taxonomy | None = None, path: str = "
         exact=_targets(category.get("exact"), taxonomy, f"{where}: category.exact"),
         prefix=_targets(category.get("prefix"), taxonomy, f"{where}: category.prefix"),
         keywords={
-            **(_targets(_default_keywords(), taxonomy, "keywords.yaml")
+            **(_targets(default_keywords(), taxonomy, "keywords.yaml")
                if category.get("use_default_keywords", True) else {}),
             **_targets(category.get("keywords"), taxonomy, f"{where}: category.keywords"),
         },
@@ -155,7 +155,7 @@ def parse_mapping(data: dict, *, taxonomy: Taxonomy | None = None, path: str = "
     )
 
 
-def _default_keywords() -> dict[str, str]:
+def default_keywords() -> dict[str, str]:
     with open(Path(str(resources.files("schemas").joinpath("keywords.yaml"))), encoding="utf-8") as fh:
         return yaml.safe_load(fh) or {}
 

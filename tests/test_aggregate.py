@@ -82,7 +82,7 @@ def test_missing_retailer_labels():
     ("CLOTHING", (0.1, 0.1, 0.8), "SAME_BRANCH"),  # model SKINNY_JEANS, retailer two levels up
     ("HATS", (0.8, 0.1, 0.1), "OUT_OF_VOCABULARY"),  # the model cannot say HATS: no verdict
     ("DRESSES", (0.1, 0.8, 0.1), "DISAGREE"),
-    ("DRESSES", (0.3, 0.45, 0.25), "WEAK_DISAGREE"),  # JEANS under the default class threshold (0.5)
+    ("JEANS", (0.45, 0.3, 0.25), "WEAK_DISAGREE"),  # JEANS + SKINNY_JEANS 0.55: over the default threshold
 ])
 def test_agreement_relations(retailer, scores, expected):
     assert product([image(cat=scores, retailer_cat=retailer)]).category_agreement == expected
@@ -187,13 +187,13 @@ def test_the_heads_label_quality_decides_labels_and_verdicts():
 
     qualities = {"category": HeadQuality(CATS, (0.9, 0.3, 0.9)),  # JEANS is hard: 0.35 is confident for it
                  "gender": HeadQuality(GENDERS, (0.8, 0.8, 0.5), reliable_categories=(("DRESSES", 100, 0.95),)),
-                 "age_group": HeadQuality(AGES, (0.95, 0.5), decision=(("KIDS", 0.3),))}
+                 "age_group": HeadQuality(AGES, (0.6, 0.5), decision=(("KIDS", 0.3),))}
     fn = ProductCombineFn(CATS, GENDERS, AggregateConfig(), age_group_classes=AGES, colour_classes=COLOURS,
                           qualities=qualities)
     fn.setup()
     p = fn.product_of([modelled(age=(0.65, 0.35))])
-    assert (p.age_group, p.age_group_agreement) == ("KIDS", "WEAK_DISAGREE")  # KIDS from 0.3; under its 0.5
-    assert fn.product_of([modelled(age=(0.4, 0.6))]).age_group_agreement == "DISAGREE"  # ADULT 0.4 < 0.95
+    assert (p.age_group, p.age_group_agreement) == ("KIDS", "WEAK_DISAGREE")  # KIDS from 0.3; ADULT >= 0.6
+    assert fn.product_of([modelled(age=(0.4, 0.6))]).age_group_agreement == "DISAGREE"  # ADULT 0.4 < 0.6
     jeans = fn.product_of([replace(modelled(age=(0.9, 0.1)), category_scores=(0.3, 0.35, 0.35), category="DRESSES",
                                    gender_scores=(0.01, 0.98, 0.01))])
     assert (jeans.category, jeans.category_agreement) == ("JEANS", "DISAGREE")  # the first of a tie
@@ -201,3 +201,23 @@ def test_the_heads_label_quality_decides_labels_and_verdicts():
     dress = fn.product_of([replace(modelled(age=(0.9, 0.1)), category_scores=(0.9, 0.05, 0.05), category="DRESSES",
                                    gender_scores=(0.01, 0.98, 0.01))])
     assert dress.gender_agreement == "DISAGREE" and "GENDER_DISAGREE" in dress.review_reasons
+
+
+def test_the_title_witnesses_beside_the_image_unless_turned_off():
+    from pipeline.label_quality import HeadQuality
+
+    qualities = {"gender": HeadQuality(GENDERS, (0.8, 0.8, 0.5), reliable_categories=(("DRESSES", 100, 0.95),))}
+    unsure = replace(image(cat=(0.1, 0.8, 0.1), gender=(0.85, 0.13, 0.02), retailer_gender="MALE"),
+                     title="Harbour Basics women's jeans")
+
+    def judged(cfg):
+        fn = ProductCombineFn(CATS, GENDERS, cfg, qualities=qualities)
+        fn.setup()
+        return fn.product_of([unsure])
+
+    with_title = judged(AggregateConfig())
+    assert (with_title.title_gender, with_title.title_category) == ("FEMALE", "JEANS")
+    assert with_title.gender_agreement == "DISAGREE"  # JEANS: unreliable, but the title names a gender
+    assert with_title.gender_error_probability > 0.5 and "GENDER_DISAGREE" in with_title.review_reasons
+    alone = judged(AggregateConfig(title_evidence=False))
+    assert alone.title_gender is None and alone.gender_agreement == "NOT_ASSESSED" and not alone.needs_review
