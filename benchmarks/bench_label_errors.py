@@ -30,6 +30,7 @@ priority); the age-group head against the retailer's own age labels (KIDS recall
 macro F1).
 
     python benchmarks/bench_label_errors.py --cv-run mt-oof            # out-of-fold models
+    python benchmarks/bench_label_errors.py --cv-run mt-oof --run-arg=--no-title-evidence  # the images alone
     python benchmarks/bench_label_errors.py                              # the shipped models (in-sample)
 """
 
@@ -140,7 +141,7 @@ def _at_recall(score: np.ndarray, truth: np.ndarray, recall: float) -> dict:
     return {"precision": float(hits[i] / (i + 1)), "threshold": float(score[order][i])}
 
 
-def run_pipeline(folder: Path, shared: Path, output: Path, model: str | None) -> float:
+def run_pipeline(folder: Path, shared: Path, output: Path, model: str | None, extra: list[str]) -> float:
     command = ["fashion-enrich", "run", "--output", str(output), "--progress-interval", "0",
                "--source", f"myntra={folder / 'myntra' / 'styles.csv'}",
                "--source", f"clothing={folder / 'clothing' / 'images.csv'}",
@@ -148,6 +149,7 @@ def run_pipeline(folder: Path, shared: Path, output: Path, model: str | None) ->
                "--allowed-root", str(shared / "clothing" / "images")]
     if model:
         command += ["--multitask-model", model]
+    command += extra
     started = time.time()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
     return time.time() - started
@@ -278,6 +280,8 @@ def main(argv=None) -> None:
     parser.add_argument("--gender-share", type=float, default=0.04)
     parser.add_argument("--amateur-share", type=float, default=0.06)
     parser.add_argument("--sample", type=int, default=0, help="only the first N rows of each catalog (a quick run)")
+    parser.add_argument("--run-arg", action="append", default=[], metavar="ARG",
+                        help="passed to fashion-enrich run, e.g. --run-arg=--no-title-evidence; repeatable")
     parser.add_argument("--json", default=None, help="also write the figures to this file")
     args = parser.parse_args(argv)
     shared = Path(args.data).resolve()
@@ -306,12 +310,13 @@ def main(argv=None) -> None:
             if not link.exists():
                 link.symlink_to(shared / retailer / "images")
         outputs.append(work / f"out{fold + 1}")
-        seconds += run_pipeline(folder, shared, outputs[-1], model)
+        seconds += run_pipeline(folder, shared, outputs[-1], model, args.run_arg)
         print(f"fold {fold + 1}: {outputs[-1]}", flush=True)
     result = evaluate(outputs, truth)
     if args.cv_run:
         result["age_group_cv"] = age_group_cv(args.cv_run)
     images = len(_frame(outputs, "images"))
+    print(f"fashion-enrich run {' '.join(args.run_arg)}".rstrip())
     report(result, seconds=seconds, images=images, in_sample=not args.cv_run)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1, default=float))

@@ -14,6 +14,10 @@ temperature first, as the pipeline serves them):
   the minority class becomes the model's label from its share of the held-out examples instead
   of from 0.5: the class-balanced decision, as if the head had been trained with class weights
   (higher minority recall, lower minority precision);
+* **error calibration** (:func:`error_calibration`): Platt scaling of the Bayes log-odds that a
+  retailer's label is wrong, per label and overall, fitted on the held-out predictions with
+  every incompatible label simulated as a wrong one: the model's small probabilities, which the
+  estimate rests on, are not calibrated as its top ones are;
 * **reliable categories** (the gender head, with category labels on the same examples): the
   category nodes, each pooled over its subtree, where the gender head's held-out accuracy on
   MALE and FEMALE products (the only labels it can dispute: UNISEX is compatible with both) is at
@@ -26,7 +30,7 @@ import numpy as np
 
 from models.calibration import apply_temperature, fit_temperature
 from models.evaluation import confusion_matrix
-from pipeline.label_quality import DEFAULT_THRESHOLD, HeadQuality
+from pipeline.label_quality import DEFAULT_THRESHOLD, HeadQuality, Judge
 from schemas.taxonomy import Taxonomy
 
 CONFUSABLE_SHARE = 0.10
@@ -34,6 +38,8 @@ CONFUSABLE_MIN = 5
 MINORITY_SHARE = 0.25
 RELIABLE_ACCURACY = 0.8
 RELIABLE_MIN = 30
+CALIBRATION_MIN = 30
+PRIOR_STRENGTH = 10.0  # examples' worth of pull towards the overall recalibration (towards none for it)
 
 
 def class_thresholds(probs: np.ndarray, labels: np.ndarray, classes: tuple[str, ...]) -> tuple[float, ...]:
@@ -60,6 +66,67 @@ def minority_decision(probs: np.ndarray, labels: np.ndarray, classes: tuple[str,
     minority = int(np.argmin(np.bincount(labels, minlength=2)))
     share = float((labels == minority).mean())
     return ((classes[minority], round(share, 4)),) if 0 < share < MINORITY_SHARE else ()
+
+
+def error_calibration(probs: np.ndarray, labels: np.ndarray, judge: Judge) -> tuple[tuple[str, float, float], ...]:
+    """(label, a, b) per label, and ("*", a, b) over all: Platt scaling of the Bayes log-odds that
+    the label is wrong (:meth:`~pipeline.label_quality.Judge.error_log_odds`), fitted on held-out
+    predictions: each example once with its own label (right) and once with every label
+    incompatible with it (wrong, sharing one example's weight), right and wrong weighing the same
+    (even prior odds; the run's error rate is added at serving time). A label gets its own pair
+    where :data:`CALIBRATION_MIN` or more held-out examples carry it: the model's small
+    probabilities are off by class (true KIDS products often get 0.01), not only overall."""
+    names = judge.classes
+    compatible = np.zeros((len(names), len(names)), bool)  # [label, class]: the label is right about the class
+    for r, name in enumerate(names):
+        compatible[r, judge.compatible(name)] = True
+    mass = np.clip(probs.astype(np.float64) @ compatible.T, 1e-9, 1 - 1e-9)  # [example, label]
+    x = np.log((1 - mass) / (mass * np.maximum((~compatible).sum(axis=1), 1)))
+    wrong = ~compatible[:, labels].T  # [example, label]: the label is wrong for the example
+    share = np.divide(1.0, wrong.sum(axis=1), out=np.zeros(len(labels)), where=wrong.any(axis=1))
+    weight = wrong * share[:, None]  # each example's wrong labels share its weight
+    found, overall = [], (0.0, 1.0)
+    for r, name in [(None, "*"), *enumerate(names)]:
+        right = np.ones(len(labels), bool) if r is None else labels == r
+        wrong_w = weight if r is None else weight[:, [r]]
+        if right.sum() < (1 if r is None else CALIBRATION_MIN) or not wrong_w.any():
+            continue
+        cols = slice(None) if r is None else [r]
+        rows, which = np.nonzero(wrong_w)
+        w = wrong_w[rows, which]
+        own = x[np.nonzero(right)[0], labels[right]]
+        features = np.r_[own, x[:, cols][rows, which]]
+        fitted = _logistic(features, np.r_[np.zeros(len(own)), np.ones(len(rows))],
+                           np.r_[np.ones(len(own)), w * len(own) / w.sum()], prior=overall)
+        overall = fitted if r is None else overall
+        found.append((name, *fitted))
+    return tuple(found)
+
+
+def _logistic(x: np.ndarray, t: np.ndarray, w: np.ndarray, prior: tuple[float, float] = (0.0, 1.0),
+              strength: float = PRIOR_STRENGTH) -> tuple[float, float]:
+    """(a, b) minimising the weighted log-loss of sigmoid(a + b x) against ``t``, with a Gaussian
+    prior pulling (a, b) towards ``prior`` (``strength`` examples' worth: it keeps separable data
+    finite and a class with few examples near the overall fit); Newton's method."""
+    design = np.c_[np.ones(len(x)), x]
+    center = np.array(prior, dtype=float)
+
+    def loss(beta):
+        z = design @ beta
+        return float(np.sum(w * (np.logaddexp(0.0, z) - t * z)) + strength / 2 * np.sum((beta - center) ** 2))
+
+    beta = center.copy()
+    for _ in range(100):
+        p = 1.0 / (1.0 + np.exp(-(design @ beta)))
+        gradient = design.T @ (w * (p - t)) + strength * (beta - center)
+        hessian = design.T @ (design * (w * p * (1 - p))[:, None]) + strength * np.eye(2)
+        step, before = np.linalg.solve(hessian, gradient), loss(beta)
+        while loss(beta - step) > before and np.abs(step).max() > 1e-12:  # damped: never uphill
+            step = step / 2
+        beta = beta - step
+        if np.abs(step).max() < 1e-9:
+            break
+    return round(float(beta[0]), 4), round(float(beta[1]), 4)
 
 
 def reliable_categories(gender_probs: np.ndarray, gender_labels: np.ndarray, categories: list[str | None],
@@ -96,8 +163,10 @@ def learn(scores: dict[str, np.ndarray], labels: dict[str, np.ndarray], classes:
             nodes = [classes["category"][i] for i in labels["category"][both]]
             reliable = reliable_categories(apply_temperature(scores[task][both], temperatures.get(task, 1.0)),
                                            labels[task][both], nodes, taxonomy)
+        judge = Judge(names, taxonomy=taxonomy if task == "category" else None)
         heads[task] = HeadQuality(classes=names, thresholds=class_thresholds(probs, y, names),
                                   confusable=confusable_pairs(probs, y, names) if task == "category" else (),
+                                  calibration=error_calibration(probs, y, judge),
                                   decision=minority_decision(probs, y, names),
                                   reliable_categories=reliable, learned_from=learned_from)
     return heads
@@ -115,3 +184,23 @@ def from_out_of_fold(oof: dict[str, np.ndarray], classes: dict[str, tuple[str, .
     labels = {t: oof[f"{t}_label"][rows] for t in tasks}
     temperatures = {t: fit_temperature(scores[t][labels[t] >= 0], labels[t][labels[t] >= 0]) for t in tasks}
     return learn(scores, labels, classes, temperatures, taxonomy=taxonomy, learned_from=learned_from), temperatures
+
+
+def write_for_export(folder: str) -> dict[str, HeadQuality]:
+    """(Re)write ``<folder>/label_quality.json`` of a multi-task export from its
+    ``cv_report/out_of_fold.npz`` (every fold), as training writes it; returns it."""
+    import json
+    import os
+
+    from pipeline.label_quality import FILE, write_heads
+    from schemas.taxonomy import load_taxonomy
+
+    with open(os.path.join(folder, "model_card.json"), encoding="utf-8") as fh:
+        card = json.load(fh)
+    oof = dict(np.load(os.path.join(folder, "cv_report", "out_of_fold.npz")))
+    folds = len(set(oof["fold"].tolist()))
+    qualities, _ = from_out_of_fold(oof, {h["task"]: tuple(h["classes"]) for h in card["heads"]},
+                                    load_taxonomy(card.get("training_data", {}).get("taxonomy")),
+                                    learned_from=f"out-of-fold predictions of {folds} folds")
+    write_heads(qualities, os.path.join(folder, FILE))
+    return qualities

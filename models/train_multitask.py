@@ -7,8 +7,10 @@ cached frozen-backbone features, then fine-tunes the whole network with a checkp
 (:mod:`models.multitask_fit`); ``resume=True`` continues an interrupted run from its checkpoints
 (and skips the folds already scored). Per head: Table I columns, accuracy per source (retailer),
 a temperature fitted on the out-of-fold scores, per-class plots and the reliability diagram in
-``<out>/cv_report/<task>/``. The fold with the best mean image accuracy over the heads is
-exported (:func:`models.export.export_multitask`), or, with ``final_fit``, a model trained on all.
+``<out>/cv_report/<task>/``; every held-out score in ``cv_report/out_of_fold.npz``, and what
+they say of each head in ``label_quality.json`` (:mod:`models.label_quality`). The fold with the
+best mean image accuracy over the heads is exported (:func:`models.export.export_multitask`), or,
+with ``final_fit``, a model trained on all.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from models.config import TrainConfig, explicit_command
 from models.data import Prepared, load_prepared
 from models.evaluation import confusion_matrix, fold_metrics, hierarchy_accuracy, table_one
 from models.folds import split
+from models.label_quality import write_for_export
 from models.multitask import Head
 from models.multitask_fit import (
     checkpoint_paths,
@@ -140,8 +143,8 @@ def train_multitask(cfg: TrainConfig, *, log: Callable[[str], None] = print, com
                             train_config=asdict(cfg), exported="final_fit" if cfg.final_fit else f"fold {best + 1}",
                             wall_seconds=time.time() - started, command=command,
                             command_explicit=explicit_command(asdict(cfg)))
-    oof = _write_out_of_fold(cfg, data, heads, held_out)
-    _write_label_quality(cfg, data, heads, oof, len(held_out))
+    _write_out_of_fold(cfg, data, heads, held_out)
+    write_for_export(cfg.out)  # label_quality.json, from the out-of-fold predictions just written
     log(f"exported {cfg.out}: " + json.dumps({t: round(r["table_one"]["mean_image_accuracy"], 4)
                                               for t, r in report.items()}))
     return card
@@ -182,8 +185,8 @@ def _head_reports(cfg: TrainConfig, data: Prepared, heads, results, held_out) ->
     return report
 
 
-def _write_out_of_fold(cfg: TrainConfig, data: Prepared, heads, held_out) -> dict[str, np.ndarray]:
-    """Every held-out prediction of every head (labels -1 where an example has none); returns them."""
+def _write_out_of_fold(cfg: TrainConfig, data: Prepared, heads, held_out) -> None:
+    """Every held-out prediction of every head (labels -1 where an example has none)."""
     examples = np.concatenate([idx for _, idx, _ in held_out])
     arrays = {"example": examples, "fold": np.concatenate([np.full(len(idx), f) for _, idx, f in held_out]),
               "product": data.product_keys[examples].astype(str), "retailer": data.retailers[examples].astype(str)}
@@ -191,19 +194,6 @@ def _write_out_of_fold(cfg: TrainConfig, data: Prepared, heads, held_out) -> dic
         arrays[f"{h.task}_label"] = data.labels[h.task][examples]
         arrays[f"{h.task}_scores"] = np.concatenate([s[h.task] for s, _, _ in held_out]).astype(np.float32)
     np.savez_compressed(os.path.join(cfg.out, "cv_report", "out_of_fold.npz"), **arrays)
-    return arrays
-
-
-def _write_label_quality(cfg: TrainConfig, data: Prepared, heads, oof: dict, folds: int) -> None:
-    """The export's label_quality.json, learned from every out-of-fold prediction (models.label_quality)."""
-    from models.label_quality import from_out_of_fold
-    from pipeline.label_quality import FILE, write_heads
-    from schemas.taxonomy import load_taxonomy
-
-    qualities, _ = from_out_of_fold(oof, {h.task: h.classes for h in heads}, load_taxonomy(data.taxonomy_path),
-                                    learned_from=f"out-of-fold predictions of {folds} folds")
-    if qualities:
-        write_heads(qualities, os.path.join(cfg.out, FILE))
 
 
 def discard_checkpoints(out: str) -> None:

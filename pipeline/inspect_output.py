@@ -20,8 +20,9 @@ from pipeline.summary import models_line
 
 TABLES = ("images", "products", "dead_letter")
 QUEUE_COLUMNS = ["product_id", "review_tier", "review_tier_name", "review_priority", "review_reasons", "title",
-                 "primary_image_uri", *(f"{prefix}{f}{suffix}" for f in ("category", "gender", "age_group") for
-                                        prefix, suffix in (("", ""), ("retailer_", ""), ("", "_error_probability")))]
+                 "primary_image_uri", *(f"{prefix}{f}{suffix}" for f in ("category", "gender", "age_group") for prefix,
+                                        suffix in (("", ""), ("retailer_", ""), ("title_", ""),
+                                                   ("", "_error_probability")))]
 PARTITIONING = pa.schema([("run_date", pa.string()), ("retailer", pa.string())])
 
 
@@ -168,8 +169,11 @@ def queue_order(review: pa.Table) -> pa.Table:
 
 
 def disputed(row: dict) -> list[str]:
-    """'field: retailer -> model (p wrong)' for each field of a review row with an estimate."""
-    return [f"{f}: {row[f'retailer_{f}'] or '-'} -> {row[f] or '-'} ({row[f'{f}_error_probability']:.2f})"
+    """'field: retailer -> model[, title T] (P wrong)' for each field of a review row whose labels
+    differ and that has an estimate."""
+    return [f"{f}: {row[f'retailer_{f}'] or '-'} -> {row[f] or '-'}"
+            + (f", title {row[f'title_{f}']}" if row.get(f"title_{f}") else "")
+            + f" ({row[f'{f}_error_probability']:.2f})"
             for f in ("category", "gender", "age_group") if row.get(f"{f}_error_probability") is not None
             and row[f"retailer_{f}"] != row[f]]
 
@@ -207,7 +211,7 @@ def format_summary(s: dict, *, top: int = 8) -> str:
     for retailer, tiers in review["tiers"].items():
         lines.append(f"  {retailer}: " + ", ".join(f"{name} {n}" for name, n in tiers.items()))
     if review["first"]:
-        lines.append("  first in the queue (tier, priority, retailer product: field retailer -> model (P wrong)):")
+        lines.append("  first in the queue (tier, priority, product: field retailer -> model[, title] (P wrong)):")
     for row in review["first"]:
         lines.append(f"    {row['review_tier']} {row['review_priority']:.2f} {row['retailer']} {row['product_id']}: "
                      + ("; ".join(disputed(row)) or ", ".join(row["review_reasons"])))

@@ -19,7 +19,9 @@ probabilities:
   label is right with prior probability ``1 - error_rate`` and otherwise names any of the
   classes it is not compatible with alike, so
   ``odds(wrong) = (1 - p_r) / p_r * error_rate / ((1 - error_rate) * others)`` where ``p_r``
-  is the compatible probability and ``others`` the number of incompatible classes;
+  is the compatible probability and ``others`` the number of incompatible classes; the model's
+  small probabilities are not calibrated as its top ones are, so the log-odds are recalibrated
+  per head as ``a + b * log-odds`` (``calibration``, fitted on held-out predictions);
 * the **verdict**: AGREE; PARENT_CHILD / SAME_BRANCH (compatible labels: one is the other's
   ancestor, or for gender UNISEX against MALE or FEMALE; never a label error); CONFUSABLE (a
   pair the model itself mixes up: a lower verdict); DISAGREE (``p_r`` is under the retailer
@@ -81,6 +83,10 @@ class HeadQuality:
     decision: tuple[tuple[str, float], ...] = ()  # (class, probability from which it is the model's label)
     # gender head: (category node, held-out examples, gender accuracy) per node where it is reliable
     reliable_categories: tuple[tuple[str, int, float], ...] | None = None
+    # (label or "*", a, b): the Bayes log-odds that the label is wrong, recalibrated as
+    # a + b * log-odds (Platt scaling fitted on held-out predictions with simulated wrong labels;
+    # "*" for labels without a pair of their own); none: as computed.
+    calibration: tuple[tuple[str, float, float], ...] = ()
     learned_from: str = ""
 
     def __post_init__(self):
@@ -89,6 +95,11 @@ class HeadQuality:
 
     def threshold(self, label: str) -> float:
         return self.thresholds[self.classes.index(label)] if label in self.classes else DEFAULT_THRESHOLD
+
+    def error_scaling(self, label: str) -> tuple[float, float]:
+        """(a, b) recalibrating the log-odds that ``label`` is wrong: its own, else the overall."""
+        found = {name: (a, b) for name, a, b in self.calibration}
+        return found.get(label, found.get("*", (0.0, 1.0)))
 
     def is_confusable(self, a: str, b: str) -> bool:
         return tuple(sorted((a, b))) in self._pairs
@@ -100,6 +111,7 @@ class HeadQuality:
     def to_dict(self) -> dict:
         out = {"classes": list(self.classes), "thresholds": [round(t, 4) for t in self.thresholds],
                "confusable": [list(p) for p in self.confusable], "decision": dict(self.decision),
+               "error_calibration": {label: [a, b] for label, a, b in self.calibration},
                "learned_from": self.learned_from}
         if self.reliable_categories is not None:
             out["reliable_categories"] = {c: {"examples": n, "accuracy": round(a, 4)}
@@ -114,6 +126,8 @@ class HeadQuality:
                    decision=tuple((c, float(v)) for c, v in (data.get("decision") or {}).items()),
                    reliable_categories=None if reliable is None else tuple(
                        (c, int(v["examples"]), float(v["accuracy"])) for c, v in reliable.items()),
+                   calibration=tuple((label, float(a), float(b))
+                                     for label, (a, b) in (data.get("error_calibration") or {}).items()),
                    learned_from=data.get("learned_from", ""))
 
 
@@ -162,16 +176,24 @@ class Judge:
             found = self._compatible[label] = np.array(related, dtype=int)
         return found
 
-    def error_probability(self, probs: np.ndarray, label: str, error_rate: float = DEFAULT_ERROR_RATE) -> float | None:
-        """The posterior probability that the retailer's ``label`` is wrong, given the prior
-        ``error_rate`` (module docstring)."""
+    def error_log_odds(self, probs: np.ndarray, label: str) -> float | None:
+        """``log((1 - p_r) / (p_r * others))``: the log-odds that ``label`` is wrong at even prior
+        odds, before recalibration (None where no class is compatible with it)."""
         compatible = self.compatible(label)
         if not len(compatible) or len(self.classes) < 2:
             return None
-        p = float(np.clip(probs[compatible].sum(), 1e-9, 1.0))
-        others = max(len(self.classes) - len(compatible), 1)
-        wrong = (1.0 - p) * error_rate / others
-        return round(wrong / (wrong + p * (1.0 - error_rate)), 4)
+        p = float(np.clip(probs[compatible].sum(), 1e-9, 1.0 - 1e-9))
+        return float(np.log((1.0 - p) / (p * max(len(self.classes) - len(compatible), 1))))
+
+    def error_probability(self, probs: np.ndarray, label: str, error_rate: float = DEFAULT_ERROR_RATE) -> float | None:
+        """The posterior probability that the retailer's ``label`` is wrong, given the prior
+        ``error_rate`` (module docstring)."""
+        x = self.error_log_odds(probs, label)
+        if x is None:
+            return None
+        a, b = self.quality.error_scaling(label) if self.quality else (0.0, 1.0)
+        z = a + b * x + np.log(error_rate / (1.0 - error_rate))
+        return round(float(1.0 / (1.0 + np.exp(-z))), 4)
 
     def with_witness(self, probs: np.ndarray, label: str | None, error_rate: float) -> np.ndarray:
         """``probs`` updated by an independent witness of the product's class (e.g. its title)

@@ -144,7 +144,8 @@ def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -
         rows = review.filter(pc.equal(review["review_tier_name"], tier))
         parts.append(f"<h3>{html.escape(tier)}: {rows.num_rows}</h3>")
         parts.append(_table(
-            ["image", "retailer", "product", "title", "priority", "retailer says -> model says (P wrong)", "reasons"],
+            ["image", "retailer", "product", "title", "priority", "retailer says -> model says, title (P wrong)",
+             "reasons"],
             [[_thumbnail_cell(r["primary_image_uri"]), html.escape(r["retailer"]), html.escape(r["product_id"]),
               html.escape(r["title"] or ""), f"{r['review_priority']:.3f}",
               "<br>".join(html.escape(d) for d in disputed(r)), html.escape(", ".join(r["review_reasons"]))]

@@ -1,4 +1,4 @@
-"""Print a few rows of a run's products and images tables as Markdown (for the README).
+"""Print a few rows of a run's products, images and review tables as Markdown (for the README).
 
     python scripts/example_rows.py ./fashion-enrich-output [--rows 4]
 """
@@ -7,9 +7,11 @@ import argparse
 
 import pandas as pd
 
-PRODUCT_COLUMNS = ["retailer", "product_id", "title", "image_count", "person_image_count", "retailer_category",
-                   "category", "category_score", "category_agreement", "retailer_gender", "gender", "gender_agreement",
-                   "age_group", "age_group_agreement", "colour"]
+PRODUCT_COLUMNS = ["retailer", "product_id", "title", "image_count", "retailer_category", "category", "category_score",
+                   "category_agreement", "category_error_probability", "retailer_gender", "gender",
+                   "gender_agreement", "gender_error_probability", "age_group", "colour", "review_tier_name"]
+REVIEW_COLUMNS = ["retailer", "product_id", "review_tier_name", "review_priority", "review_reasons", "title",
+                  "retailer_category", "category", "retailer_gender", "gender", "title_gender"]
 IMAGE_COLUMNS = ["retailer", "product_id", "image_position", "category", "person_score", "predicted_category",
                  "category_top3", "predicted_gender", "predicted_age_group", "colour"]
 
@@ -44,6 +46,11 @@ def main() -> None:
     keys = set(zip(sample["retailer"], sample["product_id"]))
     chosen = images[[k in keys for k in zip(images["retailer"], images["product_id"])]].head(args.rows)
     print(markdown(chosen[[c for c in IMAGE_COLUMNS if c in chosen.columns]]))
+    print()
+    review = pd.read_parquet(f"{args.output}/review")
+    review["retailer"] = review["retailer"].astype(str)
+    queue = review.sort_values(["review_tier", "review_priority", "product_id"], ascending=[True, False, True])
+    print(markdown(queue[REVIEW_COLUMNS].head(args.rows)))
 
 
 if __name__ == "__main__":

@@ -164,3 +164,31 @@ def test_a_title_is_an_independent_witness_of_the_class():
     assert judge.error_probability(sure, "MALE") > 0.5 > judge.error_probability(np.array([0.9, 0.08, 0.02]), "MALE")
     assert judge.with_witness(unsure, "UNISEX", TITLE_ERROR_RATE) is unsure  # compatible with all: no evidence
     assert judge.with_witness(unsure, None, TITLE_ERROR_RATE) is unsure
+
+
+def test_the_error_log_odds_are_recalibrated_per_label():
+    from models.label_quality import error_calibration
+
+    ages = ("ADULT", "KIDS")
+    p = np.array([0.99, 0.01])
+    plain = Judge(ages)
+    assert plain.error_probability(p, "KIDS") == pytest.approx(0.99 * 0.05 / (0.99 * 0.05 + 0.01 * 0.95), abs=1e-4)
+    scaled = Judge(ages, HeadQuality(ages, (0.9, 0.2), calibration=(("*", 0.0, 1.0), ("KIDS", -2.0, 0.5))))
+    x = np.log(0.99 / 0.01)
+    expected = 1 / (1 + np.exp(-(-2.0 + 0.5 * x + np.log(0.05 / 0.95))))
+    assert scaled.error_probability(p, "KIDS") == pytest.approx(expected, abs=1e-4)
+    assert scaled.error_probability(p[::-1], "ADULT") == plain.error_probability(p[::-1], "ADULT")  # "*": (0, 1)
+    # Held-out predictions where true KIDS products get KIDS at 0.01-0.3 (the head misses them),
+    # adults at 0.001-0.05: a KIDS label at 0.02 is far more often right than a calibrated 0.02 says.
+    rng = np.random.default_rng(0)
+    kids, adults = rng.uniform(0.01, 0.3, 300), rng.uniform(0.001, 0.05, 3000)
+    probs = np.c_[1 - np.r_[kids, adults], np.r_[kids, adults]]
+    labels = np.r_[np.ones(300, int), np.zeros(3000, int)]
+    fitted = dict((label, (a, b)) for label, a, b in error_calibration(probs, labels, Judge(ages)))
+    assert set(fitted) == {"*", "ADULT", "KIDS"}
+    learned = Judge(ages, HeadQuality(ages, (0.9, 0.2), calibration=tuple((k, *v) for k, v in fitted.items())))
+    at = np.array([0.98, 0.02])
+    assert learned.error_probability(at, "KIDS") < plain.error_probability(at, "KIDS")
+    separable = error_calibration(np.array([[0.9, 0.1]] * 40 + [[0.1, 0.9]] * 40), np.r_[np.zeros(40, int),
+                                  np.ones(40, int)], Judge(ages))
+    assert all(abs(a) < 20 and abs(b) < 20 for _, a, b in separable)  # kept finite by the prior
