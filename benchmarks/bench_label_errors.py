@@ -122,11 +122,14 @@ def inject(myntra: list[dict], clothing: list[dict], *, seed: int, category_shar
 
 
 def export_folds(cv_run: str, work: Path) -> dict[int, str]:
+    """fold -> the folder of its export (models.fold_export)."""
     from models.fold_export import export_fold
 
-    folds = sorted(set(np.load(Path(cv_run) / "cv_report" / "out_of_fold.npz")["fold"].tolist()))
-    return {fold: (export_fold(cv_run, fold, str(work / "models" / f"fold{fold + 1}")) and
-                   str(work / "models" / f"fold{fold + 1}")) for fold in folds}
+    folders = {}
+    for fold in sorted(set(np.load(Path(cv_run) / "cv_report" / "out_of_fold.npz")["fold"].tolist())):
+        folders[fold] = str(work / "models" / f"fold{fold + 1}")
+        export_fold(cv_run, fold, folders[fold])
+    return folders
 
 
 def _at_recall(score: np.ndarray, truth: np.ndarray, recall: float) -> dict:

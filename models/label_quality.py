@@ -100,7 +100,7 @@ def error_calibration(probs: np.ndarray, labels: np.ndarray, judge: Judge) -> tu
                            np.r_[np.ones(len(own)), w * len(own) / w.sum()], prior=overall)
         overall = fitted if r is None else overall
         found.append((name, *fitted))
-    return tuple(found)
+    return tuple(sorted(found))  # "*" first, then the labels: the order label_quality.json reads back
 
 
 def _logistic(x: np.ndarray, t: np.ndarray, w: np.ndarray, prior: tuple[float, float] = (0.0, 1.0),

@@ -39,6 +39,7 @@ estimated error probability at or over the field's review threshold.
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from dataclasses import dataclass, field
 
@@ -94,17 +95,25 @@ class HeadQuality:
             raise ValueError("one threshold per class is required")
 
     def threshold(self, label: str) -> float:
-        return self.thresholds[self.classes.index(label)] if label in self.classes else DEFAULT_THRESHOLD
+        return self._thresholds.get(label, DEFAULT_THRESHOLD)
 
     def error_scaling(self, label: str) -> tuple[float, float]:
         """(a, b) recalibrating the log-odds that ``label`` is wrong: its own, else the overall."""
-        found = {name: (a, b) for name, a, b in self.calibration}
-        return found.get(label, found.get("*", (0.0, 1.0)))
+        return self._scaling.get(label, self._scaling.get("*", (0.0, 1.0)))
 
     def is_confusable(self, a: str, b: str) -> bool:
         return tuple(sorted((a, b))) in self._pairs
 
-    @property
+    # Lookups made once per instance (a frozen dataclass's cached_property lives in its __dict__).
+    @functools.cached_property
+    def _thresholds(self) -> dict[str, float]:
+        return dict(zip(self.classes, self.thresholds))
+
+    @functools.cached_property
+    def _scaling(self) -> dict[str, tuple[float, float]]:
+        return {name: (a, b) for name, a, b in self.calibration}
+
+    @functools.cached_property
     def _pairs(self) -> frozenset:
         return frozenset(self.confusable)
 
@@ -126,8 +135,8 @@ class HeadQuality:
                    decision=tuple((c, float(v)) for c, v in (data.get("decision") or {}).items()),
                    reliable_categories=None if reliable is None else tuple(
                        (c, int(v["examples"]), float(v["accuracy"])) for c, v in reliable.items()),
-                   calibration=tuple((label, float(a), float(b))
-                                     for label, (a, b) in (data.get("error_calibration") or {}).items()),
+                   calibration=tuple(sorted((label, float(a), float(b))
+                                            for label, (a, b) in (data.get("error_calibration") or {}).items())),
                    learned_from=data.get("learned_from", ""))
 
 
@@ -195,15 +204,28 @@ class Judge:
         z = a + b * x + np.log(error_rate / (1.0 - error_rate))
         return round(float(1.0 / (1.0 + np.exp(-z))), 4)
 
-    def with_witness(self, probs: np.ndarray, label: str | None, error_rate: float) -> np.ndarray:
-        """``probs`` updated by an independent witness of the product's class (e.g. its title)
-        that names ``label`` and is wrong with probability ``error_rate``, naming then any class
-        it is not compatible with alike (Bayes' rule); unchanged without a usable label."""
+    def agree(self, a: str, b: str) -> bool:
+        """Whether two labels are right about each other (equal, related in the hierarchy, or
+        UNISEX and a gender)."""
+        if self.taxonomy is not None and a in self.taxonomy and b in self.taxonomy:
+            return self.taxonomy.relation(a, b) != Relation.UNRELATED
+        return a == b or b in ALSO_RIGHT_ABOUT.get(a, ())
+
+    def with_witness(self, probs: np.ndarray, label: str | None, error_rate: float, *,
+                     retailer: str | None = None, copied: float = 0.0) -> np.ndarray:
+        """``probs`` updated by a witness of the product's class (e.g. its title) that names
+        ``label`` and is wrong with probability ``error_rate``, naming then any class it is not
+        compatible with alike (Bayes' rule); unchanged without a usable label. ``copied``: the
+        chance that the witness merely repeats the ``retailer``'s label (a title written from the
+        same data as the field): a witness agreeing with the retailer then counts for less, one
+        contradicting it in full."""
         compatible = self.compatible(label) if label else ()
         if not len(compatible) or len(compatible) == len(self.classes):
             return probs
         likelihood = np.full(len(self.classes), error_rate / (len(self.classes) - len(compatible)))
         likelihood[compatible] = 1.0 - error_rate
+        if retailer is not None and copied and self.agree(retailer, label):
+            likelihood = copied + (1.0 - copied) * likelihood
         updated = probs * likelihood
         return updated / updated.sum()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pipeline.label_quality import DEFAULT_ERROR_RATE, FLAGGABLE, HeadQuality, Judge, Judgement
-from pipeline.title_evidence import TITLE_ERROR_RATE, TitleLabels
+from pipeline.title_evidence import TITLE_COPY_RATE, TITLE_ERROR_RATE, TitleLabels
 from schemas.taxonomy import Taxonomy
 
 REVIEW_FIELDS = ("category", "gender", "age_group")  # retailer labels the model can dispute
@@ -164,7 +164,8 @@ class FieldJudges:
                 continue
             judge, witness = self._judges[name], getattr(title, name) if cfg.title_evidence else None
             found[name] = judge.judge(
-                judge.with_witness(probs, witness, TITLE_ERROR_RATE), retailer_labels[name], model=label,
+                judge.with_witness(probs, witness, TITLE_ERROR_RATE, retailer=retailer_labels[name],
+                                   copied=TITLE_COPY_RATE), retailer_labels[name], model=label,
                 error_rate=cfg.error_rate(retailer, name),
                 assessed=name != "gender" or witness is not None or self.gender_assessed(category))
         return found

@@ -6,9 +6,11 @@ A retailer's title and its category or gender field are written apart, and a fie
 that says otherwise ("Puma Men Black Sports Shoes" filed under Women). The title's words are read
 with the shared category keywords (``schemas/keywords.yaml``, longest keyword, deepest node) and
 the gender and age words of ``schemas/title_words.yaml``; each label found counts as one more
-independent, noisy witness of the product's true class, wrong with probability
-:data:`TITLE_ERROR_RATE` (keywords misread: "shirt dress"). A title saying nothing, or written in
-a language the word lists do not cover, leaves the image's probabilities as they are.
+noisy witness of the product's true class, wrong with probability :data:`TITLE_ERROR_RATE`
+(keywords misread: "shirt dress"). Titles and fields are often written from the same data, so
+a title that agrees with the field may only repeat it (:data:`TITLE_COPY_RATE`): agreement
+counts for less than contradiction, which a copy cannot produce. A title saying nothing, or
+written in a language the word lists do not cover, leaves the image's probabilities as they are.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from schemas.mapping import default_keywords
 from schemas.taxonomy import Taxonomy
 
 TITLE_ERROR_RATE = 0.1  # a title's label is wrong, or misread, this often
+TITLE_COPY_RATE = 0.5  # a title merely repeats the field it agrees with (written from the same data) this often
 
 
 @functools.lru_cache(maxsize=1)

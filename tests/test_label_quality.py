@@ -192,3 +192,18 @@ def test_the_error_log_odds_are_recalibrated_per_label():
     separable = error_calibration(np.array([[0.9, 0.1]] * 40 + [[0.1, 0.9]] * 40), np.r_[np.zeros(40, int),
                                   np.ones(40, int)], Judge(ages))
     assert all(abs(a) < 20 and abs(b) < 20 for _, a, b in separable)  # kept finite by the prior
+
+
+def test_a_title_agreeing_with_the_field_may_only_repeat_it():
+    genders = ("FEMALE", "MALE", "UNISEX")
+    judge = Judge(genders, HeadQuality(genders, (0.8, 0.8, 0.5)))
+    image = np.array([0.2, 0.75, 0.05])
+    independent = judge.with_witness(image, "FEMALE", 0.1)
+    agreeing = judge.with_witness(image, "FEMALE", 0.1, retailer="FEMALE", copied=0.5)
+    contradicting = judge.with_witness(image, "FEMALE", 0.1, retailer="MALE", copied=0.5)
+    np.testing.assert_allclose(contradicting, independent)  # a copy of MALE cannot say FEMALE: full weight
+    assert image[0] < agreeing[0] < independent[0]  # agreement: evidence, but less
+    likelihood = 0.5 + 0.5 * np.array([0.9, 0.1, 0.9])
+    np.testing.assert_allclose(agreeing, image * likelihood / (image * likelihood).sum())
+    assert judge.agree("UNISEX", "MALE") and not judge.agree("FEMALE", "MALE")
+    assert JUDGE.agree("JEANS", "SKINNY_JEANS") and not JUDGE.agree("JEANS", "DRESSES")
