@@ -85,8 +85,8 @@ def _report(argv: list[str]) -> int:
     parser.add_argument("output", help="a fashion-enrich output folder (local or gs://)")
     parser.add_argument("--html", required=True, help="the HTML file to write (local or gs://)")
     parser.add_argument("--run-date", "--run_date", dest="run_date", default=None)
-    parser.add_argument("--queue-rows", "--queue_rows", dest="queue_rows", type=int, default=20,
-                        help="rows shown per review-queue tier")
+    parser.add_argument("--queue-rows", "--queue_rows", "--disagreements", dest="queue_rows", type=int, default=20,
+                        help="rows shown per review-queue tier (--disagreements: its former name)")
     args = parser.parse_args(argv)
     page = build_report(args.output, args.run_date, limit=args.queue_rows)
     with FileSystems.create(args.html) as fh:
