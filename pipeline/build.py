@@ -32,6 +32,7 @@ from pipeline.manifest import (
     previous_events,
     product_events,
     source_events,
+    unreadable_events,
     vanished_events,
 )
 from pipeline.options import RunConfig
@@ -71,6 +72,7 @@ class LoadedCatalog:
     reused: beam.PCollection | None = None  # complete ImageRecords of unchanged images (MatchPrevious)
     vanished: beam.PCollection | None = None  # (retailer, product_id) of previous products not in the dump
     previous_read: beam.PCollection | None = None  # (retailer, run_date) per previous image row read
+    previous_unreadable: beam.PCollection | None = None  # (retailer, path, reason) per previous file not read
 
 
 def read_sources(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...]):
@@ -108,7 +110,8 @@ def load_records(all_records: beam.PCollection, sources, *, taxonomy_path: str |
         records=all_records, read_dead_letter=None, file_stats=None, duplicates=deduped[DUPLICATES],
         images=loaded["images"], image_dead_letter=loaded["dead_letter"],
         reused=loaded["reused"] if matched else None, vanished=matched["vanished"] if matched else None,
-        previous_read=matched["read"] if matched else None)
+        previous_read=matched["read"] if matched else None,
+        previous_unreadable=matched["unreadable"] if matched else None)
 
 
 def load_catalog(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...], taxonomy_path: str | None,
@@ -125,7 +128,8 @@ def reuse_counted(catalog: LoadedCatalog) -> dict:
     """CountEvents inputs of an incremental run (vanished products, previous rows read); none otherwise."""
     if catalog.vanished is None:
         return {}
-    return {"Vanished": (catalog.vanished, vanished_events), "Previous": (catalog.previous_read, previous_events)}
+    return {"Vanished": (catalog.vanished, vanished_events), "Previous": (catalog.previous_read, previous_events),
+            "PreviousUnreadable": (catalog.previous_unreadable, unreadable_events)}
 
 
 def finish_image(pair, key: str):

@@ -11,7 +11,7 @@ band and groups passes, and reads the groups from the previous run's product row
 * the previous rows are exactly the image files the previous run wrote: the output's
   ``manifest.json`` lists them, so the previous run's groups were made from those members and
   no other retailer's (:func:`previous_run`, :func:`previous_group_files`; the product files
-  must still be there: :func:`all_exist`),
+  must still be there and readable: :func:`all_exist`, :func:`unreadable`),
 * and that run grouped with this ``GROUPING_VERSION``.
 
 Otherwise the groups are computed as in a full run. A changed image with a new hash, a new
@@ -131,6 +131,18 @@ def all_exist(paths: list[str]) -> bool:
     except Exception:  # noqa: BLE001 - a pattern that matches nothing raises on some file systems
         return False
     return all(path in found for path in paths)
+
+
+def unreadable(paths: list[str]) -> str | None:
+    """The first of ``paths`` whose Parquet footer cannot be read, with why; None when all can
+    (a truncated product file would otherwise fail the groups pass)."""
+    for path in paths:
+        try:
+            with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
+                pq.read_metadata(fh)
+        except Exception as exc:  # noqa: BLE001 - any fault: the groups are computed instead
+            return f"{path} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+    return None
 
 
 def stored_groups(path: str):

@@ -50,6 +50,11 @@ def previous_events(read: tuple[str, str]) -> list[tuple]:
     return [("previous_rows", read[0], read[1])]
 
 
+def unreadable_events(unreadable: tuple[str, str, str]) -> list[tuple]:
+    """A previous run's images file that could not be read: (retailer, path, reason)."""
+    return [("previous_unreadable", *unreadable)]
+
+
 def product_events(product) -> list[tuple]:
     # One key per image the product was built from: their count must equal the images written.
     keys = [("products", product.retailer)] + [("product_images", product.retailer)] * product.image_count
@@ -108,6 +113,12 @@ def _per_retailer(counter: dict[tuple, int], kind: str) -> dict[str, dict[str, i
         if key[0] == kind:
             out[key[1]][key[2]] = n
     return dict(out)
+
+
+def _unreadable(counter: dict[tuple, int]) -> list[dict]:
+    """[{retailer, path, reason}] of the previous run's files that could not be read."""
+    return [{"retailer": key[1], "path": key[2], "reason": key[3]}
+            for key in sorted(counter) if key[0] == "previous_unreadable"]
 
 
 def _top(counter: dict[tuple, int], kind: str) -> dict[str, dict[str, int]]:
@@ -174,7 +185,8 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
                             "classes": list(m.classes)} for m in config.models},
         "colour_source": colour_source([m.task for m in config.models]),
         "output": config.output,
-        "previous": {"output": config.previous, "partitions": _per_retailer(counter, "previous_rows")}
+        "previous": {"output": config.previous, "partitions": _per_retailer(counter, "previous_rows"),
+                     "unreadable": _unreadable(counter)}
         if getattr(config, "previous", None) else None,
         "sources": [
             {"retailer": s.retailer, "pattern": s.pattern, "mapping": s.mapping.path,

@@ -48,6 +48,7 @@ from pipeline.manifest import (
     image_events,
     product_events,
     source_events,
+    unreadable_events,
 )
 from pipeline.reuse import MatchPrevious, ReadPrevious, enriched_with, reusable
 from pipeline.shardfiles import ReadBuckets, WriteBuckets, product_key, shard_buckets
@@ -129,16 +130,19 @@ def build_split(p: beam.Pipeline, config, number: int, previous_files: list[str]
     _ = records | "SpillRecords" >> WriteBuckets(work_folder(config, "records"), record_product)
     reusable_rows = None
     if config.previous:
-        previous = p | "ReadPrevious" >> ReadPrevious(config.previous, config.retailers, previous_files)
+        read = p | "ReadPrevious" >> ReadPrevious(config.previous, config.retailers, previous_files)
+        previous, unreadable = read["rows"], read["unreadable"]
         _ = previous | "SpillPrevious" >> WriteBuckets(work_folder(config, "previous"), stored_product)
         key = enriched_with(config)
         reusable_rows = (previous
                          | "ReusableRows" >> beam.Filter(lambda element: reusable(element[1], key))
                          | "CountReusable" >> beam.combiners.Count.Globally())
     written = write_table(read_dead, DEAD_LETTER_TABLE, "WriteReadErrors", config, pass_staging(config, number))
-    counts = p | "CountEvents" >> CountEvents({
-        "Source": (records, source_events), "ReadErrors": (read_dead, source_events),
-        "DeadLetter": (read_dead, dead_letter_events)})
+    counted = {"Source": (records, source_events), "ReadErrors": (read_dead, source_events),
+               "DeadLetter": (read_dead, dead_letter_events)}
+    if config.previous:
+        counted["PreviousUnreadable"] = (unreadable, unreadable_events)
+    counts = p | "CountEvents" >> CountEvents(counted)
     _ = p | "SaveResult" >> SaveResult(result_path(config, number), written=written, counts=counts, file_stats=stats,
                                        reusable=reusable_rows)
 

@@ -33,6 +33,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.pickled import replaced
 from pipeline.records import ImageRecord
 from pipeline.stored import ReuseStatus, partition_of, records_from_batch
+from schemas.tables import IMAGES
 
 _LOG = logging.getLogger(__name__)
 
@@ -67,12 +68,38 @@ def latest_partition_files(retailer: str, output: str) -> list[str]:
 
 def read_stored(path: str, batch_rows: int = 4096):
     """(run_date, stored ImageRecord) for each row of one images-table file, read by column in
-    batches of ``batch_rows`` (:func:`~pipeline.stored.records_from_batch`)."""
+    batches of ``batch_rows`` (:func:`~pipeline.stored.records_from_batch`). A column this
+    version writes with another type makes the file unreadable (ValueError): its rows would not
+    be this table's."""
     run_date, retailer = partition_of(path)
     with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
-        for batch in pq.ParquetFile(fh).iter_batches(batch_size=batch_rows):
+        stored = pq.ParquetFile(fh)
+        expected = IMAGES.schema
+        for field in stored.schema_arrow:
+            if field.name in expected.names and not field.type.equals(expected.field(field.name).type):
+                raise ValueError(f"column {field.name} is {field.type}, the images table's is "
+                                 f"{expected.field(field.name).type}")
+        for batch in stored.iter_batches(batch_size=batch_rows):
             for record in records_from_batch(batch, retailer):
                 yield run_date, record
+
+
+UNREADABLE = "unreadable"
+
+
+class _ReadStoredFn(beam.DoFn):
+    """path -> its stored rows; a file that cannot be read (truncated, gone since it was listed,
+    not an images table) -> (retailer, path, reason) on the ``unreadable`` output, after the
+    rows read before the fault: the night goes on and its images are scored again."""
+
+    def process(self, path: str):
+        try:
+            yield from read_stored(path)
+        except Exception as exc:  # noqa: BLE001 - any fault of one previous file costs only its reuse
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}".rstrip(": ")
+            _LOG.warning("previous output: cannot read %s (%s); its images are scored again", path, reason)
+            beam.metrics.Metrics.counter("fashion_enrich.reuse", "previous_files_unreadable").inc()
+            yield beam.pvalue.TaggedOutput(UNREADABLE, (partition_of(path)[1], path, reason))
 
 
 def previous_image_files(output: str, retailers: tuple[str, ...]) -> list[str]:
@@ -81,8 +108,9 @@ def previous_image_files(output: str, retailers: tuple[str, ...]) -> list[str]:
 
 
 class ReadPrevious(beam.PTransform):
-    """pbegin -> (run_date, stored ImageRecord) for each retailer's latest images partition, or
-    for ``files`` when the caller listed them (:func:`previous_image_files`)."""
+    """pbegin -> ``{"rows": (run_date, stored ImageRecord) for each retailer's latest images
+    partition, or for ``files`` when the caller listed them (:func:`previous_image_files`),
+    "unreadable": (retailer, path, reason) per file that could not be read}``."""
 
     def __init__(self, output: str, retailers: tuple[str, ...], files: list[str] | None = None):
         super().__init__()
@@ -96,11 +124,10 @@ class ReadPrevious(beam.PTransform):
             listed = (pbegin
                       | "Retailers" >> beam.Create(self._retailers)
                       | "LatestPartition" >> beam.FlatMap(latest_partition_files, self._output))
-        return (
-            listed
-            | "SpreadFiles" >> beam.Reshuffle()
-            | "ReadStored" >> beam.FlatMap(read_stored)
-        )
+        read = (listed
+                | "SpreadFiles" >> beam.Reshuffle()
+                | "ReadStored" >> beam.ParDo(_ReadStoredFn()).with_outputs(UNREADABLE, main="rows"))
+        return {"rows": read.rows, UNREADABLE: read[UNREADABLE]}
 
 
 def reusable(stored: ImageRecord, key: str) -> bool:
@@ -131,7 +158,8 @@ class MatchPrevious(beam.PTransform):
     """``{"unique": de-duplicated ImageRecords, "records": every record the sources emitted}`` ->
 
     ``{"candidates": (record with reuse_status, stored record or None), "vanished": (retailer,
-    product_id) of previous products not in the dump, "read": (retailer, run_date) per stored row}``.
+    product_id) of previous products not in the dump, "read": (retailer, run_date) per stored row,
+    "unreadable": (retailer, path, reason) per previous file that could not be read}``.
     """
 
     def __init__(self, previous: str, retailers: tuple[str, ...], key: str):
@@ -146,7 +174,10 @@ class MatchPrevious(beam.PTransform):
         key = self._key
         previous = inputs.get("previous")
         if previous is None:
-            previous = unique.pipeline | "ReadPrevious" >> ReadPrevious(self._previous, self._retailers)
+            read = unique.pipeline | "ReadPrevious" >> ReadPrevious(self._previous, self._retailers)
+            previous, unreadable = read["rows"], read[UNREADABLE]
+        else:  # read by an earlier pass, which counted its unreadable files
+            unreadable = unique.pipeline | "NoneUnreadable" >> beam.Create([])
         joined = (
             {"record": unique | "KeyRecords" >> beam.Map(lambda r: (r.dedupe_key(), r)),
              "previous": previous | "KeyStored" >> beam.MapTuple(lambda _, s: (s.dedupe_key(), _reusable(s, key)))}
@@ -161,4 +192,5 @@ class MatchPrevious(beam.PTransform):
             "vanished": product | "Vanished" >> beam.FlatMapTuple(
                 lambda product_key, n: [product_key] if n[0] and not n[1] else []),
             "read": previous | "PartitionsRead" >> beam.MapTuple(lambda run_date, s: (s.retailer, run_date)),
+            UNREADABLE: unreadable,
         }

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from apache_beam.io.filesystems import FileSystems
 
 from pipeline import passes
-from pipeline.kept_groups import all_exist, previous_group_files, previous_run
+from pipeline.kept_groups import all_exist, previous_group_files, previous_run, unreadable
 from pipeline.machine import DIRECT_RUNNERS, available_cores
 from pipeline.records import WrittenFile
 from pipeline.reuse import previous_image_files
@@ -107,7 +107,8 @@ def _renumbered(written: list[WrittenFile], number: int, per_pass: int) -> list[
 def kept_group_files(candidate: list[str] | None, shard_results: list[dict]) -> list[str] | None:
     """``candidate`` (the previous run's product files, when its manifest matched the previous
     rows: :func:`~pipeline.kept_groups.previous_group_files`) when every shard pass found no
-    near-duplicate member changed and the files are all still there; else None: compute the groups."""
+    near-duplicate member changed and the files are all still there and readable; else None: compute
+    the groups."""
     if candidate is None:
         return None
     changed = [r.get("member_changes") for r in shard_results]
@@ -117,6 +118,10 @@ def kept_group_files(candidate: list[str] | None, shard_results: list[dict]) -> 
         return None
     if not all_exist(candidate):
         _LOG.warning("sharded run: near-duplicate groups computed: a product file of the previous run is missing")
+        return None
+    damaged = unreadable(candidate)
+    if damaged:
+        _LOG.warning("sharded run: near-duplicate groups computed: cannot read the previous run's %s", damaged)
         return None
     _LOG.info("sharded run: no near-duplicate member changed; the previous run's groups are kept")
     return candidate

@@ -60,6 +60,9 @@ def format_summary(manifest: dict, seconds: float) -> str:
         lines.append(f"reuse: {total['reused']} reused, {total['rescored']} rescored, {total['new']} new; "
                      f"{sum(counts['vanished_products'].values())} products vanished "
                      f"(previous run: {', '.join(dates) or 'none found'} in {previous['output']})")
+        for bad in previous.get("unreadable") or ():
+            lines.append(f"previous output damaged: {bad['path']} could not be read ({bad['reason']}); "
+                         "its images were scored again")
     reasons = top_reasons(manifest)
     if reasons:
         lines.append("top dead-letter reasons: " + ", ".join(f"{reason} {n}" for reason, n in reasons))
