@@ -4,15 +4,15 @@
 (``<output>/_staging/<run_id>/``): records are keyed by (partition, shard), grouped, and each
 group is streamed into one file in row groups. ``CommitRun`` runs once, after every file is
 written (it takes them as side inputs): it replaces the ``run_date=D/retailer=R`` partitions
-of this run's retailers (so a rerun of the same date replaces rather than duplicates), moves
-the staged files in, removes the staging folder and writes the run manifest. All file access
+of this run's retailers with the staged files (so a rerun of the same date replaces rather than
+duplicates; :mod:`pipeline.commit`, which may run twice or be killed), removes the staging
+folder and writes the run manifest, last. All file access
 goes through Beam ``FileSystems``, so local paths and ``gs://`` behave alike.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import os
 import zlib
@@ -23,9 +23,10 @@ import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.commit import commit_partitions, write_json
 from pipeline.manifest import build_manifest
 from pipeline.records import WrittenFile
-from schemas.tables import TABLES, TableSpec
+from schemas.tables import TableSpec
 
 _LOG = logging.getLogger(__name__)
 ROW_GROUP_ROWS = 10_000
@@ -129,29 +130,13 @@ def _mkdirs(path: str) -> None:
         pass  # exists already, or an object store without folders
 
 
-def _write_json(path: str, data: dict) -> None:
-    with FileSystems.create(path) as fh:
-        fh.write(json.dumps(data, indent=2, sort_keys=False, default=str).encode("utf-8"))
-
-
 class _CommitFn(beam.DoFn):
     def __init__(self, config, versions: dict[str, str]):
         self._config, self._versions = config, versions
 
     def process(self, _, written, counts, file_stats):
         cfg = self._config
-        final_files = []
-        for table in TABLES.values():
-            for retailer in cfg.retailers:
-                delete_tree(FileSystems.join(cfg.output, table.name, TableSpec.partition(cfg.run_date, retailer)))
-        suffix = cfg.run_id.rsplit("-", 1)[-1]
-        for f in written:
-            folder = FileSystems.join(cfg.output, f.table, f.partition)
-            _mkdirs(folder)
-            target = FileSystems.join(folder, f"part-{f.shard:05d}-{suffix}.parquet")
-            FileSystems.rename([f.path], [target])
-            final_files.append(WrittenFile(table=f.table, partition=f.partition, path=target, rows=f.rows,
-                                           shard=f.shard))
+        final_files = commit_partitions(cfg.output, cfg.run_date, cfg.run_id, cfg.retailers, written)
         delete_tree(staging_root(cfg.output, cfg.run_id))
         parent = FileSystems.join(cfg.output, STAGING)
         if "://" not in parent:
@@ -162,14 +147,15 @@ class _CommitFn(beam.DoFn):
         manifest = build_manifest(
             config=cfg, counts=counts, file_stats=file_stats, written=final_files,
             finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), versions=self._versions)
-        for path in manifest_paths(cfg.output, cfg.run_date, cfg.run_id):
+        for path in reversed(manifest_paths(cfg.output, cfg.run_date, cfg.run_id)):  # the run's own, then latest
             _mkdirs(path.rsplit("/", 1)[0])
-            _write_json(path, manifest)
+            write_json(path, manifest)
         yield manifest
 
 
 class CommitRun(beam.PTransform):
-    """After all writes: replace this run's partitions, move files in, write the manifest."""
+    """After all writes: this run's partitions replaced by its staged files, then the manifest
+    (:mod:`pipeline.commit`: it can run twice and be killed at any point)."""
 
     def __init__(self, config, *, written, counts, file_stats, versions: dict[str, str]):
         super().__init__()
