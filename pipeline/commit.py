@@ -18,12 +18,17 @@ complete ones, never a mix and (with ``renameat2``) never none. Object stores (`
 folders to exchange: the new objects are copied in first, then the previous ones deleted, so a
 reader listing during those seconds can see both; the manifest's file list is the consistent
 view there. A run killed in the middle leaves each partition old or new and no manifest; hidden
-leftovers are ignored by readers and removed by the next commit of the same partitions.
+leftovers are ignored by readers and removed by the next commit of the same partitions. A run
+holds a lock on a local output from start to end (:func:`output_lock`): a second run on the same
+output fails at once instead of committing over the first.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
+import datetime as dt
+import fcntl
 import json
 import logging
 import os
@@ -38,6 +43,37 @@ from schemas.tables import TABLES, TableSpec
 _LOG = logging.getLogger(__name__)
 PENDING, PREVIOUS = "_commit-", "_previous-"
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
+LOCK = "_fashion-enrich.lock"  # in a local output: held by the run writing to it
+
+
+@contextlib.contextmanager
+def output_lock(output: str):
+    """Hold ``<output>/_fashion-enrich.lock`` (an exclusive ``flock``, released by the system if
+    the process dies) for the whole run; another run on the same local output meanwhile fails at
+    once, in one line. Object stores have no lock: one run per ``gs://`` output at a time."""
+    from pipeline.options import ConfigError
+
+    if "://" in output:
+        yield
+        return
+    os.makedirs(output, exist_ok=True)
+    with open(os.path.join(output, LOCK), "a+", encoding="utf-8") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise ConfigError(f"another fashion-enrich run is writing to {output} ({holder}); "
+                              "wait for it to finish") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"pid {os.getpid()}, since {dt.datetime.now(dt.UTC).isoformat(timespec='seconds')}\n")
+        fh.flush()
+        try:
+            yield
+        finally:
+            fh.truncate(0)
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def exchange(a: str, b: str, aside: str) -> bool:

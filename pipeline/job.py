@@ -25,6 +25,7 @@ def run_job(argv: list[str]) -> JobResult:
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     from pipeline.build import build_pipeline
+    from pipeline.commit import output_lock
     from pipeline.machine import local_runner
     from pipeline.options import RunConfig
     from pipeline.sharded import may_need_shards
@@ -32,13 +33,14 @@ def run_job(argv: list[str]) -> JobResult:
     options = PipelineOptions(argv)
     config = RunConfig.from_options(options)
     check_writable(config.output)
-    if may_need_shards(config, options.view_as(StandardOptions).runner):
-        result = run_sharded_job(options, config)
-        if result is not None:
-            return result
-    p = beam.Pipeline(runner=local_runner(options), options=options)
-    build_pipeline(p, config)
-    return run_pipeline(p, config)
+    with output_lock(config.output):  # one run at a time on a local output
+        if may_need_shards(config, options.view_as(StandardOptions).runner):
+            result = run_sharded_job(options, config)
+            if result is not None:
+                return result
+        p = beam.Pipeline(runner=local_runner(options), options=options)
+        build_pipeline(p, config)
+        return run_pipeline(p, config)
 
 
 def run_sharded_job(options, config) -> JobResult | None:

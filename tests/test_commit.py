@@ -161,3 +161,24 @@ def test_the_manifest_is_never_half_written(tmp_path):
     write_json(str(path), {"run_id": "a", "counts": {"x": 1}})
     write_json(str(path), {"run_id": "b"})
     assert json.loads(path.read_text()) == {"run_id": "b"} and os.listdir(tmp_path) == ["manifest.json"]
+
+
+def test_a_second_run_on_a_locked_output_fails_at_once_in_one_line(tmp_path, capsys):
+    from pipeline.cli import main
+
+    out = tmp_path / "out"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time\nfrom pipeline.commit import output_lock\n"
+         f"with output_lock({str(out)!r}):\n    print('held', flush=True)\n    time.sleep(60)"],
+        stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        assert main(["run", "--output", str(out), "--models", "none", "--progress-interval", "0"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and f"another fashion-enrich run is writing to {out} (pid {holder.pid}" in err[0]
+        assert not (out / "manifest.json").exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    assert main(["run", "--output", str(out), "--models", "none", "--progress-interval", "0"]) == 0  # released
+    assert (out / "manifest.json").exists() and (out / "_fashion-enrich.lock").read_text() == ""
