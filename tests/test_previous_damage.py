@@ -10,6 +10,7 @@ the near-duplicate groups instead of keeping them.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -109,3 +110,52 @@ def test_a_sharded_run_over_a_damaged_output_computes_the_groups_and_reconciles(
         assert_same_rows(a[table], b[table])
     groups = b["products"].set_index("product_id")["duplicate_group"]
     assert groups["P0"] == groups["P3"] == "shop/P0"  # computed afresh: the same photo
+
+
+def _tmpfs(folder: Path, size: str) -> bool:
+    """Mount a tmpfs of ``size`` on ``folder`` where this machine lets us (root, no sandbox)."""
+    import subprocess
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                          capture_output=True).returncode == 0
+
+
+def test_a_full_disk_fails_the_night_in_one_line_and_leaves_the_previous_output_whole(tmp_path, samples,
+                                                                                      capsys, monkeypatch):
+    """On a real 3 MiB tmpfs where the machine allows it (else with every Parquet write failing
+    with ENOSPC): the night fails with exit 4 and one line, and yesterday's files and manifest
+    are untouched."""
+    import errno
+    import subprocess
+
+    from runners.nightly import EXIT_FAILED
+
+    disk = tmp_path / "disk"
+    mounted = _tmpfs(disk, "3m")
+    try:
+        out = disk / "out"
+        night = ["nightly", "--zalando", str(samples / "zalando.jsonl"), "--asos", str(samples / "asos.jsonl"),
+                 "--output", str(out), "--models", "none", "--direct_running_mode", "in_memory",
+                 "--progress-interval", "0"]
+        assert main([*night, "--run-date", "2026-09-01"]) == 0
+        before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "_staging" not in p.parts}
+        capsys.readouterr()
+        if mounted:  # leave a few KiB: the next night's Parquet files do not fit
+            free = os.statvfs(disk).f_bavail * os.statvfs(disk).f_frsize
+            (disk / "ballast").write_bytes(b"\0" * max(free - 16 * 1024, 0))
+        else:
+            import pyarrow.parquet as pq
+
+            def full(*args, **kwargs):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            monkeypatch.setattr(pq, "ParquetWriter", full)
+        assert main([*night, "--run-date", "2026-09-02"]) == EXIT_FAILED
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("fashion-enrich nightly: FAILED: ") and "No space left" in err[0]
+        after = {p: p.read_bytes() for p in out.rglob("*") if p.is_file() and "_staging" not in p.parts}
+        assert after == before  # the previous output, manifest included, as it was
+        assert json.loads((out / "manifest.json").read_text())["run_date"] == "2026-09-01"
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(disk)], capture_output=True)
