@@ -30,7 +30,6 @@ import ctypes
 import datetime as dt
 import fcntl
 import json
-import logging
 import os
 import posixpath
 import shutil
@@ -40,7 +39,6 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.records import WrittenFile
 from schemas.tables import TABLES, TableSpec
 
-_LOG = logging.getLogger(__name__)
 PENDING, PREVIOUS = "_commit-", "_previous-"
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 LOCK = "_fashion-enrich.lock"  # in a local output: held by the run writing to it
