@@ -34,7 +34,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.duplicates import slim_member
 from pipeline.grouping import GROUPING_VERSION
 from pipeline.shardfiles import product_key
-from pipeline.stored import partition_of
+from pipeline.stored import fault, partition_of
 from schemas.tables import IMAGES, PRODUCTS
 
 _LOG = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def unreadable(paths: list[str]) -> str | None:
             with FileSystems.open(path, compression_type=CompressionTypes.UNCOMPRESSED) as fh:
                 pq.read_metadata(fh)
         except Exception as exc:  # noqa: BLE001 - any fault: the groups are computed instead
-            return f"{path} ({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''})"
+            return f"{path} ({fault(exc, 200)})"
     return None
 
 

@@ -185,19 +185,21 @@ class Judge:
             found = self._compatible[label] = np.array(related, dtype=int)
         return found
 
-    def error_log_odds(self, probs: np.ndarray, label: str) -> float | None:
+    def error_log_odds(self, probs: np.ndarray, label: str, mass: float | None = None) -> float | None:
         """``log((1 - p_r) / (p_r * others))``: the log-odds that ``label`` is wrong at even prior
-        odds, before recalibration (None where no class is compatible with it)."""
+        odds, before recalibration (None where no class is compatible with it). ``mass``: p_r,
+        when the caller has summed it already."""
         compatible = self.compatible(label)
         if not len(compatible) or len(self.classes) < 2:
             return None
-        p = float(np.clip(probs[compatible].sum(), 1e-9, 1.0 - 1e-9))
+        p = float(np.clip(probs[compatible].sum() if mass is None else mass, 1e-9, 1.0 - 1e-9))
         return float(np.log((1.0 - p) / (p * max(len(self.classes) - len(compatible), 1))))
 
-    def error_probability(self, probs: np.ndarray, label: str, error_rate: float = DEFAULT_ERROR_RATE) -> float | None:
+    def error_probability(self, probs: np.ndarray, label: str, error_rate: float = DEFAULT_ERROR_RATE,
+                          mass: float | None = None) -> float | None:
         """The posterior probability that the retailer's ``label`` is wrong, given the prior
-        ``error_rate`` (module docstring)."""
-        x = self.error_log_odds(probs, label)
+        ``error_rate`` (module docstring); ``mass`` as for :meth:`error_log_odds`."""
+        x = self.error_log_odds(probs, label, mass)
         if x is None:
             return None
         a, b = self.quality.error_scaling(label) if self.quality else (0.0, 1.0)
@@ -243,7 +245,8 @@ class Judge:
             return Judgement(Verdict.RETAILER_MISSING.value, model)
         if model is None:
             return Judgement(Verdict.MODEL_UNCERTAIN.value, None)
-        wrong = self.error_probability(probs, retailer, error_rate)
+        p_retailer = float(probs[self.compatible(retailer)].sum())
+        wrong = self.error_probability(probs, retailer, error_rate, p_retailer)
         if retailer == model:
             return Judgement(Verdict.AGREE.value, model, wrong)
         if self.taxonomy is not None and retailer in self.taxonomy and model in self.taxonomy:
@@ -261,6 +264,6 @@ class Judge:
         if self.quality is not None and self.quality.is_confusable(retailer, model):
             return Judgement(Verdict.CONFUSABLE.value, model, wrong)
         threshold = self.quality.threshold(retailer) if self.quality else DEFAULT_THRESHOLD
-        if float(probs[self.compatible(retailer)].sum()) < threshold:
+        if p_retailer < threshold:
             return Judgement(Verdict.DISAGREE.value, model, wrong)
         return Judgement(Verdict.WEAK_DISAGREE.value, model, wrong)

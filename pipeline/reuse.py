@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 
 from pipeline.pickled import replaced
 from pipeline.records import ImageRecord
-from pipeline.stored import ReuseStatus, partition_of, records_from_batch
+from pipeline.stored import ReuseStatus, fault, partition_of, records_from_batch
 from schemas.tables import IMAGES
 
 _LOG = logging.getLogger(__name__)
@@ -96,7 +96,7 @@ class _ReadStoredFn(beam.DoFn):
         try:
             yield from read_stored(path)
         except Exception as exc:  # noqa: BLE001 - any fault of one previous file costs only its reuse
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:300] if str(exc) else ''}".rstrip(": ")
+            reason = fault(exc)
             _LOG.warning("previous output: cannot read %s (%s); its images are scored again", path, reason)
             beam.metrics.Metrics.counter("fashion_enrich.reuse", "previous_files_unreadable").inc()
             yield beam.pvalue.TaggedOutput(UNREADABLE, (partition_of(path)[1], path, reason))

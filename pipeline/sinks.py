@@ -123,13 +123,6 @@ def delete_tree(path: str) -> None:
         _LOG.debug("nothing deleted at %s: %s", path, exc)
 
 
-def _mkdirs(path: str) -> None:
-    try:
-        FileSystems.mkdirs(path)
-    except OSError:
-        pass  # exists already, or an object store without folders
-
-
 class _CommitFn(beam.DoFn):
     def __init__(self, config, versions: dict[str, str]):
         self._config, self._versions = config, versions
@@ -148,8 +141,7 @@ class _CommitFn(beam.DoFn):
             config=cfg, counts=counts, file_stats=file_stats, written=final_files,
             finished_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"), versions=self._versions)
         for path in reversed(manifest_paths(cfg.output, cfg.run_date, cfg.run_id)):  # the run's own, then latest
-            _mkdirs(path.rsplit("/", 1)[0])
-            write_json(path, manifest)
+            write_json(path, manifest)  # local folders made there; object stores have none
         yield manifest
 
 

@@ -74,3 +74,9 @@ def reuse_stored(record: ImageRecord, stored: ImageRecord, **fetch_stats) -> Ima
     this run's check (``http_status``, ``fetch_ms``, ...) and ``reuse_status`` REUSED."""
     return replaced(stored, **{name: getattr(record, name) for name in RECORD_FIELDS},
                     **fetch_stats, reuse_status=ReuseStatus.REUSED.value)
+
+
+def fault(exc: BaseException, limit: int = 300) -> str:
+    """``Type: first line of the message`` of a file that could not be read, for one log line."""
+    first = str(exc).splitlines()[0][:limit] if str(exc) else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
