@@ -21,6 +21,7 @@ commands:
   inspect    terminal summary of a run's output (counts, distributions, review queue, dead letters)
   report     self-contained HTML report of a run's output, with plots and thumbnails
   taxonomy   print the category hierarchy
+  mapping    draft a retailer's mapping file from its images, or audit the one in force
   prepare    labelled catalogs -> training data (images, label ids, TFT vocabularies)
   train      grouped k-fold training of a model on prepared data, and its export
   evaluate   metrics and plots of an exported model on prepared data
@@ -112,6 +113,12 @@ def _taxonomy(argv: list[str]) -> int:
     return 0
 
 
+def _mapping(argv: list[str]) -> int:
+    from pipeline.mapping_command import mapping_main
+
+    return mapping_main(argv)
+
+
 def _prepare(argv: list[str]) -> int:
     from models.cli import prepare_main
 
@@ -137,7 +144,7 @@ def _evaluate(argv: list[str]) -> int:
 
 
 COMMANDS = {"run": _run, "nightly": _nightly, "dataflow": _dataflow, "inspect": _inspect, "report": _report,
-            "taxonomy": _taxonomy, "prepare": _prepare, "train": _train, "evaluate": _evaluate,
+            "taxonomy": _taxonomy, "mapping": _mapping, "prepare": _prepare, "train": _train, "evaluate": _evaluate,
             "calibrate": _calibrate}
 
 
@@ -159,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     if not verbose:
         quiet_python_loggers()
-    if command in ("run", "nightly", "dataflow"):
+    if command in ("run", "nightly", "dataflow") or (command == "mapping" and "--source" in rest):
         from pipeline.progress import show_progress
 
         show_progress(benign_filtered=not verbose)

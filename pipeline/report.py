@@ -5,7 +5,9 @@ retailer-vs-model confusion matrix over the taxonomy, per-class confidence, dead
 reasons; then the review queue, tier by tier: its first rows with the retailer's labels against
 the model's, the estimated probability that each is wrong, and a thumbnail of the product's
 primary image when that image is a readable file (local or gs://; web images are not fetched
-again). Nothing is loaded from the network by the page itself.
+again); then the retailer vocabulary: per retailer, the values whose mapping rule the images
+dispute and the values with the most products, with thumbnails (:mod:`pipeline.mapping_report`).
+Nothing is loaded from the network by the page itself.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from pipeline.inspect_output import (
     read_table,
     summarize,
 )
+from pipeline.mapping_report import vocabulary_section
 from pipeline.summary import models_line
 
 STYLE = """body{font-family:system-ui,sans-serif;margin:2em;max-width:1100px;color:#222}
@@ -150,6 +153,7 @@ def build_report(output: str, run_date: str | None = None, *, limit: int = 20) -
               html.escape(r["title"] or ""), f"{r['review_priority']:.3f}",
               "<br>".join(html.escape(d) for d in disputed(r)), html.escape(", ".join(r["review_reasons"]))]
              for r in rows.slice(0, limit).to_pylist()]))
+    parts += vocabulary_section(output, manifest, thumbnail_cell=_thumbnail_cell, table=_table, limit=limit)
     body = "\n".join(parts)
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>fashion-enrich {html.escape(s['run_id'])}"
             f"</title><style>{STYLE}</style></head><body>\n{body}\n</body></html>\n")

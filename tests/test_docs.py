@@ -20,7 +20,7 @@ _LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 _FLAG = re.compile(r"(?<![\w-])--[a-z][a-z0-9_-]*[a-z0-9]")
 _SECTION = re.compile(r"^## fashion-enrich (\w+)\s*$")
 # Commands that take every 'run' option besides their own (their --help says so).
-TAKES_RUN_OPTIONS = ("nightly", "dataflow", "prepare")
+TAKES_RUN_OPTIONS = ("nightly", "dataflow", "prepare", "mapping")
 # Commands whose remaining options go to Beam's PipelineOptions.
 TAKES_BEAM_OPTIONS = ("run", "nightly", "dataflow")
 
