@@ -100,7 +100,11 @@ def read_products(outputs: list[str], retailer: str | None) -> tuple[pd.DataFram
 def _values(raw) -> list[tuple[str, str]]:
     """(key, spelling) of each distinct non-empty value."""
     out = {}
-    for value in (raw if raw is not None else ()):
+    if raw is None or isinstance(raw, (float, str)):  # no image row (NaN), or not a list
+        raw = () if raw is None or isinstance(raw, float) else (raw,)
+    for value in raw:
+        if value is None:
+            continue
         text = " ".join(str(value).split())
         key = normalize_key(text)
         if key and key not in out:

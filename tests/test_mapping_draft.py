@@ -236,3 +236,14 @@ def test_the_report_shows_each_value_with_thumbnails(sample_dump):
                       section)
     assert {html.unescape(value) for value, _, _ in rows} == set(VOCABULARY.values())
     assert all(cell.count('<img class="thumb"') == min(4, int(n)) for _, n, cell in rows)
+
+
+def test_mistakes_on_the_command_line_are_one_line_and_exit_2(tmp_path, capsys):
+    from pipeline.cli import main
+
+    assert main(["mapping", "draft"]) == 2
+    assert "give the OUTPUT folders of a run, or --source" in capsys.readouterr().err
+    assert main(["mapping", "audit", str(tmp_path / "nothing")]) == 2
+    assert "does not look like a fashion-enrich output" in capsys.readouterr().err
+    assert main(["mapping", "sideways"]) == 2
+    assert main(["mapping", "--help"]) == 0 and "--min-products" in capsys.readouterr().out
