@@ -191,6 +191,8 @@ def main(argv=None) -> None:
                         help="--cv-run is a training run cut short: its 'fashion-enrich train' arguments (to "
                              "recompute the folds); only --folds are scored, with the shipped export's calibration")
     parser.add_argument("--folds", default=None, help="with --unfinished: the finished folds, e.g. 1 or 1,2")
+    parser.add_argument("--keep-runs", action="store_true",
+                        help="with --work: reuse the runs an earlier call left there (draft and score again)")
     args = parser.parse_args(argv)
     shared = Path(args.data).resolve()
     work = Path(args.work or tempfile.mkdtemp(prefix="fashion-enrich-onboarding-"))
@@ -223,7 +225,8 @@ def main(argv=None) -> None:
             if not (folder / "images").exists():
                 (folder / "images").symlink_to(shared / retailer / "images")
             outputs.append(folder / "out")
-            seconds += run(retailer, folder / "dump.csv", mapping, shared, outputs[-1], model)
+            if not (args.keep_runs and (outputs[-1] / "manifest.json").exists()):
+                seconds += run(retailer, folder / "dump.csv", mapping, shared, outputs[-1], model)
         draft = work / retailer / "draft.yaml"
         started = time.time()
         subprocess.run(["fashion-enrich", "mapping", "draft", *map(str, outputs), "--retailer", retailer,

@@ -19,15 +19,14 @@ each with its products and example product ids, the most products first.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 
 import yaml
 
 from pipeline.mapping_evidence import FIELDS, ValueEvidence
-from pipeline.mapping_votes import clearly_minority, votes_for
+from pipeline.mapping_votes import clearly_minority, percent, votes_for
 from pipeline.taxonomy import keyword_match
-from schemas.mapping import RetailerMapping, default_keywords
+from schemas.mapping import RetailerMapping, default_keywords, normalize_key
 from schemas.taxonomy import Relation, Taxonomy
 
 KEPT_CATEGORY_KEYS = ("keywords", "out_of_scope", "use_default_keywords")
@@ -58,7 +57,7 @@ def evidence_line(e: ValueEvidence) -> str:
     if v.node:
         said = f"{v.node} ({v.reason})" if v.reason.startswith("split") else \
             f"{v.node} {v.share:.0%}" + (f" ({v.reason})" if v.reason else "")
-        parts.append(said + (f", runner-up {v.runner_up} {v.runner_up_share:.0%}" if v.runner_up else "")
+        parts.append(said + (f", runner-up {v.runner_up} {percent(v.runner_up_share)}" if v.runner_up else "")
                      + (f"; mean model score {e.mean_score:.2f}" if e.mean_score is not None else ""))
     else:
         parts.append(v.reason)
@@ -73,7 +72,8 @@ def evidence_line(e: ValueEvidence) -> str:
 
 
 def _scalar(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)  # a JSON string is a YAML scalar
+    """``text`` as a double-quoted YAML scalar on one line (control characters escaped)."""
+    return yaml.safe_dump(str(text), default_style='"', allow_unicode=True, width=1 << 30).splitlines()[0]
 
 
 def _block(doc: dict, indent: int = 0) -> list[str]:
@@ -81,10 +81,48 @@ def _block(doc: dict, indent: int = 0) -> list[str]:
     return [" " * indent + line for line in dumped.splitlines()]
 
 
-def draft_mapping(evidences: list[ValueEvidence], *, retailer: str, base: dict | None = None,
-                  origin: str = "") -> str:
-    """The drafted mapping file's text (see the module docstring)."""
-    base = dict(base or {})
+def _under(key: str, rules) -> bool:
+    return any(key == rule or key.startswith(rule + " > ") for rule in rules)
+
+
+def held_back(evidences: list[ValueEvidence], taxonomy: Taxonomy, *, out_of_scope=(),
+              product_values: list[tuple[str, ...]] = ()) -> dict[str, str]:
+    """Category values with a clear vote that are still left to a person, and why: values the
+    base mapping keeps out of scope, and values whose rule would override, on some product,
+    the rule of another of its values with a node on another branch (a product carrying
+    "Summer" and "Dresses": "summer" voted T_SHIRTS by its other products, deeper than DRESSES,
+    would win; ``pipeline.taxonomy.map_category`` takes the deepest exact rule)."""
+    held = {e.key: "the base mapping keeps it out of scope" for e in evidences
+            if e.field == "category" and e.vote.node and _under(e.key, out_of_scope)}
+    while True:
+        drafted = {e.key: e.vote.node for e in evidences if e.field == "category" and e.vote.node
+                   and e.key not in held}
+        overrides: dict[str, dict[str, int]] = {}
+        for keys in product_values:
+            mapped = [(drafted[k], k) for k in dict.fromkeys(keys) if k in drafted]
+            if not mapped:
+                continue
+            node, winner = max(mapped, key=lambda m: taxonomy.depth(m[0]))  # the first of the deepest
+            # An exact rule also wins over a value kept out of scope.
+            beaten = [k for other, k in mapped if taxonomy.relation(node, other) == Relation.UNRELATED]
+            beaten += [k for k in dict.fromkeys(keys) if k not in drafted and _under(k, out_of_scope)]
+            for key in beaten:
+                counts = overrides.setdefault(winner, {})
+                counts[key] = counts.get(key, 0) + 1
+        if not overrides:
+            return held
+        for winner, victims in overrides.items():
+            key, n = max(victims.items(), key=lambda kv: kv[1])
+            held[winner] = (f"its rule ({drafted[winner]}) would override that of another value on "
+                            f"{sum(victims.values()):,} products ({key!r}: {drafted.get(key, 'out of scope')}, "
+                            f"{n:,})")
+
+
+def draft_mapping(evidences: list[ValueEvidence], *, retailer: str, base: dict | None = None, origin: str = "",
+                  held: dict[str, str] | None = None) -> str:
+    """The drafted mapping file's text (see the module docstring); ``held``: category values
+    with a clear vote left to a person (:func:`held_back`)."""
+    base, held = dict(base or {}), dict(held or {})
     by_field = {f: [e for e in evidences if e.field == f] for f in FIELDS}
     lines = [f"# Mapping drafted by `fashion-enrich mapping draft` on {dt.date.today().isoformat()}"
              + (f" from {origin}" if origin else "") + ".",
@@ -97,9 +135,16 @@ def draft_mapping(evidences: list[ValueEvidence], *, retailer: str, base: dict |
         if base.get(key) is not None:
             lines += _block({key: base[key]})
     category = dict(base.get("category") or {})
+    drafted = [e for e in by_field["category"] if e.key not in held]
+    decided = {e.key for e in drafted if e.vote.node}
+    hand = {k: v for k, v in (category.get("exact") or {}).items() if normalize_key(k) not in decided}
     lines += ["category:", "  exact:"]
-    lines += _rules(by_field["category"], indent=4) or ["    {}"]
-    kept = {k: category[k] for k in KEPT_CATEGORY_KEYS if k in category}
+    rules = _rules(drafted, indent=4)
+    if hand:
+        rules += ["    # kept from the base mapping: values without a clear vote here"]
+        rules += [f"    {_scalar(k)}: {v}" for k, v in hand.items()]
+    lines += rules or ["    {}"]
+    kept = {k: category[k] for k in ("prefix", *KEPT_CATEGORY_KEYS) if k in category}
     if kept:
         lines += _block(kept, indent=2)
     lines += ["gender:", "  values:"]
@@ -111,12 +156,13 @@ def draft_mapping(evidences: list[ValueEvidence], *, retailer: str, base: dict |
         lines += _block({"default": age["default"]}, indent=2)
     if base.get("colour") is not None:
         lines += _block({"colour": base["colour"]})
-    undecided = [e for e in evidences if e.vote.node is None]
+    undecided = [e for e in evidences if e.vote.node is None or (e.field == "category" and e.key in held)]
     if undecided:
-        lines += ["", "# ---- Needs a person: not mapped (too few products, or no clear majority) ----"]
+        lines += ["", "# ---- Needs a person: not mapped (too few products, no clear majority, or held back) ----"]
         for field_name in FIELDS:
             for e in (e for e in undecided if e.field == field_name):
-                lines.append(f"# {field_name}: {_scalar(e.spelling)}: {evidence_line(e)}")
+                why = f" HELD BACK: {held[e.key]}" if field_name == "category" and e.key in held else ""
+                lines.append(f"# {field_name}: {_scalar(e.spelling)}: {evidence_line(e)}{why}")
     return "\n".join(lines) + "\n"
 
 
@@ -155,7 +201,7 @@ def _visible(node: str, taxonomy: Taxonomy, classes) -> str:
     say SHOES but no BLAZERS: a BLAZERS rule is judged as OUTERWEAR)."""
     if not classes or node not in taxonomy:
         return node
-    for candidate in (node, *reversed(taxonomy.ancestors(node))):
+    for candidate in (node, *taxonomy.ancestors(node)):  # the parent first
         if any(c == candidate or (c in taxonomy and candidate in taxonomy.ancestors(c)) for c in classes):
             return candidate
     return node
@@ -168,15 +214,18 @@ def audit_mapping(evidences: list[ValueEvidence], taxonomy: Taxonomy, mapping: R
     than the category model's classes (``model_classes``) is judged at the level the model sees."""
     findings = []
     names = _segment_names(mapping, taxonomy)
-    keywords = default_keywords()
+    keywords = mapping.keywords if mapping else default_keywords()
     for e in evidences:
         node, forced = e.vote.node, e.in_force
         kind = detail = None
-        if e.field == "category" and forced and e.rule == "PREFIX" and e.rule_key:
+        if e.field == "category" and forced and node and e.rule == "PREFIX" and e.rule_key:
             covered = len(e.rule_key.split(" > "))
             for segment in e.key.split(" > ")[covered:]:
                 named = names.get(segment) or (keyword_match(keywords, taxonomy, segment) or (None,))[0]
-                if named and named in taxonomy and taxonomy.relation(forced, named) == Relation.UNRELATED:
+                # The images side with the deeper level: their node is on its branch, not on the rule's.
+                if named and named in taxonomy and taxonomy.relation(forced, named) == Relation.UNRELATED \
+                        and taxonomy.relation(named, node) != Relation.UNRELATED \
+                        and taxonomy.relation(forced, node) == Relation.UNRELATED:
                     kind = "LEVELS_CONTRADICT"
                     detail = (f"level {segment!r} names {named}, but the rule {e.rule_key!r} for its first "
                               f"level{'s' if covered > 1 else ''} gives {forced}")
@@ -198,7 +247,8 @@ def audit_mapping(evidences: list[ValueEvidence], taxonomy: Taxonomy, mapping: R
                         kind = None
         if kind is None:
             continue
-        wanted = None if kind == "LEVELS_CONTRADICT" else (node,) if node else None
+        wanted = {label for label in e.counts if label == node or (e.field == "category" and label in taxonomy
+                                                                  and node in taxonomy.ancestors(label))}
         examples = tuple(x.product_id for x in (e.examples_of(wanted=wanted) or e.examples_of()))
         findings.append(Finding(kind, e.field, e.spelling, e.products, forced, _rule_text(e), _said(e), detail,
                                 examples))

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from pipeline.mapping_votes import MIN_PRODUCTS, Vote, Z, vote_age, vote_category, vote_gender
+from pipeline.mapping_votes import MIN_PRODUCTS, Vote, Z, kids_like, vote_age, vote_category, vote_gender
 from pipeline.taxonomy import map_category
 from schemas.mapping import RetailerMapping, normalize_key
 from schemas.taxonomy import Relation, Taxonomy
@@ -68,33 +68,48 @@ class ValueEvidence:
                 and (unwanted is None or e.model not in unwanted)][:limit]
 
 
-def read_products(outputs: list[str], retailer: str | None) -> tuple[pd.DataFrame, str, tuple[str, ...] | None]:
-    """One row per product of ``retailer`` over ``outputs`` (each output's latest run): the
-    product's model labels and title labels joined with its first image's raw values; the
-    retailer's name, and the category model's classes (None when no category model ran)."""
+def read_products(outputs: list[str], retailer: str | None,
+                  run_date: str | None = None) -> tuple[pd.DataFrame, str, tuple[str, ...] | None]:
+    """One row per product of ``retailer`` over ``outputs`` (each output's latest run, or its run
+    of ``run_date``): the product's model labels and title labels joined with the raw values most
+    of its images carry (as the products table's retailer labels are taken); the retailer's name,
+    and the category model's classes (None when no category model ran)."""
     from pipeline.inspect_output import read_manifest, read_table
     from pipeline.options import ConfigError
 
     frames, classes = [], set()
     for output in outputs:
-        manifest = read_manifest(output)
-        run_date = manifest["run_date"]
+        manifest = read_manifest(output, run_date)
         classes |= set(((manifest.get("models") or {}).get("category") or {}).get("classes") or ())
-        products = read_table(output, "products", run_date, _PRODUCT_COLUMNS).to_pandas()
-        images = read_table(output, "images", run_date, _IMAGE_COLUMNS).to_pandas()
+        products = read_table(output, "products", manifest["run_date"], _PRODUCT_COLUMNS).to_pandas()
+        images = read_table(output, "images", manifest["run_date"], _IMAGE_COLUMNS).to_pandas()
         retailers = sorted(set(products["retailer"]))
+        if not retailers:
+            raise ConfigError(f"{output}: its run of {manifest['run_date']} wrote no products")
         if retailer is None:
             if len(retailers) != 1:
-                raise ConfigError(f"{output} holds retailers {retailers}: name one with --retailer")
+                raise ConfigError(f"{output} holds retailers {', '.join(retailers)}: name one with --retailer")
             retailer = retailers[0]
         products = products[products["retailer"] == retailer]
-        images = images[images["retailer"] == retailer].drop_duplicates(["product_id"])
-        images = images.drop(columns=["retailer"])
-        frames.append(products.merge(images, on="product_id", how="left"))
+        frames.append(products.merge(_most_common_values(images[images["retailer"] == retailer]), on="product_id",
+                                     how="left"))
     frame = pd.concat(frames, ignore_index=True).drop_duplicates(["product_id"])
     if frame.empty:
         raise ConfigError(f"no products of retailer {retailer!r} in {', '.join(outputs)}")
     return frame.reset_index(drop=True), retailer, tuple(sorted(classes)) or None
+
+
+def _most_common_values(images: pd.DataFrame) -> pd.DataFrame:
+    """Per product, the raw values that most of its images carry (the first image's on a tie)."""
+    raw = ["raw_category", "raw_gender", "raw_age_group"]
+    keyed = images[["product_id"]].copy()
+    keyed["values"] = list(zip(*(images[c].map(lambda v: tuple(v) if v is not None and not isinstance(v, float)
+                                                else ()) for c in raw)))
+    keyed["order"] = range(len(keyed))
+    counted = keyed.groupby(["product_id", "values"], sort=False).agg(n=("order", "size"), first=("order", "min"))
+    best = counted.reset_index().sort_values(["n", "first"], ascending=[False, True]).drop_duplicates("product_id")
+    return pd.DataFrame({"product_id": best["product_id"].to_numpy(),
+                         **{c: [v[i] for v in best["values"]] for i, c in enumerate(raw)}})
 
 
 def _values(raw) -> list[tuple[str, str]]:
@@ -110,6 +125,11 @@ def _values(raw) -> list[tuple[str, str]]:
         if key and key not in out:
             out[key] = text
     return list(out.items())
+
+
+def category_values(frame: pd.DataFrame) -> list[tuple[str, ...]]:
+    """Each product's category keys, in the order the retailer gave them."""
+    return [tuple(key for key, _ in _values(raw)) for raw in frame["raw_category"]]
 
 
 def _exploded(frame: pd.DataFrame, field_name: str) -> pd.DataFrame:
@@ -161,17 +181,19 @@ def evidence(frame: pd.DataFrame, taxonomy: Taxonomy, *, mapping: RetailerMappin
     """Every value of every field, the most frequent first; with ``mapping``, what it makes of each."""
     found = []
     for field_name in FIELDS:
-        rows = _exploded(frame, field_name)
-        catalog = Counter(m for m in rows["model"] if _none(m) is not None)
-        for key, group in rows.groupby("key", sort=False):
-            counts = Counter(m for m in group["model"] if _none(m) is not None)
+        groups = [(key, group, Counter(m for m in group["model"] if _none(m) is not None))
+                  for key, group in _exploded(frame, field_name).groupby("key", sort=False)]
+        split = kids_like({key: (c.get("KIDS", 0), sum(c.values())) for key, _, c in groups},
+                          min_products=min_products, z=z) if field_name == "age_group" else None
+        for key, group, counts in groups:
             products = group["product_id"].nunique()
             if field_name == "category":
                 vote = vote_category(counts, taxonomy, products=products, min_products=min_products, z=z)
             elif field_name == "gender":
                 vote = vote_gender(counts, products=products, min_products=min_products, z=z)
             else:
-                vote = vote_age(counts, catalog - counts, products=products, min_products=min_products, z=z)
+                vote = vote_age(counts, split[1] if split else None, in_kid_like=bool(split and key in split[0]),
+                                products=products, min_products=min_products, z=z)
             titles = [t for t in group["title"] if _none(t) is not None]
             agree = [t for t in titles if _title_agrees(field_name, taxonomy, vote.node, t)]
             scores = [float(v) for v in group["score"] if _none(v) is not None]

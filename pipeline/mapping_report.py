@@ -25,7 +25,7 @@ def vocabulary_section(output: str, manifest: dict, *, thumbnail_cell, table, li
     for source in manifest.get("sources", []):
         retailer = source["retailer"]
         try:
-            frame, _, classes = read_products([output], retailer)
+            frame, _, classes = read_products([output], retailer, manifest["run_date"])
         except Exception:  # noqa: BLE001 - a retailer with no products has no vocabulary to show
             continue
         try:

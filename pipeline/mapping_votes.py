@@ -9,18 +9,21 @@ one half, so 4 of 5 products is not clear and 60 of 100 is. Too few products nev
 * **Category**: a node's votes are those of its whole subtree (a vote for SKINNY_JEANS is a vote
   for JEANS and CLOTHING), and the value maps to the *deepest* node with a clear majority: the
   leaf when the products agree on it, else the parent or grandparent the split leaves share.
-* **Gender**: MALE or FEMALE with a clear majority of their own; otherwise UNISEX, which is to
-  them what a parent is to its children (a unisex product is right for either gender,
-  :data:`pipeline.label_quality.ALSO_RIGHT_ABOUT`) when UNISEX is the most voted label, or the
-  value holds products of both (MALE and FEMALE each at least ``UNISEX_MIN_SHARE`` of the
-  votes: "Kids"); a value short of a clear majority for one gender that is its most voted label
-  (62 % FEMALE, 38 % UNISEX) is left to a person.
+* **Gender**: MALE, FEMALE or UNISEX with a clear majority of their own; otherwise UNISEX, which
+  is to them what a parent is to its children (a unisex product is right for either gender,
+  :data:`pipeline.label_quality.ALSO_RIGHT_ABOUT`), when MALE and FEMALE are *each* clearly
+  short of a majority (the Wilson upper bound of each share under one half: a "Unisex" of 46 %
+  UNISEX, 38 % MALE, 16 % FEMALE), or the value clearly holds both (each share's lower bound at
+  least ``BOTH_GENDERS``: "Kids", half boys' and half girls'); a value that might still be one
+  gender's (62 % FEMALE of 16 products, 3 MALE and 2 FEMALE) is left to a person.
 * **Age group**: the head's KIDS decision is set for recall on a rare class (the class-balanced
   threshold of :mod:`models.label_quality`), so on some photos (amateur shots of small garments)
-  it calls most adult products KIDS. A value is therefore read *against the rest of the catalog*:
-  KIDS with a clear majority of KIDS votes unless its KIDS share is clearly below the other
-  values' (the two Wilson intervals apart); ADULT with a clear majority of ADULT votes, or a
-  KIDS share clearly below the other values'. A catalog of one age value is read on its own.
+  it calls most adult products KIDS. The catalog's age values are therefore first split in two
+  by their KIDS share (:func:`kids_like`: Otsu's split, weighted by products, kept only where
+  the two groups' Wilson intervals are apart). A value of the kid-like group maps to KIDS with
+  a clear majority of KIDS votes; a value of the other group maps to ADULT with a clear
+  majority of ADULT votes, or with a KIDS share clearly under the kid-like group's (58 % KIDS
+  against 90 %). Without such a split (one value, or no gap) every value is read on its own.
 
 The functions are pure: they take counts and return a :class:`Vote`.
 """
@@ -36,7 +39,7 @@ from schemas.taxonomy import Taxonomy
 MIN_PRODUCTS = 5  # a value with fewer products is never mapped automatically
 Z = 1.645  # one-sided 95 % Wilson lower bound
 MAJORITY = 0.5
-UNISEX_MIN_SHARE = 0.25  # MALE's and FEMALE's least share each for a split value to read as UNISEX
+BOTH_GENDERS = 0.2  # a value holds both genders when each one's share is clearly at least this
 
 
 def wilson_lower(successes: int, n: int, z: float = Z) -> float:
@@ -91,9 +94,11 @@ class Vote:
 
 def _too_few(counts: Mapping[str, int], products: int, min_products: int) -> Vote | None:
     voters = sum(counts.values())
+    if not voters:
+        return Vote(None, products, 0, reason="no model label (no model of this field ran)")
     if products < min_products or voters < min_products:
-        top = max(counts, key=counts.get) if counts else None
-        return Vote(None, products, voters, 0, top, counts.get(top, 0) if top else 0,
+        top = max(counts, key=counts.get)
+        return Vote(None, products, voters, 0, top, counts[top],
                     f"too few products ({voters} with a model label, {min_products} needed)")
     return None
 
@@ -129,9 +134,14 @@ def vote_category(counts: Mapping[str, int], taxonomy: Taxonomy, *, products: in
         return Vote(None, products, voters, 0, top, top_votes,
                     f"no clear majority: {_shares(counts, voters)}")
     node = max(clear, key=lambda n: (taxonomy.depth(n), support[n], n))
-    runner, runner_votes = _runner_up(counts, (node,))
-    rolled = "" if _clear(counts.get(node, 0), voters, z) else "rolled up: the votes split under it"
-    return Vote(node, products, voters, support[node], runner, runner_votes, rolled)
+    inside = {label for label in counts if label == node or node in taxonomy.ancestors(label)}
+    runner, runner_votes = _runner_up(counts, inside)
+    if not _clear(counts.get(node, 0), voters, z):
+        how = f"rolled up: {_shares({k: counts[k] for k in inside}, voters)}"
+    else:
+        under = {k: counts[k] for k in inside if k != node}
+        how = f"{_shares(under, voters)} under it" if under else ""
+    return Vote(node, products, voters, support[node], runner, runner_votes, how)
 
 
 def vote_gender(counts: Mapping[str, int], *, products: int | None = None, min_products: int = MIN_PRODUCTS,
@@ -147,35 +157,64 @@ def vote_gender(counts: Mapping[str, int], *, products: int | None = None, min_p
         if _clear(counts.get(label, 0), voters, z):
             runner, runner_votes = _runner_up(counts, (label,))
             return Vote(label, products, voters, counts[label], runner, runner_votes)
-    top, _ = _runner_up(counts, ())
-    if top == "UNISEX" or min(counts.get("MALE", 0), counts.get("FEMALE", 0)) >= UNISEX_MIN_SHARE * voters:
+    male, female = counts.get("MALE", 0), counts.get("FEMALE", 0)
+    if (clearly_minority(male, voters, z) and clearly_minority(female, voters, z)) or \
+            min(wilson_lower(male, voters, z), wilson_lower(female, voters, z)) >= BOTH_GENDERS:
         return Vote("UNISEX", products, voters, voters, reason=f"split: {_shares(counts, voters)}")
     top, top_votes = _runner_up(counts, ())
     return Vote(None, products, voters, 0, top, top_votes, f"no clear majority: {_shares(counts, voters)}")
 
 
-def vote_age(counts: Mapping[str, int], rest: Mapping[str, int] | None = None, *, products: int | None = None,
-             min_products: int = MIN_PRODUCTS, z: float = Z) -> Vote:
-    """ADULT or KIDS for a value, read against ``rest``: the votes of the catalog's other values
-    (module docstring), else None."""
+def kids_like(values: Mapping[str, tuple[int, int]], *, min_products: int = MIN_PRODUCTS,
+              z: float = Z) -> tuple[set[str], tuple[int, int]] | None:
+    """The kid-like group of a catalog's age values (key -> (KIDS votes, voters)) and its pooled
+    (KIDS votes, voters): Otsu's split of the KIDS shares weighted by voters, among the values of
+    at least ``min_products`` voters; None without two groups whose Wilson intervals are apart."""
+    ranked = sorted(((k / n, k, n, key) for key, (k, n) in values.items() if n >= min_products), key=lambda r: r[0])
+    best = None
+    for cut in range(1, len(ranked)):
+        low, high = ranked[:cut], ranked[cut:]
+        k0, n0 = sum(r[1] for r in low), sum(r[2] for r in low)
+        k1, n1 = sum(r[1] for r in high), sum(r[2] for r in high)
+        between = n0 * n1 * (k1 / n1 - k0 / n0) ** 2  # Otsu: the between-group variance, times total^2
+        if best is None or between > best[0]:
+            best = (between, high, (k0, n0), (k1, n1))
+    if best is None:
+        return None
+    _, high, (k0, n0), (k1, n1) = best
+    if wilson_upper(k0, n0, z) >= wilson_lower(k1, n1, z):
+        return None
+    return {r[3] for r in high}, (k1, n1)
+
+
+def vote_age(counts: Mapping[str, int], kid_like: tuple[int, int] | None = None, *, in_kid_like: bool = False,
+             products: int | None = None, min_products: int = MIN_PRODUCTS, z: float = Z) -> Vote:
+    """ADULT or KIDS for a value (module docstring); ``kid_like``: the pooled (KIDS votes, voters)
+    of the catalog's kid-like group, ``in_kid_like``: the value is of that group."""
     counts = {label: n for label, n in counts.items() if n}
     voters = sum(counts.values())
     products = voters if products is None else products
     few = _too_few(counts, products, min_products)
     if few:
         return few
-    kids, others = counts.get("KIDS", 0), sum((rest or {}).values())
-    below = others > 0 and wilson_upper(kids, voters, z) < wilson_lower((rest or {}).get("KIDS", 0), others, z)
+    kids = counts.get("KIDS", 0)
     adult = voters - kids
+    below = kid_like is not None and not in_kid_like and \
+        wilson_upper(kids, voters, z) < wilson_lower(kid_like[0], kid_like[1], z)
     if _clear(kids, voters, z) and not below:
         return Vote("KIDS", products, voters, kids, "ADULT" if adult else None, adult)
     if _clear(adult, voters, z) or below:
         reason = "" if _clear(adult, voters, z) else \
-            f"KIDS {kids / voters:.0%}, clearly under the other values' {rest.get('KIDS', 0) / others:.0%}"
+            f"KIDS {kids / voters:.0%}, clearly under the kid-like values' {kid_like[0] / kid_like[1]:.0%}"
         return Vote("ADULT", products, voters, adult, "KIDS" if kids else None, kids, reason)
     return Vote(None, products, voters, 0, "KIDS", kids, f"no clear majority: {_shares(counts, voters)}")
 
 
+def percent(share: float) -> str:
+    """``12%``; ``<1%`` for a share that rounds to nothing but is not nothing."""
+    return "<1%" if 0 < share < 0.005 else f"{share:.0%}"
+
+
 def _shares(counts: Mapping[str, int], voters: int, top: int = 3) -> str:
     ordered = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
-    return ", ".join(f"{label} {n / voters:.0%}" for label, n in ordered)
+    return ", ".join(f"{label} {percent(n / voters)}" for label, n in ordered)
