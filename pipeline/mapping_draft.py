@@ -5,8 +5,10 @@ file that ``--source NAME=PATH:MAPPING.yaml`` reads as it is: an ``exact`` rule 
 category value whose images vote clearly for a node (:mod:`pipeline.mapping_votes`), gender and
 age words the same way, each rule under a comment with its evidence (products, vote share,
 runner-up, what the titles name). Values with too little evidence are listed, unmapped, under
-"needs a person". The input mapping's other sections (``source``, ``description``, ``colour``,
-the category keywords and out-of-scope list) are kept.
+"needs a person", as are values held back (:func:`held_back`). The input mapping's other parts
+(``source``, ``description``, ``colour``, the category ``prefix`` rules, keywords and
+out-of-scope list, the age default, and its exact rules for values without a clear vote) are
+kept.
 
 :func:`audit_mapping` holds the same evidence against the mapping in force (what the run made of
 each value): each value whose images vote for another branch (``CONTRADICTED``), only for the

@@ -92,6 +92,14 @@ class Vote:
         return self.runner_up_votes / self.voters if self.voters else 0.0
 
 
+def _tally(counts: Mapping[str, int], products: int | None, min_products: int, known=None):
+    """(the non-zero counts of known labels, voters, products, the Vote when there are too few)."""
+    counts = {label: n for label, n in counts.items() if n and (known is None or label in known)}
+    voters = sum(counts.values())
+    products = voters if products is None else products
+    return counts, voters, products, _too_few(counts, products, min_products)
+
+
 def _too_few(counts: Mapping[str, int], products: int, min_products: int) -> Vote | None:
     voters = sum(counts.values())
     if not voters:
@@ -118,10 +126,7 @@ def _runner_up(counts: Mapping[str, int], excluded) -> tuple[str | None, int]:
 def vote_category(counts: Mapping[str, int], taxonomy: Taxonomy, *, products: int | None = None,
                   min_products: int = MIN_PRODUCTS, z: float = Z) -> Vote:
     """The deepest taxonomy node whose subtree holds a clear majority of the votes."""
-    counts = {label: n for label, n in counts.items() if n and label in taxonomy}
-    voters = sum(counts.values())
-    products = voters if products is None else products
-    few = _too_few(counts, products, min_products)
+    counts, voters, products, few = _tally(counts, products, min_products, known=taxonomy)
     if few:
         return few
     support: dict[str, int] = {}
@@ -147,10 +152,7 @@ def vote_category(counts: Mapping[str, int], taxonomy: Taxonomy, *, products: in
 def vote_gender(counts: Mapping[str, int], *, products: int | None = None, min_products: int = MIN_PRODUCTS,
                 z: float = Z) -> Vote:
     """MALE / FEMALE with a clear majority, else UNISEX for a value that holds both, else None."""
-    counts = {label: n for label, n in counts.items() if n}
-    voters = sum(counts.values())
-    products = voters if products is None else products
-    few = _too_few(counts, products, min_products)
+    counts, voters, products, few = _tally(counts, products, min_products)
     if few:
         return few
     for label in ("MALE", "FEMALE", "UNISEX"):
@@ -191,10 +193,7 @@ def vote_age(counts: Mapping[str, int], kid_like: tuple[int, int] | None = None,
              products: int | None = None, min_products: int = MIN_PRODUCTS, z: float = Z) -> Vote:
     """ADULT or KIDS for a value (module docstring); ``kid_like``: the pooled (KIDS votes, voters)
     of the catalog's kid-like group, ``in_kid_like``: the value is of that group."""
-    counts = {label: n for label, n in counts.items() if n}
-    voters = sum(counts.values())
-    products = voters if products is None else products
-    few = _too_few(counts, products, min_products)
+    counts, voters, products, few = _tally(counts, products, min_products)
     if few:
         return few
     kids = counts.get("KIDS", 0)
