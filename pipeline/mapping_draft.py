@@ -247,6 +247,9 @@ def audit_mapping(evidences: list[ValueEvidence], taxonomy: Taxonomy, mapping: R
                     said = votes_for(e.counts, seen, taxonomy if e.field == "category" else None)
                     if kind != "MORE_SPECIFIC" and not clearly_minority(said, e.vote.voters):
                         kind = None
+                    # A node under what the model can see, but not under the rule's own node, refines nothing.
+                    if kind == "MORE_SPECIFIC" and seen != forced and forced not in taxonomy.ancestors(node):
+                        kind = None
         if kind is None:
             continue
         wanted = {label for label in e.counts if label == node or (e.field == "category" and label in taxonomy

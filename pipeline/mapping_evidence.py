@@ -20,7 +20,16 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from pipeline.mapping_votes import MIN_PRODUCTS, Vote, Z, kids_like, vote_age, vote_category, vote_gender
+from pipeline.mapping_votes import (
+    MIN_PRODUCTS,
+    Vote,
+    Z,
+    gender_background,
+    kids_like,
+    vote_age,
+    vote_category,
+    vote_gender,
+)
 from pipeline.taxonomy import map_category
 from schemas.mapping import RetailerMapping, normalize_key
 from schemas.taxonomy import Relation, Taxonomy
@@ -185,12 +194,13 @@ def evidence(frame: pd.DataFrame, taxonomy: Taxonomy, *, mapping: RetailerMappin
                   for key, group in _exploded(frame, field_name).groupby("key", sort=False)]
         split = kids_like({key: (c.get("KIDS", 0), sum(c.values())) for key, _, c in groups},
                           min_products=min_products, z=z) if field_name == "age_group" else None
+        background = gender_background([c for _, _, c in groups], min_products=min_products, z=z)
         for key, group, counts in groups:
             products = group["product_id"].nunique()
             if field_name == "category":
                 vote = vote_category(counts, taxonomy, products=products, min_products=min_products, z=z)
             elif field_name == "gender":
-                vote = vote_gender(counts, products=products, min_products=min_products, z=z)
+                vote = vote_gender(counts, background, products=products, min_products=min_products, z=z)
             else:
                 vote = vote_age(counts, split[1] if split else None, in_kid_like=bool(split and key in split[0]),
                                 products=products, min_products=min_products, z=z)

@@ -13,9 +13,12 @@ one half, so 4 of 5 products is not clear and 60 of 100 is. Too few products nev
   is to them what a parent is to its children (a unisex product is right for either gender,
   :data:`pipeline.label_quality.ALSO_RIGHT_ABOUT`), when MALE and FEMALE are *each* clearly
   short of a majority (the Wilson upper bound of each share under one half: a "Unisex" of 46 %
-  UNISEX, 38 % MALE, 16 % FEMALE), or the value clearly holds both (each share's lower bound at
-  least ``BOTH_GENDERS``: "Kids", half boys' and half girls'); a value that might still be one
-  gender's (62 % FEMALE of 16 products, 3 MALE and 2 FEMALE) is left to a person.
+  UNISEX, 38 % MALE, 16 % FEMALE), or the value clearly holds both: each gender's share clearly
+  above what the model says of the other gender's products in the same catalog (the other
+  gender's votes on its clearly MALE, resp. FEMALE values: :func:`gender_background`; without
+  such values, ``BOTH_GENDERS``), so a "Unisex" of 53 % MALE, 33 % UNISEX, 15 % FEMALE beside
+  "Men" with 4 % FEMALE votes is UNISEX; a value that might still be one gender's (62 % FEMALE,
+  38 % UNISEX) is left to a person.
 * **Age group**: the head's KIDS decision is set for recall on a rare class (the class-balanced
   threshold of :mod:`models.label_quality`), so on some photos (amateur shots of small garments)
   it calls most adult products KIDS. The catalog's age values are therefore first split in two
@@ -149,9 +152,33 @@ def vote_category(counts: Mapping[str, int], taxonomy: Taxonomy, *, products: in
     return Vote(node, products, voters, support[node], runner, runner_votes, how)
 
 
-def vote_gender(counts: Mapping[str, int], *, products: int | None = None, min_products: int = MIN_PRODUCTS,
-                z: float = Z) -> Vote:
-    """MALE / FEMALE with a clear majority, else UNISEX for a value that holds both, else None."""
+def gender_background(values: list[Mapping[str, int]], *, min_products: int = MIN_PRODUCTS,
+                      z: float = Z) -> dict[str, tuple[int, int]]:
+    """How often the model says the other gender on the catalog's clearly one-gender values:
+    for each gender, the pooled (votes for the other gender, voters) of the values with a clear
+    MALE (resp. FEMALE) majority; genders without such values are left out."""
+    pooled: dict[str, list[int]] = {}
+    for counts in values:
+        voters = sum(counts.values())
+        for label, other in (("MALE", "FEMALE"), ("FEMALE", "MALE")):
+            if voters >= min_products and _clear(counts.get(label, 0), voters, z):
+                seen = pooled.setdefault(label, [0, 0])
+                seen[0] += counts.get(other, 0)
+                seen[1] += voters
+    return {label: (k, n) for label, (k, n) in pooled.items()}
+
+
+def _holds(votes: int, voters: int, background: tuple[int, int] | None, z: float) -> bool:
+    """A gender's votes are more than the model's slips: clearly above what it says of the other
+    gender's products in this catalog (``background``), or, without one, clearly at least BOTH_GENDERS."""
+    floor = wilson_upper(*background, z) if background else BOTH_GENDERS
+    return wilson_lower(votes, voters, z) > floor
+
+
+def vote_gender(counts: Mapping[str, int], background: Mapping[str, tuple[int, int]] | None = None, *,
+                products: int | None = None, min_products: int = MIN_PRODUCTS, z: float = Z) -> Vote:
+    """MALE / FEMALE with a clear majority, else UNISEX for a value that holds both, else None
+    (module docstring); ``background``: :func:`gender_background` of the catalog."""
     counts, voters, products, few = _tally(counts, products, min_products)
     if few:
         return few
@@ -160,8 +187,9 @@ def vote_gender(counts: Mapping[str, int], *, products: int | None = None, min_p
             runner, runner_votes = _runner_up(counts, (label,))
             return Vote(label, products, voters, counts[label], runner, runner_votes)
     male, female = counts.get("MALE", 0), counts.get("FEMALE", 0)
+    background = background or {}
     if (clearly_minority(male, voters, z) and clearly_minority(female, voters, z)) or \
-            min(wilson_lower(male, voters, z), wilson_lower(female, voters, z)) >= BOTH_GENDERS:
+            (_holds(female, voters, background.get("MALE"), z) and _holds(male, voters, background.get("FEMALE"), z)):
         return Vote("UNISEX", products, voters, voters, reason=f"split: {_shares(counts, voters)}")
     top, top_votes = _runner_up(counts, ())
     return Vote(None, products, voters, 0, top, top_votes, f"no clear majority: {_shares(counts, voters)}")

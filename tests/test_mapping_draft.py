@@ -14,7 +14,7 @@ import yaml
 
 from pipeline.mapping_draft import audit_mapping, draft_mapping, held_back
 from pipeline.mapping_evidence import category_values, evidence
-from pipeline.mapping_votes import kids_like, vote_age, vote_category, vote_gender, wilson_lower
+from pipeline.mapping_votes import gender_background, kids_like, vote_age, vote_category, vote_gender, wilson_lower
 from pipeline.taxonomy import map_category
 from schemas.mapping import load_mapping, normalize_key, parse_mapping
 from schemas.taxonomy import Relation, load_taxonomy
@@ -52,7 +52,17 @@ def test_gender_reads_unisex_only_from_products_of_both_genders():
     assert vote_gender({"UNISEX": 30, "MALE": 5, "FEMALE": 5}).node == "UNISEX"
     assert vote_gender({"UNISEX": 46, "MALE": 38, "FEMALE": 16}).node == "UNISEX"
     assert vote_gender({"FEMALE": 10, "UNISEX": 6}).node is None  # might still be women's
-    assert vote_gender({"MALE": 3, "FEMALE": 2}).node is None
+    assert vote_gender({"MALE": 3, "FEMALE": 2}).node is None  # 2 of 5 FEMALE: under BOTH_GENDERS, clearly
+
+
+def test_a_value_holds_both_genders_when_each_is_beyond_the_model_s_slips_in_the_catalog():
+    values = {"men": {"MALE": 1840, "FEMALE": 80}, "women": {"FEMALE": 950, "MALE": 124},
+              "unisex": {"MALE": 69, "UNISEX": 43, "FEMALE": 19}, "damen": {"FEMALE": 10, "UNISEX": 6}}
+    background = gender_background(list(values.values()))
+    assert background == {"MALE": (80, 1920), "FEMALE": (124, 1074)}
+    votes = {key: vote_gender(counts, background).node for key, counts in values.items()}
+    assert votes == {"men": "MALE", "women": "FEMALE", "unisex": "UNISEX", "damen": None}
+    assert vote_gender(values["unisex"]).node is None  # on its own, 15 % FEMALE is not clearly 20 %
     assert vote_age({"ADULT": 3, "KIDS": 30}).node == "KIDS"
     assert vote_age({"ADULT": 12, "KIDS": 10}).node is None
 
@@ -179,17 +189,20 @@ def test_the_draft_holds_back_a_value_that_would_override_another_and_keeps_odd_
 
 
 def test_a_rule_finer_than_the_model_is_judged_where_the_model_sees():
-    classes = ("T_SHIRTS", "TOPS", "OUTERWEAR", "JACKETS", "SHOES", "ACCESSORIES")  # no BLAZERS, no SCARVES
-    mapping = parse_mapping(_source(category={"exact": {"sakkos": "BLAZERS", "tücher": "SCARVES"}}))
+    classes = ("T_SHIRTS", "TOPS", "TROUSERS", "OUTERWEAR", "JACKETS", "SHOES", "ACCESSORIES")  # no BLAZERS,
+    # no SCARVES, no SPORTSWEAR: a SPORTSWEAR rule is judged as CLOTHING, where TROUSERS refines nothing
+    mapping = parse_mapping(_source(category={"exact": {"sakkos": "BLAZERS", "tücher": "SCARVES",
+                                                         "jogginghosen": "SPORTSWEAR"}}))
     rows = [(f"s{i}", "Sakkos", None, "OUTERWEAR" if i % 2 else "JACKETS", None, None, None) for i in range(40)]
+    rows += [(f"j{i}", "Jogginghosen", None, "TROUSERS", None, None, None) for i in range(40)]  # SPORTSWEAR
     rows += [(f"t{i}", "Tücher", None, "T_SHIRTS", None, None, None) for i in range(40)]
     found = evidence(_frame(rows), TAXONOMY, mapping=mapping)
     findings = audit_mapping(found, TAXONOMY, mapping, classes)
     assert [(f.value, f.kind) for f in findings] == [("Tücher", "CONTRADICTED")]  # BLAZERS seen as OUTERWEAR: fine
     assert "judged as ACCESSORIES" in findings[0].detail and set(findings[0].examples) <= {f"t{i}" for i in range(40)}
     # Without the model's classes, the BLAZERS rule is held against votes the model could never give.
-    assert {f.value: f.kind for f in audit_mapping(found, TAXONOMY, mapping)} == {"Sakkos": "TOO_SPECIFIC",
-                                                                                 "Tücher": "CONTRADICTED"}
+    assert {f.value: f.kind for f in audit_mapping(found, TAXONOMY, mapping)} == {
+        "Sakkos": "TOO_SPECIFIC", "Tücher": "CONTRADICTED", "Jogginghosen": "CONTRADICTED"}
 
 
 def test_the_audit_needs_clear_evidence_against_a_rule():
