@@ -140,7 +140,7 @@ def vote_category(counts: Mapping[str, int], taxonomy: Taxonomy, *, products: in
     if not clear:
         top, top_votes = _runner_up(counts, ())
         return Vote(None, products, voters, 0, top, top_votes,
-                    f"no clear majority: {_shares(counts, voters)}")
+                    _no_majority(counts, voters))
     node = max(clear, key=lambda n: (taxonomy.depth(n), support[n], n))
     inside = {label for label in counts if label == node or node in taxonomy.ancestors(label)}
     runner, runner_votes = _runner_up(counts, inside)
@@ -192,7 +192,7 @@ def vote_gender(counts: Mapping[str, int], background: Mapping[str, tuple[int, i
             (_holds(female, voters, background.get("MALE"), z) and _holds(male, voters, background.get("FEMALE"), z)):
         return Vote("UNISEX", products, voters, voters, reason=f"split: {_shares(counts, voters)}")
     top, top_votes = _runner_up(counts, ())
-    return Vote(None, products, voters, 0, top, top_votes, f"no clear majority: {_shares(counts, voters)}")
+    return Vote(None, products, voters, 0, top, top_votes, _no_majority(counts, voters))
 
 
 def kids_like(values: Mapping[str, tuple[int, int]], *, min_products: int = MIN_PRODUCTS,
@@ -234,12 +234,16 @@ def vote_age(counts: Mapping[str, int], kid_like: tuple[int, int] | None = None,
         reason = "" if _clear(adult, voters, z) else \
             f"KIDS {kids / voters:.0%}, clearly under the kid-like values' {kid_like[0] / kid_like[1]:.0%}"
         return Vote("ADULT", products, voters, adult, "KIDS" if kids else None, kids, reason)
-    return Vote(None, products, voters, 0, "KIDS", kids, f"no clear majority: {_shares(counts, voters)}")
+    return Vote(None, products, voters, 0, "KIDS", kids, _no_majority(counts, voters))
 
 
 def percent(share: float) -> str:
     """``12%``; ``<1%`` for a share that rounds to nothing but is not nothing."""
     return "<1%" if 0 < share < 0.005 else f"{share:.0%}"
+
+
+def _no_majority(counts: Mapping[str, int], voters: int) -> str:
+    return f"no clear majority of {voters}: {_shares(counts, voters)}"
 
 
 def _shares(counts: Mapping[str, int], voters: int, top: int = 3) -> str:
