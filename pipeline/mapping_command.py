@@ -70,7 +70,7 @@ def mapping_main(argv: list[str]) -> int:
 
 
 def _read(args, *, with_mapping: bool):
-    from pipeline.mapping_evidence import evidence, read_products
+    from pipeline.mapping_evidence import category_values, evidence, read_products
     from schemas.mapping import load_mapping
     from schemas.taxonomy import load_taxonomy
 
@@ -79,25 +79,31 @@ def _read(args, *, with_mapping: bool):
     path = args.mapping or _mapping_of(args.outputs[0], retailer)
     mapping = load_mapping(path, taxonomy=taxonomy) if with_mapping and path else None
     found = evidence(frame, taxonomy, mapping=mapping, min_products=args.min_products)
-    return found, retailer, taxonomy, mapping, path, len(frame), classes
+    return found, retailer, taxonomy, mapping, path, category_values(frame), classes
 
 
 def _draft(args, run_args: list[str]) -> int:
-    from pipeline.mapping_draft import draft_mapping, format_draft
+    import yaml
+
+    from pipeline.mapping_draft import draft_mapping, format_draft, held_back
     from pipeline.options import ConfigError
+    from schemas.mapping import normalize_key, parse_mapping
 
     if args.source:
-        if args.outputs:
-            raise ConfigError("give either OUTPUT folders or --source, not both")
         name = args.source.split("=", 1)[0]
-        _run(args.source, args.work, run_args)
+        _run(args.source, args.work, run_args + (["--taxonomy", args.taxonomy] if args.taxonomy else []))
         args.outputs, args.retailer = [args.work], args.retailer or name
     elif not args.outputs:
         raise ConfigError("give the OUTPUT folders of a run, or --source NAME=DUMP:MAPPING.yaml to run one")
-    evidences, retailer, _, _, path, products, _ = _read(args, with_mapping=False)
-    base = _base_mapping(path)
-    text = draft_mapping(evidences, retailer=retailer, base=base, origin=f"{products:,} products of "
-                         + ", ".join(args.outputs))
+    evidences, retailer, taxonomy, _, path, values, _ = _read(args, with_mapping=False)
+    base = _base_mapping(path, taxonomy)
+    if not base.get("source"):
+        raise ConfigError(f"no mapping file with a source: section known for {retailer}: give --mapping")
+    held = held_back(evidences, taxonomy, product_values=values, out_of_scope=[
+        normalize_key(v) for v in (base.get("category") or {}).get("out_of_scope") or ()])
+    text = draft_mapping(evidences, retailer=retailer, base=base, held=held,
+                         origin=f"{len(values):,} products of " + ", ".join(args.outputs))
+    parse_mapping(yaml.safe_load(text), taxonomy=taxonomy, path="the drafted mapping")  # read as it is
     out = args.out or f"{retailer}-draft.yaml"
     _write(out, text)
     print(format_draft(evidences, top=args.top))
@@ -106,17 +112,17 @@ def _draft(args, run_args: list[str]) -> int:
 
 
 def _audit(args) -> int:
-    from pipeline.mapping_draft import audit_mapping, format_audit
+    from pipeline.mapping_audit import audit_mapping, format_audit
     from pipeline.options import ConfigError
 
-    evidences, retailer, taxonomy, mapping, path, products, classes = _read(args, with_mapping=True)
+    evidences, retailer, taxonomy, mapping, path, values, classes = _read(args, with_mapping=True)
     if mapping is None:
         raise ConfigError(f"no mapping file known for {retailer}: give --mapping")
     findings = audit_mapping(evidences, taxonomy, mapping, classes)
     if args.json:
         print(json.dumps([f.as_dict() for f in findings], indent=2))
     else:
-        print(f"mapping audit: {retailer} ({path}), {products:,} products")
+        print(f"mapping audit: {retailer} ({path}), {len(values):,} products")
         print(format_audit(findings, top=args.top))
     return 0
 
@@ -136,7 +142,7 @@ def _mapping_of(output: str, retailer: str) -> str | None:
                  if s.get("retailer") == retailer), None)
 
 
-def _base_mapping(path: str | None) -> dict:
+def _base_mapping(path: str | None, taxonomy) -> dict:
     import yaml
     from apache_beam.io.filesystems import FileSystems
 
@@ -144,7 +150,7 @@ def _base_mapping(path: str | None) -> dict:
 
     if not path:
         return {}
-    load_mapping(path)  # a valid mapping, or one line on what is wrong with it
+    load_mapping(path, taxonomy=taxonomy)  # a valid mapping, or one line on what is wrong with it
     with FileSystems.open(path) as fh:
         return yaml.safe_load(fh.read().decode("utf-8")) or {}
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import html
 
-from pipeline.mapping_draft import audit_mapping, evidence_line
+from pipeline.mapping_audit import audit_mapping
+from pipeline.mapping_draft import evidence_line
 from pipeline.mapping_evidence import evidence, read_products
 from schemas.mapping import MappingError, load_mapping
 from schemas.taxonomy import load_taxonomy

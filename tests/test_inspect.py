@@ -97,6 +97,14 @@ class _Page(HTMLParser):
             self._in_h2 = False
 
 
+def _retailers(output: str) -> list[str]:
+    """The run's retailers in the order of its sources (the report's vocabulary section)."""
+    import json
+    from pathlib import Path
+
+    return [s["retailer"] for s in json.loads((Path(output) / "manifest.json").read_text())["sources"]]
+
+
 def test_report_is_self_contained_with_plots_and_thumbnails(output, tmp_path, capsys):
     page_path = tmp_path / "report.html"
     assert main(["report", output, "--html", str(page_path)]) == 0
@@ -106,14 +114,16 @@ def test_report_is_self_contained_with_plots_and_thumbnails(output, tmp_path, ca
     tiers = list(dict.fromkeys(review.sort_values("review_tier")["review_tier_name"]))
     assert page.headings == ["Counts", "Model categories per retailer", "Retailer category vs model category",
                              "Confidence per predicted class", "Dead-letter reasons", "Review queue",
-                             *(f"{tier}: {(review.review_tier_name == tier).sum()}" for tier in tiers)]
+                             *(f"{tier}: {(review.review_tier_name == tier).sum()}" for tier in tiers),
+                             "Retailer vocabulary: what the images say", *_retailers(output)]
     assert f'href="{output}/review/run_date=2026-11-20/"' in page_path.read_text()
     plots = [src for cls, src in page.images if cls == "plot"]
     thumbs = [src for cls, src in page.images if cls == "thumb"]
     assert len(plots) == 4 and all(src.startswith("data:image/png;base64,") for src in plots)
     assert thumbs and all(src.startswith("data:image/jpeg;base64,") for src in thumbs)  # sample images are local
     assert all(src.startswith("data:") for _, src in page.images)  # nothing fetched from elsewhere
-    assert len(thumbs) == sum(min(20, int((review.review_tier_name == tier).sum())) for tier in tiers)
+    queue = page_path.read_text().split("id=review>", 1)[1].split("id=vocabulary>", 1)[0]
+    assert queue.count('class="thumb"') == sum(min(20, int((review.review_tier_name == tier).sum())) for tier in tiers)
 
 
 # Runs in the page after load: each <img> drawn on a canvas, with its decoded size and the

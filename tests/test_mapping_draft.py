@@ -12,7 +12,8 @@ import pandas as pd
 import pytest
 import yaml
 
-from pipeline.mapping_draft import audit_mapping, draft_mapping, held_back
+from pipeline.mapping_audit import audit_mapping
+from pipeline.mapping_draft import draft_mapping, held_back
 from pipeline.mapping_evidence import category_values, evidence
 from pipeline.mapping_votes import gender_background, kids_like, vote_age, vote_category, vote_gender, wilson_lower
 from pipeline.taxonomy import map_category
