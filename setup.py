@@ -20,8 +20,11 @@ setup(
         "pipeline": ["samples/*.jsonl", "samples/*.tsv", "samples/*.xml", "samples/*.md",
                      "samples/images/*.jpg"],
         # The shipped model profiles (models/defaults.py): compact/<task>/ and default/multitask/.
-        "models": [f"{profile}/*/{files}" for profile in ("compact", "default")
-                   for files in ("*.json", "*.keras", "transform_fn/**/*", "cv_report/**/*")] + ["RESULTS.md"],
+        "models": [
+            f"{profile}/*/{files}"
+            for profile in ("compact", "default")
+            for files in ("*.json", "*.keras", "*.onnx", "transform_fn/**/*", "cv_report/**/*")
+        ] + ["RESULTS.md"],
     },
     install_requires=[
         "apache-beam[gcp]>=2.77.0,<2.78",
@@ -36,6 +39,10 @@ setup(
         "pyyaml>=6.0,<7",
         "numpy>=1.26,<2.5",
         "matplotlib>=3.8,<4",
+        # ONNX Runtime scores the exports on CPU; tf2onnx and onnx write their model.onnx (pipeline.onnx_engine).
+        "onnxruntime>=1.20,<2",
+        "tf2onnx>=1.16,<2",
+        "onnx>=1.16,<2",
     ],
     extras_require={
         "pretrained": PRETRAINED,

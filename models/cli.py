@@ -181,3 +181,20 @@ def calibrate_main(argv: list[str]) -> int:
     print(f"{args.model}: temperature {c['temperature']} on {c['examples']} held-out images; ECE {c['ece_before']} "
           f"-> {c['ece_after']}, NLL {c['nll_before']} -> {c['nll_after']}")
     return 0
+
+
+def onnx_main(argv: list[str]) -> int:
+    from models.onnx_export import TOLERANCE, describe, write_onnx
+
+    parser = argparse.ArgumentParser(
+        prog="fashion-enrich onnx",
+        description="Add a checked model.onnx to exported models (ONNX Runtime serves them on CPU; docs/models.md).")
+    parser.add_argument("folders", nargs="+", metavar="FOLDER", help="exported model folders")
+    parser.add_argument("--tolerance", type=float, default=TOLERANCE, help="largest score difference accepted")
+    args = parser.parse_args(argv)
+    failed = 0
+    for folder in args.folders:
+        entry = write_onnx(folder, args.tolerance)
+        failed += entry["file"] is None
+        print(f"{folder}: {describe(entry)}", file=sys.stdout if entry["file"] else sys.stderr)
+    return 1 if failed else 0

@@ -26,6 +26,7 @@ from models.data import Prepared, load_prepared
 from models.evaluation import class_scores, confusion_matrix, fold_metrics, hierarchy_accuracy, table_one
 from models.export import export_model
 from models.folds import split
+from models.onnx_export import describe, write_onnx
 from models.report import plot_confusion, plot_per_class_accuracy, plot_reliability
 from pipeline.options import ConfigError
 from schemas.taxonomy import load_taxonomy
@@ -167,6 +168,7 @@ def train(cfg: TrainConfig, *, log: Callable[[str], None] = print, command: str 
                         wall_seconds=time.time() - started, command=command,
                         command_explicit=explicit_command(asdict(cfg)))
     _plot_cross_validation(cfg, classes, confusion, card["model_id"])
+    log(describe(write_onnx(cfg.out)))  # model.onnx for ONNX Runtime, checked against the Keras model
     # Every held-out prediction, as scored in training: error analysis, recalibration, and the
     # check that the exported artifact reproduces its fold's scores after reloading.
     np.savez_compressed(os.path.join(cfg.out, "cv_report", OUT_OF_FOLD),

@@ -43,6 +43,7 @@ from models.multitask_fit import (
     saved_epochs,
     warm_heads,
 )
+from models.onnx_export import describe, write_onnx
 from pipeline.options import ConfigError
 
 
@@ -145,6 +146,7 @@ def train_multitask(cfg: TrainConfig, *, log: Callable[[str], None] = print, com
                             command_explicit=explicit_command(asdict(cfg)))
     _write_out_of_fold(cfg, data, heads, held_out)
     write_for_export(cfg.out)  # label_quality.json, from the out-of-fold predictions just written
+    log(describe(write_onnx(cfg.out)))  # model.onnx for ONNX Runtime, checked against the Keras model
     log(f"exported {cfg.out}: " + json.dumps({t: round(r["table_one"]["mean_image_accuracy"], 4)
                                               for t, r in report.items()}))
     return card

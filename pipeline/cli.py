@@ -26,6 +26,7 @@ commands:
   train      grouped k-fold training of a model on prepared data, and its export
   evaluate   metrics and plots of an exported model on prepared data
   calibrate  fit an exported model's temperature on its held-out fold (stored in its card)
+  onnx       add a checked model.onnx to exported models (ONNX Runtime scores them on CPU)
 
 'fashion-enrich run --help' lists the run options; other Beam options pass through.
 -v, --verbose (anywhere; or FASHION_ENRICH_VERBOSE=1): keep TensorFlow's native log lines and log at INFO."""
@@ -143,9 +144,15 @@ def _evaluate(argv: list[str]) -> int:
     return evaluate_main(argv)
 
 
+def _onnx(argv: list[str]) -> int:
+    from models.cli import onnx_main
+
+    return onnx_main(argv)
+
+
 COMMANDS = {"run": _run, "nightly": _nightly, "dataflow": _dataflow, "inspect": _inspect, "report": _report,
             "taxonomy": _taxonomy, "mapping": _mapping, "prepare": _prepare, "train": _train, "evaluate": _evaluate,
-            "calibrate": _calibrate}
+            "calibrate": _calibrate, "onnx": _onnx}
 
 
 def main(argv: list[str] | None = None) -> int:

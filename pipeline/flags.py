@@ -83,6 +83,9 @@ class FashionEnrichOptions(PipelineOptions):
                                  "worker's cores on the multi-processing DirectRunner, else TensorFlow's)")
         parser.add_argument("--tf_inter_op_threads", "--tf-inter-op-threads", dest="tf_inter_op_threads", type=int,
                             default=0, help="TensorFlow inter-op threads (0: TensorFlow's default)")
+        parser.add_argument("--engine", default="auto", choices=("auto", "tensorflow", "onnxruntime"),
+                            help="inference engine (auto: ONNX Runtime on a local runner when every export has "
+                                 "a checked model.onnx, else TensorFlow; see docs/models.md)")
         parser.add_argument("--inference_steps", "--inference-steps", dest="inference_steps", default="combined",
                             choices=("combined", "per-model"),
                             help="one RunInference step for all models (default) or one per model")

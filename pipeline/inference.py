@@ -22,9 +22,9 @@ import apache_beam as beam
 import numpy as np
 from apache_beam.ml.inference.base import KeyedModelHandler, RunInference
 
+from pipeline.inference_config import InferenceConfig
 from pipeline.keras_handler import (
     METRICS_NAMESPACE,
-    InferenceConfig,
     InferenceFailure,
     KerasModelHandler,
     ModelLoadError,

@@ -54,11 +54,11 @@ def run_sharded_job(options, config) -> JobResult | None:
     from apache_beam.options.pipeline_options import DirectOptions
 
     from pipeline.machine import local_runner
-    from pipeline.memory import tune_child_processes, tune_malloc
+    from pipeline.memory import LAUNCHER_MMAP_THRESHOLD, tune_child_processes, tune_malloc
     from pipeline.sharded import run_sharded
 
-    tune_malloc()
-    tune_child_processes()
+    tune_malloc(LAUNCHER_MMAP_THRESHOLD)  # before anything sets the workers' threshold in the environment
+    tune_child_processes(config.inference.engine if config.models else None)
     light = copy.deepcopy(options)
     light.view_as(DirectOptions).direct_running_mode = "in_memory"
 
@@ -77,10 +77,10 @@ def run_sharded_job(options, config) -> JobResult | None:
 def run_pipeline(p, config) -> JobResult:
     """Run a pipeline that ``build_pipeline`` built for ``config`` to the end; read its manifest.
     (The Dataflow runner builds and validates its graph itself, then hands it over here.)"""
-    from pipeline.memory import tune_child_processes, tune_malloc
+    from pipeline.memory import LAUNCHER_MMAP_THRESHOLD, tune_child_processes, tune_malloc
 
-    tune_malloc()  # this process holds the DirectRunner's shuffled data
-    tune_child_processes()
+    tune_malloc(LAUNCHER_MMAP_THRESHOLD)  # this process holds the DirectRunner's shuffled data
+    tune_child_processes(config.inference.engine if config.models else None)
     started = time.monotonic()
     p.run().wait_until_finish()  # the manifest is read below: always wait
     seconds = time.monotonic() - started

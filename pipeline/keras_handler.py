@@ -30,6 +30,7 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from models.calibration import apply_to_outputs
+from pipeline.inference_config import InferenceConfig
 from pipeline.model_info import ModelInfo, resolve_model_path
 
 _LOG = logging.getLogger(__name__)
@@ -37,26 +38,6 @@ METRICS_NAMESPACE = "fashion_enrich.inference"
 LOADED_KEPT = 2  # loaded model sets a process keeps for its next pipeline (a sharded run's in-process passes)
 _LOADED: OrderedDict[tuple, Scorer] = OrderedDict()
 _LOADED_LOCK = threading.Lock()
-
-
-STEPS = ("combined", "per-model")
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    min_batch_size: int = 1
-    max_batch_size: int = 64  # bounded: GPUs run out of memory on unbounded batches
-    model_copies: int | None = None
-    large_model: bool = False
-    intra_op_threads: int = 0  # 0: TensorFlow's default
-    inter_op_threads: int = 0
-    steps: str = "combined"  # one RunInference for all models, or one per model
-
-    def __post_init__(self):
-        if not 1 <= self.min_batch_size <= self.max_batch_size <= 4096:
-            raise ValueError("need 1 <= min_batch_size <= max_batch_size <= 4096")
-        if self.steps not in STEPS:
-            raise ValueError(f"inference steps must be one of {STEPS}")
 
 
 def check_sizes(models, image_size: int | None) -> int:
@@ -92,7 +73,9 @@ def _local_copy(path: str) -> str:
     if "://" not in path:
         return path
     local = tempfile.mkdtemp(prefix="fashion-enrich-model-")
-    for name in ("model.keras", "model_card.json", "labels.json"):
+    for name in ("model.keras", "model_card.json", "labels.json", "model.onnx"):
+        if name == "model.onnx" and not FileSystems.exists(FileSystems.join(path, name)):
+            continue
         with FileSystems.open(FileSystems.join(path, name)) as src, open(os.path.join(local, name), "wb") as dst:
             shutil.copyfileobj(src, dst)
     return local
@@ -258,14 +241,19 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, DeferredScore
         from pipeline.memory import tune_malloc
 
         tune_malloc()
+        folders = [_local_copy(resolve_model_path(i.path)) for i in self._artifacts]
+        sizes = [i.image_size for i in self._artifacts]
+        if self._cfg.engine == "onnxruntime":  # no TensorFlow in this process (pipeline.onnx_engine)
+            from pipeline.onnx_engine import OnnxScorer
+
+            return OnnxScorer(folders, self._image_size, sizes, self._picks, self._cfg.intra_op_threads)
         _configure_tensorflow(self._cfg)
         import keras
 
         import models.architectures  # noqa: F401 - registers the custom preprocessing layer
 
-        loaded = [keras.models.load_model(os.path.join(_local_copy(resolve_model_path(i.path)), "model.keras"),
-                                          compile=False) for i in self._artifacts]
-        return Scorer(loaded, self._image_size, [i.image_size for i in self._artifacts], self._picks)
+        loaded = [keras.models.load_model(os.path.join(f, "model.keras"), compile=False) for f in folders]
+        return Scorer(loaded, self._image_size, sizes, self._picks)
 
     def run_inference(self, batch, model: DeferredScorer, inference_args=None):
         try:

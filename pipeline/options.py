@@ -21,14 +21,15 @@ from importlib import resources
 from pathlib import Path
 
 from apache_beam.io.filesystems import FileSystems
-from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
 from pipeline.flags import NAMED_RETAILERS, FashionEnrichOptions
 from pipeline.images.config import DecodeConfig, FetchConfig
-from pipeline.keras_handler import InferenceConfig
-from pipeline.machine import worker_cores
+from pipeline.inference_config import InferenceConfig
+from pipeline.machine import DIRECT_RUNNERS, worker_cores
 from pipeline.model_choice import MODEL_TASKS, choose_models
 from pipeline.model_info import ModelInfo
+from pipeline.onnx_engine import resolve_engine
 from pipeline.product_rules import AggregateConfig
 from pipeline.sources.base import dump_folder
 from schemas.mapping import MappingError, RetailerMapping, builtin_mapping_file, builtin_retailers, load_mapping
@@ -181,6 +182,7 @@ class RunConfig:
         run_date = opts.run_date or now.date().isoformat()
         models = _models(opts)
         cores = worker_cores(options)
+        local = options.view_as(StandardOptions).runner in DIRECT_RUNNERS
         # Images are decoded once, at the largest model input; smaller models score a downscaled copy.
         size = max(m.image_size for m in models) if models else (opts.image_size or DecodeConfig().size)
         if opts.image_size and opts.image_size != size:
@@ -197,7 +199,8 @@ class RunConfig:
             inference = InferenceConfig(min_batch_size=opts.min_batch_size, max_batch_size=opts.max_batch_size,
                                         model_copies=opts.model_copies, large_model=opts.large_model,
                                         intra_op_threads=_tf_threads(opts, cores),
-                                        inter_op_threads=opts.tf_inter_op_threads, steps=opts.inference_steps)
+                                        inter_op_threads=opts.tf_inter_op_threads, steps=opts.inference_steps,
+                                        engine=resolve_engine(opts.engine, models, size, local)[0])
             aggregate = AggregateConfig(person_filter=not opts.no_person_filter,
                                         person_threshold=opts.person_threshold,
                                         min_category_confidence=opts.min_category_confidence,

@@ -13,7 +13,7 @@ from importlib import metadata
 from packaging.requirements import Requirement
 
 ROOTS = ["apache-beam", "tensorflow", "tensorflow-transform", "tensorflow-hub", "tf-keras", "pyarrow", "pandas",
-         "requests", "pillow", "pyyaml", "numpy", "matplotlib"]
+         "requests", "pillow", "pyyaml", "numpy", "matplotlib", "onnxruntime", "tf2onnx", "onnx"]
 EXTRAS = {"apache-beam": {"gcp"}}
 ENVIRONMENT = {"python_version": "3.11", "sys_platform": "linux", "platform_system": "Linux",
                "platform_machine": "x86_64"}

@@ -74,6 +74,7 @@ def test_counts_reconcile_with_the_manifest_and_the_files(sample_run, samples):
     out, config = sample_run
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["run_id"] == config.run_id and manifest["reconciled"] is True
+    assert manifest["engine"] == config.inference.engine == "onnxruntime"  # the shipped exports' model.onnx
     images = pd.read_parquet(out / "images")
     dead = pd.read_parquet(out / "dead_letter")
     counts = manifest["counts"]

@@ -248,6 +248,7 @@ def test_nightly_exits_4_when_the_job_itself_fails(samples, tmp_path, capsys):
     with zipfile.ZipFile(shipped_model_dir("compact/category") / "model.keras") as src, \
             zipfile.ZipFile(broken / "model.keras", "w") as dst:
         dst.writestr("config.json", src.read("config.json"))
+    (broken / "model.onnx").unlink()  # else ONNX Runtime serves it (pipeline.onnx_engine) and nothing fails
     code = main(["nightly", "--zalando", str(samples / "zalando.jsonl"), "--output", str(tmp_path / "out"),
                  "--category-model", str(broken), "--models", "none",
                  "--direct_running_mode", "in_memory", "--progress-interval", "0"])
@@ -277,18 +278,35 @@ def test_progress_lines_in_process_and_from_workers(caplog, samples):
     assert _WorkerLogFilter().filter(real) and real.getMessage() == "worker: Could not load 'model'"
 
 
-def test_malloc_tuning_applies_here_and_to_spawned_workers(monkeypatch):
+def test_malloc_tuning_launcher_keeps_its_threshold_and_workers_get_their_engines(monkeypatch):
     import os
     import platform
+    import subprocess
+    import sys
 
-    from pipeline.memory import tune_child_processes, tune_malloc
+    from pipeline import memory
 
-    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
-        assert tune_malloc() is True
+    monkeypatch.setattr(memory, "_tuned", False)
     monkeypatch.delenv("MALLOC_ARENA_MAX", raising=False)
-    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")  # a user's own setting wins
-    tune_child_processes()
-    assert os.environ["MALLOC_ARENA_MAX"] == "2" and os.environ["MALLOC_MMAP_THRESHOLD_"] == "131072"
+    monkeypatch.delenv("MALLOC_MMAP_THRESHOLD_", raising=False)
+    glibc = platform.system() == "Linux" and platform.libc_ver()[0] == "glibc"
+    assert memory.tune_malloc(memory.LAUNCHER_MMAP_THRESHOLD) is glibc and memory._tuned is glibc
+    memory.tune_child_processes("tensorflow")
+    # TensorFlow workers keep glibc's dynamic threshold: nothing fixes one for them, two arenas each
+    assert os.environ["MALLOC_ARENA_MAX"] == "2" and "MALLOC_MMAP_THRESHOLD_" not in os.environ
+    assert memory.mmap_threshold(None) is None and memory.mmap_threshold(memory.LAUNCHER_MMAP_THRESHOLD) == 65536
+    # a stage run in the launcher's own process does not undo the launcher's setting
+    assert memory.tune_malloc() is glibc
+    # a spawned worker: its first call applies the worker settings (no fixed threshold)
+    probe = "from pipeline import memory; print(memory.tune_malloc(), memory._tuned, memory.mmap_threshold(None))"
+    seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert seen == [str(glibc), str(glibc), "None"]
+    memory.tune_child_processes("onnxruntime")  # ONNX Runtime workers: a fixed 1 MiB
+    seen = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout.split()
+    assert seen == [str(glibc), str(glibc), str(1024 * 1024)]
+    monkeypatch.setenv("MALLOC_MMAP_THRESHOLD_", "131072")  # an operator's own setting fixes every kind
+    memory.tune_child_processes("onnxruntime")
+    assert memory.mmap_threshold(None) == memory.mmap_threshold(memory.LAUNCHER_MMAP_THRESHOLD) == 131072
 
 
 def test_beams_memory_warning_is_dropped_and_other_warnings_kept():
