@@ -19,7 +19,7 @@ setup(
         "schemas": ["*.yaml", "mappings/*.yaml"],
         "pipeline": ["samples/*.jsonl", "samples/*.tsv", "samples/*.xml", "samples/*.md",
                      "samples/images/*.jpg"],
-        # The shipped model profiles (models/defaults.py): compact/<task>/ and default/multitask/.
+        # The shipped model profiles (pipeline/model_profiles.py): compact/<task>/ and default/multitask/.
         "models": [
             f"{profile}/*/{files}"
             for profile in ("compact", "default")
@@ -48,5 +48,5 @@ setup(
         "pretrained": PRETRAINED,
         "test": ["pytest>=8,<10", "ruff>=0.6", *PRETRAINED],  # the tests read the real checkpoint
     },
-    entry_points={"console_scripts": ["fashion-enrich=pipeline.cli:console_main"]},
+    entry_points={"console_scripts": ["fashion-enrich=runners.cli:console_main"]},
 )

@@ -72,7 +72,7 @@ def main() -> None:
     parser.add_argument("--engine", choices=("tensorflow", "onnxruntime"), default="tensorflow")
     args = parser.parse_args()
     sys.path.insert(0, str(ROOT))
-    from models.defaults import DEFAULT_PROFILE, profile_models
+    from pipeline.model_profiles import DEFAULT_PROFILE, profile_models
 
     folder = str(next(iter(profile_models(DEFAULT_PROFILE).values())))
     card = Path(folder, "model_card.json").read_text()

@@ -51,10 +51,10 @@ def main() -> None:
     import keras
 
     from models.architectures import ModelSpec
-    from models.defaults import DEFAULT_TASKS, shipped_model_dir
     from models.export import load_exported
     from models.multitask import Head, build_multitask_model
     from pipeline.images.features import COLOUR_NAMES
+    from pipeline.model_profiles import DEFAULT_TASKS, shipped_model_dir
 
     rng = np.random.default_rng(0)
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores; keras {keras.__version__} "

@@ -137,7 +137,7 @@ def run_pipeline(args: list[str]) -> tuple[float, int, dict]:
     """(wall seconds, peak tree RSS, manifest) of one `fashion-enrich run`."""
     out = args[args.index("--output") + 1]
     start = time.perf_counter()
-    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "run", *args], cwd=ROOT,
+    proc = subprocess.Popen([sys.executable, "-m", "runners.cli", "run", *args], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     peak = 0
     done = threading.Event()
@@ -167,7 +167,7 @@ def model_args(kind: str, workdir: Path) -> tuple[list[str], list[str]]:
     if kind == "none":
         return ["--models", "none"], []
     if kind in ("default", "compact", "multitask"):  # a shipped profile ('default': the default profile)
-        from models.defaults import DEFAULT_PROFILE, profile_models
+        from pipeline.model_profiles import DEFAULT_PROFILE, profile_models
 
         profile = DEFAULT_PROFILE if kind == "default" else kind
         folders = list(dict.fromkeys(str(f) for f in profile_models(profile).values()))  # each export once

@@ -206,8 +206,8 @@ def evaluate(outputs: list[Path], truth: dict[tuple[str, str], dict[str, str]]) 
 def age_group_cv(cv_run: str) -> dict:
     """KIDS against ADULT on the run's grouped cross-validation (per image): the argmax, and the
     decision threshold learned from the other folds' held-out predictions (models.label_quality)."""
-    from models.calibration import apply_temperature
     from models.label_quality import from_out_of_fold
+    from pipeline.temperature import apply_temperature
 
     oof = dict(np.load(Path(cv_run) / "cv_report" / "out_of_fold.npz"))
     with open(Path(cv_run) / "labels.json", encoding="utf-8") as fh:

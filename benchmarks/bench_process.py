@@ -63,7 +63,7 @@ def main() -> None:
     dump = write_catalog(work / "catalog", images, n)
     listing = work / "images.txt"
     listing.write_text("\n".join(str(p) for p in images))
-    run = [sys.executable, "-m", "pipeline.cli", "run", "--source", f"bench={dump}:{dump.parent / 'bench.yaml'}",
+    run = [sys.executable, "-m", "runners.cli", "run", "--source", f"bench={dump}:{dump.parent / 'bench.yaml'}",
            "--direct_running_mode", "multi_processing", "--direct_num_workers", str(args.workers),
            "--allowed-root", str(folder), "--progress-interval", "0", *shlex.split(args.run_args)]
     bare = [sys.executable, str(HERE / "bare_run.py"), "--list", str(listing), "--workers", str(args.workers)]

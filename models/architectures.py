@@ -25,27 +25,11 @@ from dataclasses import dataclass
 import keras
 from keras import layers
 
+from pipeline.model_layers import CaffePreprocess, HorizontalFlip
+
 ARCHITECTURES = ("custom_cnn", "vgg_person", "vgg16", "vgg19", "inception_v3", "efficientnet_lite0")
 MODES = ("clean", "top", "finetune")
 PRETRAINABLE = ("vgg16", "vgg19", "inception_v3", "efficientnet_lite0")
-_CAFFE_MEAN_BGR = (103.939, 116.779, 123.68)
-
-
-@keras.saving.register_keras_serializable(package="fashion_enrich")
-class CaffePreprocess(layers.Layer):
-    """VGG's input convention: RGB -> BGR, ImageNet channel means subtracted, no scaling."""
-
-    def call(self, inputs):
-        x = keras.ops.cast(inputs, "float32")[..., ::-1]
-        return x - keras.ops.convert_to_tensor(_CAFFE_MEAN_BGR, dtype="float32")
-
-
-@keras.saving.register_keras_serializable(package="fashion_enrich")
-class HorizontalFlip(layers.Layer):
-    """Mirrors images left to right, always (unlike ``RandomFlip``): test-time augmentation."""
-
-    def call(self, inputs):
-        return keras.ops.flip(inputs, axis=-2)
 
 
 def flip_averaged(model: keras.Model) -> keras.Model:

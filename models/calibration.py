@@ -5,7 +5,7 @@ fitted temperature T (> 1 softens, < 1 sharpens) keeps the argmax, so accuracy i
 and makes "0.8" mean right about 80 % of the time. T is fitted by minimising the negative
 log-likelihood on held-out predictions (out-of-fold scores at training time, or the exported
 fold's held-out images with ``fashion-enrich calibrate``), stored in the model card, and
-applied by the pipeline's model handler to every score it writes.
+applied by the pipeline's model handler to every score it writes (:mod:`pipeline.temperature`).
 
 Scores are handled as one column per class; a sigmoid output ``p`` is the two columns
 ``[1 - p, p]`` (``models.evaluation.class_scores``), where temperature scaling is Platt
@@ -16,31 +16,11 @@ from __future__ import annotations
 
 import numpy as np
 
-_EPS = 1e-7
-
-
-def apply_temperature(scores: np.ndarray, temperature: float) -> np.ndarray:
-    """Class scores (rows summing to 1) rescaled by ``temperature``: softmax(log(p) / T)."""
-    if temperature == 1.0:
-        return scores
-    logits = np.log(np.clip(scores, _EPS, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    exp = np.exp(logits)
-    return exp / exp.sum(axis=1, keepdims=True)
-
-
-def apply_to_outputs(raw: np.ndarray, temperature: float, *, sigmoid: bool) -> np.ndarray:
-    """The model's own output layout (softmax rows, or one sigmoid column), calibrated."""
-    if temperature == 1.0:
-        return raw
-    if sigmoid:
-        p = np.clip(raw, _EPS, 1 - _EPS)
-        return 1.0 / (1.0 + np.exp(-np.log(p / (1 - p)) / temperature))
-    return apply_temperature(raw, temperature)
+from pipeline.temperature import EPS, apply_temperature
 
 
 def nll(scores: np.ndarray, labels: np.ndarray) -> float:
-    return float(-np.mean(np.log(np.clip(scores[np.arange(len(labels)), labels], _EPS, 1.0))))
+    return float(-np.mean(np.log(np.clip(scores[np.arange(len(labels)), labels], EPS, 1.0))))
 
 
 def fit_temperature(scores: np.ndarray, labels: np.ndarray, *, low: float = 0.05, high: float = 20.0) -> float:

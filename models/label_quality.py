@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from models.calibration import apply_temperature, fit_temperature
+from models.calibration import fit_temperature
 from models.evaluation import confusion_matrix
 from pipeline.label_quality import DEFAULT_THRESHOLD, HeadQuality, Judge
+from pipeline.temperature import apply_temperature
 from schemas.taxonomy import Taxonomy
 
 CONFUSABLE_SHARE = 0.10

@@ -14,7 +14,7 @@ import os
 
 import numpy as np
 
-from models.calibration import apply_temperature, expected_calibration_error, reliability
+from models.calibration import expected_calibration_error, reliability
 from models.config import config_from_card
 from models.data import load_prepared
 from models.evaluation import class_scores, confusion_matrix, fold_metrics, hierarchy_accuracy
@@ -22,6 +22,7 @@ from models.export import load_exported
 from models.folds import split
 from pipeline import plots
 from pipeline.options import ConfigError
+from pipeline.temperature import apply_temperature
 from schemas.taxonomy import load_taxonomy
 
 

@@ -20,7 +20,7 @@ from dataclasses import asdict
 import numpy as np
 
 from models.architectures import ModelSpec, build_model, compile_model, flip_averaged
-from models.calibration import apply_temperature, calibrate
+from models.calibration import calibrate
 from models.config import TrainConfig, explicit_command
 from models.data import Prepared, load_prepared
 from models.evaluation import class_scores, confusion_matrix, fold_metrics, hierarchy_accuracy, table_one
@@ -29,6 +29,7 @@ from models.folds import split
 from models.onnx_export import describe, write_onnx
 from models.report import plot_confusion, plot_per_class_accuracy, plot_reliability
 from pipeline.options import ConfigError
+from pipeline.temperature import apply_temperature
 from schemas.taxonomy import load_taxonomy
 
 OUT_OF_FOLD = "out_of_fold.npz"  # in <out>/cv_report/: example index, fold, product, label, scores

@@ -25,7 +25,7 @@ from dataclasses import asdict
 import numpy as np
 
 from models.architectures import ModelSpec
-from models.calibration import apply_temperature, calibrate
+from models.calibration import calibrate
 from models.config import TrainConfig, explicit_command
 from models.data import Prepared, load_prepared
 from models.evaluation import confusion_matrix, fold_metrics, hierarchy_accuracy, table_one
@@ -45,6 +45,7 @@ from models.multitask_fit import (
 )
 from models.onnx_export import describe, write_onnx
 from pipeline.options import ConfigError
+from pipeline.temperature import apply_temperature
 
 
 def heads_of(data: Prepared, cfg: TrainConfig) -> tuple[Head, ...]:

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from models.defaults import DEFAULT_PROFILE, PROFILES
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.model_choice import MODEL_TASKS  # each has a --TASK-model flag
+from pipeline.model_profiles import DEFAULT_PROFILE, PROFILES
 from schemas.mapping import builtin_retailers
 
 DEFAULT_OUTPUT = "./fashion-enrich-output"

@@ -29,9 +29,9 @@ import numpy as np
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
-from models.calibration import apply_to_outputs
 from pipeline.inference_config import InferenceConfig
 from pipeline.model_info import ModelInfo, resolve_model_path
+from pipeline.temperature import apply_to_outputs
 
 _LOG = logging.getLogger(__name__)
 METRICS_NAMESPACE = "fashion_enrich.inference"
@@ -250,7 +250,7 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, DeferredScore
         _configure_tensorflow(self._cfg)
         import keras
 
-        import models.architectures  # noqa: F401 - registers the custom preprocessing layer
+        import pipeline.model_layers  # noqa: F401 - registers the custom preprocessing layers
 
         loaded = [keras.models.load_model(os.path.join(f, "model.keras"), compile=False) for f in folders]
         return Scorer(loaded, self._image_size, sizes, self._picks)

@@ -1,6 +1,6 @@
 """Which models a run serves: a shipped profile, then a multi-task export, then single-task flags.
 
-1. ``--models PROFILE`` (default :data:`models.defaults.DEFAULT_PROFILE`): the profile's shipped
+1. ``--models PROFILE`` (default :data:`pipeline.model_profiles.DEFAULT_PROFILE`): the profile's shipped
    models, one per task (``compact``: three single-task CNNs; ``multitask``: the heads of one
    export; ``none``: no shipped model). Named ``default:<task>`` when the profile is the
    default one, ``default:<profile>/<task>`` otherwise, so each worker resolves them inside its
@@ -45,7 +45,7 @@ def _read_all(path: str, what: str) -> tuple[ModelInfo, ...]:
 def profile_infos(profile: str | None) -> dict[str, ModelInfo]:
     """task -> the model of a shipped profile (``None``: the default profile, whose missing models
     are left out; a profile named explicitly must be shipped)."""
-    from models.defaults import DEFAULT_PROFILE, profile_models
+    from pipeline.model_profiles import DEFAULT_PROFILE, profile_models
 
     if profile == NO_PROFILE:
         return {}

@@ -6,7 +6,7 @@ TensorFlow. A multi-task export (card ``task: multitask``, one ``heads`` entry p
 one ModelInfo per head, all with the export's path and model id, each with its ``head`` (the
 output key) and its own classes and temperature. ``default:<task>`` names the model shipped
 for a task in the default profile, ``default:<profile>/<task>`` the one of another profile
-(:mod:`models.defaults`); both are resolved where the model is loaded (the launcher, or each
+(:mod:`pipeline.model_profiles`); both are resolved where the model is loaded (the launcher, or each
 worker in its own installation).
 """
 
@@ -32,7 +32,7 @@ def resolve_model_path(path: str) -> str:
     """``default:<task>`` / ``default:<profile>/<task>`` -> the shipped folder inside this
     installation; other paths unchanged."""
     if path.startswith(DEFAULT_PREFIX):
-        from models.defaults import shipped_model_dir
+        from pipeline.model_profiles import shipped_model_dir
 
         return str(shipped_model_dir(path[len(DEFAULT_PREFIX):]))
     return path

@@ -107,7 +107,7 @@ def main(argv: list[str]) -> int:
     try:
         result = run_job(direct_args(reuse_args(rest, args.full), args.workers or default_workers()))
     except ConfigError:
-        raise  # exit 2, one line (pipeline.cli)
+        raise  # exit 2, one line (runners.cli)
     except Exception as exc:  # noqa: BLE001 - a cron job needs a distinct code, not a traceback
         logging.getLogger(__name__).debug("job failed", exc_info=True)
         print(f"fashion-enrich nightly: FAILED: {type(exc).__name__}: {str(exc)[:2000]}", file=sys.stderr)

@@ -1,4 +1,4 @@
-"""Copy an exported model into its shipped profile's folder (models/defaults.py): a single-task
+"""Copy an exported model into its shipped profile's folder (pipeline/model_profiles.py): a single-task
 export into models/compact/<task>/, a multi-task export into models/default/multitask/.
 
 The copy drops optimizer state (an uncompiled clone) and training-only files, keeping
@@ -50,7 +50,7 @@ def ship(source: str, *, float16: bool = False, data: str | None = None) -> Path
     from models.export import load_exported, serving_copy, store_float16
 
     model, card = load_exported(source)
-    # Profiles (models/defaults.py): single-task exports are the compact profile's.
+    # Profiles (pipeline/model_profiles.py): single-task exports are the compact profile's.
     target = ROOT / "models" / ("default" if card["task"] == "multitask" else "compact") / card["task"]
     if target.exists():
         shutil.rmtree(target)

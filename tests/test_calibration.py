@@ -10,13 +10,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from models.calibration import (  # noqa: E402
-    apply_temperature,
-    apply_to_outputs,
-    calibrate,
-    expected_calibration_error,
-    fit_temperature,
-)
+from models.calibration import calibrate, expected_calibration_error, fit_temperature  # noqa: E402
+from pipeline.temperature import apply_temperature, apply_to_outputs  # noqa: E402
 
 
 def calibrated_world(n=6000, k=5, seed=0):

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from pipeline.cli import main
 from pipeline.quiet import VERBOSE_ENV
+from runners.cli import main
 
 
 def error_line(capsys) -> str:

@@ -164,7 +164,7 @@ def test_the_manifest_is_never_half_written(tmp_path):
 
 
 def test_a_second_run_on_a_locked_output_fails_at_once_in_one_line(tmp_path, capsys):
-    from pipeline.cli import main
+    from runners.cli import main
 
     out = tmp_path / "out"
     holder = subprocess.Popen(

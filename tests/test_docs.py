@@ -107,11 +107,11 @@ def _cli_sections() -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def help_flags() -> dict[str, set[str]]:
-    """The long flags each command's --help lists, from ``pipeline.cli.COMMANDS`` in-process."""
+    """The long flags each command's --help lists, from ``runners.cli.COMMANDS`` in-process."""
     import contextlib
     import io
 
-    from pipeline.cli import COMMANDS
+    from runners.cli import COMMANDS
 
     found = {}
     with pytest.MonkeyPatch.context() as patch:
@@ -138,7 +138,7 @@ def beam_flags() -> set[str]:
 
 
 def test_cli_doc_has_one_section_per_command():
-    from pipeline.cli import COMMANDS
+    from runners.cli import COMMANDS
 
     assert sorted(_cli_sections()) == sorted(COMMANDS), "docs/cli.md: one '## fashion-enrich <command>' per command"
 
@@ -166,7 +166,7 @@ def test_cli_doc_names_no_flag_the_command_lacks(help_flags, beam_flags):
 
 def test_cli_doc_names_the_global_flags():
     """The flags of the top-level usage text (e.g. --verbose) are documented too."""
-    from pipeline.cli import USAGE
+    from runners.cli import USAGE
 
     assert _canonical(_FLAG.findall(USAGE)) <= _canonical(_FLAG.findall(CLI_DOC.read_text(encoding="utf-8")))
 

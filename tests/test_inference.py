@@ -176,8 +176,8 @@ def test_classes_are_checked_against_the_transform_output_vocabulary(tmp_path):
     import json
     import shutil
 
-    from models.defaults import shipped_model_dir
     from pipeline.model_info import transform_vocabulary
+    from pipeline.model_profiles import shipped_model_dir
 
     shipped = str(shipped_model_dir("compact/category"))
     info = ModelInfo.read("default:compact/category")

@@ -12,8 +12,8 @@ from html.parser import HTMLParser
 import pandas as pd
 import pytest
 
-from pipeline.cli import main
 from pipeline.inspect_output import VERDICTS, summarize
+from runners.cli import main
 
 
 @pytest.fixture(scope="module")

@@ -243,7 +243,7 @@ def sample_dump(tmp_path_factory):
 
 
 def test_a_real_run_drafts_a_mapping_that_a_second_run_reads_back(sample_dump, capsys):
-    from pipeline.cli import main
+    from runners.cli import main
 
     folder, samples, labels = sample_dump
     draft = folder / "draft.yaml"
@@ -271,7 +271,7 @@ def test_a_real_run_drafts_a_mapping_that_a_second_run_reads_back(sample_dump, c
 
 
 def test_the_audit_command_finds_a_deliberately_wrong_rule(sample_dump, capsys):
-    from pipeline.cli import main
+    from runners.cli import main
 
     folder, samples, _ = sample_dump
     output = folder / "first"
@@ -294,7 +294,7 @@ def test_the_audit_command_finds_a_deliberately_wrong_rule(sample_dump, capsys):
 
 
 def test_the_report_shows_each_value_with_thumbnails(sample_dump):
-    from pipeline.cli import main
+    from runners.cli import main
 
     folder, samples, _ = sample_dump
     output = folder / "first"
@@ -310,7 +310,7 @@ def test_the_report_shows_each_value_with_thumbnails(sample_dump):
 
 
 def test_mistakes_on_the_command_line_are_one_line_and_exit_2(tmp_path, capsys):
-    from pipeline.cli import main
+    from runners.cli import main
 
     assert main(["mapping", "draft"]) == 2
     assert "give the OUTPUT folders of a run, or --source" in capsys.readouterr().err

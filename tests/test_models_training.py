@@ -93,8 +93,8 @@ def test_prepare_maps_onto_a_custom_taxonomy_and_records_it(catalog, tmp_path, c
     prepared folder records it (and the command) for train and evaluate. Through the CLI, the
     command is quiet: no TensorFlow / absl / TFT warnings (TFT notes "instance dicts" on every
     prepare)."""
-    from pipeline.cli import main
     from pipeline.quiet import CHATTY_LOGGERS, VERBOSE_ENV
+    from runners.cli import main
 
     taxonomy = tmp_path / "taxonomy.yaml"
     shipped = (Path(__file__).resolve().parents[1] / "schemas" / "taxonomy.yaml").read_text()

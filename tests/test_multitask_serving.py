@@ -100,8 +100,8 @@ def test_a_multitask_card_gives_one_model_info_per_head(multitask):
 def test_one_artifact_load_and_one_forward_pass_give_every_head(multitask, monkeypatch):
     import keras
 
-    from models.calibration import apply_to_outputs
     from models.export import load_exported
+    from pipeline.temperature import apply_to_outputs
 
     real_load = keras.models.load_model
     loads, calls = [], []
@@ -210,7 +210,7 @@ def test_model_choice_profiles_and_overrides(multitask, single_category, tmp_pat
 def test_a_multitask_default_profile_serves_every_head_from_one_shipped_export(multitask, monkeypatch):
     """When the multi-task profile is the default, ``default:<task>`` names each head of the one
     shipped export, which loads once; when it is not, ``default:multitask/<task>``."""
-    import models.defaults as defaults
+    import pipeline.model_profiles as defaults
 
     monkeypatch.setitem(defaults.PROFILES, "multitask", (multitask,))  # an absolute folder stands in
     monkeypatch.setattr(defaults, "DEFAULT_PROFILE", "compact")
@@ -278,8 +278,12 @@ def test_products_carry_age_group_and_colour_from_the_model(mixed_run):
         colours = np.max(np.stack(scored["colour_scores"].to_numpy()), axis=0)
         assert row.colour == COLOUR_NAMES[int(np.argmax(colours))]
         assert row.colour_score == pytest.approx(colours.max())
-    review = pd.read_parquet(mixed_run / "review")
-    assert {"age_group", "age_group_score", "retailer_age_group", "age_group_agreement"} <= set(review.columns)
+    from pipeline.records import REVIEW_COLUMNS
+
+    age_columns = {"age_group", "age_group_score", "retailer_age_group", "age_group_agreement"}
+    assert age_columns <= set(REVIEW_COLUMNS)
+    if products["review_reasons"].map(len).any():  # a random test model may flag nothing: no review partition
+        assert age_columns <= set(pd.read_parquet(mixed_run / "review").columns)
     metadata = pq.read_schema(next((mixed_run / "products").rglob("*.parquet"))).metadata
     assert metadata[b"fashion_enrich.colour_source"] == b"model"
     assert metadata[b"fashion_enrich.schema_version"] == b"4"

@@ -232,10 +232,10 @@ def test_the_trained_export_serves_every_head_through_beam(trained, catalog, tmp
     from apache_beam.testing.test_pipeline import TestPipeline
     from apache_beam.testing.util import assert_that, equal_to
 
-    from models.calibration import apply_to_outputs
     from models.data import load_prepared
     from pipeline.build import build_pipeline
     from pipeline.options import RunConfig
+    from pipeline.temperature import apply_to_outputs
 
     data_dir, out, _, _ = trained
     with open(os.path.join(out, "model_card.json"), encoding="utf-8") as fh:

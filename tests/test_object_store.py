@@ -27,8 +27,8 @@ def store(tmp_path, monkeypatch, samples):
 
 
 def test_a_run_entirely_on_an_object_store(store):
-    from models.defaults import shipped_model_dir
     from pipeline.job import run_job
+    from pipeline.model_profiles import shipped_model_dir
 
     shutil.copytree(shipped_model_dir("compact/category"), store / "bucket" / "models" / "category")
     args = ["--zalando", f"{PREFIX}bucket/dumps/zalando.jsonl", "--asos", f"{PREFIX}bucket/dumps/asos.jsonl",

@@ -106,7 +106,7 @@ def test_an_onnx_worker_never_imports_tensorflow(export):
 
 def test_onnx_command_adds_the_file(tmp_path):
     folder = export_multitask_tiny(tmp_path / "export")
-    done = subprocess.run([sys.executable, "-m", "pipeline.cli", "onnx", folder], cwd=ROOT, capture_output=True,
+    done = subprocess.run([sys.executable, "-m", "runners.cli", "onnx", folder], cwd=ROOT, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "model.onnx written" in done.stdout and (Path(folder) / "model.onnx").is_file()

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from pipeline.cli import main
 from runners import preflight
+from runners.cli import main
 from runners.preflight import object_store_problem, remote_paths
 
 DATAFLOW = ["dataflow", "--project", "my-project", "--region", "us-central1", "--temp-location",

@@ -20,9 +20,9 @@ import pyarrow.parquet as pq
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
-from pipeline.cli import main
 from pipeline.job import run_job
 from pipeline.reuse import ReadPrevious
+from runners.cli import main
 from tests.test_carry import _sharded_counters
 from tests.test_sharded import COMMON, assert_same_rows, photo_dump, shop_dump, tables
 

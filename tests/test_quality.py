@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 
 from pipeline.aggregate import ProductCombineFn
-from pipeline.cli import main
 from pipeline.product_rules import AggregateConfig
 from pipeline.records import ImageRecord
+from runners.cli import main
 from tests.combine import combine_in_parts
 
 CATS = ("DRESSES", "JEANS", "SKINNY_JEANS")

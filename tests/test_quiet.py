@@ -9,8 +9,8 @@ import threading
 
 import pytest
 
-from pipeline.cli import COMMANDS
 from pipeline.quiet import VERBOSE_ENV, filter_stream, is_noise, verbose_requested
+from runners.cli import COMMANDS
 
 # Lines TensorFlow 2.21 printed on this project's CPU machine, and two of the older format.
 NOISE = [
@@ -96,7 +96,7 @@ def test_tensorflow_import_is_silent_through_the_filter_and_loud_without_it():
 
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_every_help_is_quiet(command):
-    proc = subprocess.run([sys.executable, "-m", "pipeline.cli", command, "--help"], capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "runners.cli", command, "--help"], capture_output=True,
                           text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != VERBOSE_ENV})
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == "" and "--" in proc.stdout

@@ -281,7 +281,7 @@ def test_a_local_file_gone_since_the_previous_run_is_a_dead_letter(local_catalog
 
 
 def test_a_model_change_rescores_everything_and_scores_are_reused_with_the_same_model(local_catalog, tmp_path):
-    from models.defaults import shipped_model_dir
+    from pipeline.model_profiles import shipped_model_dir
 
     _, source = local_catalog
     out = tmp_path / "out"
@@ -314,7 +314,7 @@ def test_a_model_change_rescores_everything_and_scores_are_reused_with_the_same_
 
 
 def test_nightly_reuses_its_output_by_default_and_full_reuses_nothing(local_catalog, tmp_path, capsys):
-    from pipeline.cli import main
+    from runners.cli import main
     from runners.nightly import EXIT_OK, reuse_args
 
     _, source = local_catalog

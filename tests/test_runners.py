@@ -20,9 +20,9 @@ from apache_beam.internal import cloudpickle_pickler, dill_pickler
 from apache_beam.options.pipeline_options import DebugOptions, GoogleCloudOptions, PipelineOptions, WorkerOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 
-from pipeline.cli import main
 from pipeline.options import ConfigError
 from pipeline.progress import LOGGER, LogProgress, _WorkerLogFilter
+from runners.cli import main
 from runners.dataflow import DataflowSettings, build, check_remote_paths, dataflow_args
 from runners.nightly import EXIT_DEAD_LETTER, EXIT_FAILED, EXIT_OK, default_workers, direct_args
 
@@ -241,7 +241,7 @@ def test_nightly_exits_4_when_the_job_itself_fails(samples, tmp_path, capsys):
     on the worker when it loads: a failed job, not a count problem."""
     import zipfile
 
-    from models.defaults import shipped_model_dir
+    from pipeline.model_profiles import shipped_model_dir
 
     broken = tmp_path / "broken-model"
     shutil.copytree(shipped_model_dir("compact/category"), broken)

@@ -211,7 +211,7 @@ def test_near_duplicates_in_different_shards_are_grouped(tmp_path, samples):
 
 
 def test_sharded_reruns_reuse_replace_their_partitions_and_count_vanished(tmp_path, samples):
-    from pipeline.cli import main
+    from runners.cli import main
 
     folder = photo_dump(tmp_path, samples, 8)
     rows = [(f"P{n}", f"images/{n}.jpg") for n in range(8)]

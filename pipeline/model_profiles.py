@@ -17,7 +17,6 @@ inside the installation that loads it.
 from __future__ import annotations
 
 import json
-from importlib import resources
 from pathlib import Path
 
 PROFILES: dict[str, tuple[str, ...]] = {  # profile -> its export folders, relative to models/
@@ -25,6 +24,7 @@ PROFILES: dict[str, tuple[str, ...]] = {  # profile -> its export folders, relat
     "multitask": ("default/multitask",),
 }
 DEFAULT_PROFILE = "multitask"
+MODELS_ROOT = Path(__file__).resolve().parents[1] / "models"  # the models/ folder, installed beside pipeline/
 DEFAULT_TASKS = ("category", "gender", "person")  # the tasks of the compact profile, one folder each
 
 
@@ -38,7 +38,7 @@ def profile_models(profile: str) -> dict[str, Path]:
     """task -> the shipped folder serving it in ``profile`` (only folders shipped in this installation)."""
     if profile not in PROFILES:
         raise ValueError(f"unknown model profile {profile!r}; profiles: {', '.join(PROFILES)}")
-    root = Path(str(resources.files("models")))
+    root = MODELS_ROOT
     found: dict[str, Path] = {}
     for relative in PROFILES[profile]:
         folder = root / relative
