@@ -190,10 +190,11 @@ def vocabulary(config: RunConfig) -> dict[str, str]:
     return found
 
 
-def write_table(pcoll, table, label: str, config: RunConfig, staging: str, metadata=None) -> beam.PCollection:
+def write_table(pcoll, table, label: str, config: RunConfig, staging: str, metadata=None,
+                converted=None) -> beam.PCollection:
     """``pcoll`` -> staged Parquet files of ``table`` (WrittenFile records), labelled ``label``."""
     return pcoll | label >> WriteTable(table, run_date=config.run_date, staging=staging,
-                                       shards=config.shards_per_partition, metadata=metadata)
+                                       shards=config.shards_per_partition, metadata=metadata, converted=converted)
 
 
 def to_review(products: beam.PCollection) -> beam.PCollection:

@@ -166,9 +166,9 @@ def build_shard(p: beam.Pipeline, config, number: int, shard: int, shards: int) 
                            previous=previous)
     enriched = enrich(catalog, config)
     staging = pass_staging(config, number)
-    images = enriched.images if carried is None else {"records": enriched.images, "tables": carried["tables"]}
+    converted = None if carried is None else carried["tables"]
     written = (
-        (write_table(images, IMAGES, "WriteImages", config, staging, vocabulary(config)),
+        (write_table(enriched.images, IMAGES, "WriteImages", config, staging, vocabulary(config), converted),
          write_table(enriched.dead_letter, DEAD_LETTER_TABLE, "WriteDeadLetter", config, staging))
         | "AllWritten" >> beam.Flatten()
     )

@@ -85,26 +85,24 @@ class _WriteParquetFn(beam.DoFn):
 
 
 class WriteTable(beam.PTransform):
-    """Records of one table -> staged Parquet files; returns a PCollection of WrittenFile. The
-    input may also be ``{"records": records, "tables": ((partition, shard), pyarrow Table of
-    rows already converted)}`` (tables without ``sort_key`` only)."""
+    """A PCollection of one table's records -> staged Parquet files; returns a PCollection of
+    WrittenFile. ``converted``: a PCollection of ``((partition, shard), pyarrow Table)`` rows
+    converted already (a rerun's carried image rows, :mod:`pipeline.carry`), written into the
+    same files (tables without ``sort_key`` only)."""
 
     def __init__(self, table: TableSpec, *, run_date: str, staging: str, shards: int = 1,
-                 metadata: dict[str, str] | None = None):
+                 metadata: dict[str, str] | None = None, converted: beam.PCollection | None = None):
         super().__init__()
+        if converted is not None and table.sort_key:
+            raise ValueError(f"table {table.name} is sorted within files: give it records only")
         self._table, self._run_date, self._staging, self._shards = table, run_date, staging, shards
-        self._metadata = metadata
+        self._metadata, self._converted = metadata, converted
 
     def expand(self, records):
         run_date, shards = self._run_date, self._shards
-        tables = None
-        if isinstance(records, dict):
-            records, tables = records["records"], records["tables"]
-            if self._table.sort_key:
-                raise ValueError(f"table {self._table.name} is sorted within files: give it records only")
         keyed = records | "KeyByPartition" >> beam.Map(lambda r: (file_of(r, run_date, shards), r))
-        if tables is not None:
-            keyed = (keyed, tables) | "WithTables" >> beam.Flatten()
+        if self._converted is not None:
+            keyed = (keyed, self._converted) | "WithConverted" >> beam.Flatten()
         return (
             keyed
             | "GroupByFile" >> beam.GroupByKey()
