@@ -1,12 +1,11 @@
-"""A Keras 3 ``ModelHandler`` for Beam's ``RunInference``, and its settings.
+"""The ``ModelHandler`` for Beam's ``RunInference`` that serves the project's exports.
 
 Keras 3 ``.keras`` artifacts are not callable by Beam's TensorFlow handlers, so
 :class:`KerasModelHandler` loads them itself: once per worker process (``RunInference``
-shares it across threads; ``model_copies`` / ``large_model`` are passed through), with GPU
-memory growth on and TF thread pools configurable. One handler may score several models:
-:class:`Scorer` calls them all on the same batch through one ``tf.function`` with a fixed input
-signature (not eagerly: ~1.7x faster on small CNNs); a model with a smaller input than the
-run's arrays scores a :func:`downscale` copy. Models load on the first batch
+shares it across threads; ``model_copies`` / ``large_model`` are passed through), through the
+run's engine: TensorFlow (:mod:`pipeline.tf_engine`) or ONNX Runtime (:mod:`pipeline.onnx_engine`),
+each a scorer that calls every model on the same batch (a model with a smaller input than the
+run's arrays scores a downscaled copy). Models load on the first batch
 (:class:`DeferredScorer`), not when the worker sets the step up. The heads of a multi-task export
 (one :class:`~pipeline.model_info.ModelInfo` each, sharing the export's path) come from one
 artifact, loaded once and called once per batch: each head's scores are its entry of the output dict.
@@ -16,7 +15,6 @@ When a batch raises, its elements are scored one by one and only the culprit com
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import tempfile
@@ -33,9 +31,9 @@ from pipeline.inference_config import InferenceConfig
 from pipeline.model_info import ModelInfo, resolve_model_path
 from pipeline.temperature import apply_to_outputs
 
-_LOG = logging.getLogger(__name__)
 METRICS_NAMESPACE = "fashion_enrich.inference"
 LOADED_KEPT = 2  # loaded model sets a process keeps for its next pipeline (a sharded run's in-process passes)
+Scorer = Callable[[np.ndarray], list[np.ndarray]]  # a loaded engine: tf_engine.Scorer or onnx_engine.OnnxScorer
 _LOADED: OrderedDict[tuple, Scorer] = OrderedDict()
 _LOADED_LOCK = threading.Lock()
 
@@ -49,23 +47,6 @@ def check_sizes(models, image_size: int | None) -> int:
         raise ValueError(f"a model expects {max(sizes)} px but the images are decoded at {size} px: "
                          "decode at the largest model input size")
     return size
-
-
-def _configure_tensorflow(cfg: InferenceConfig) -> None:
-    import tensorflow as tf
-
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:  # already initialised in this process: keep what it has
-            pass
-    try:
-        if cfg.intra_op_threads:
-            tf.config.threading.set_intra_op_parallelism_threads(cfg.intra_op_threads)
-        if cfg.inter_op_threads:
-            tf.config.threading.set_inter_op_parallelism_threads(cfg.inter_op_threads)
-    except RuntimeError:
-        _LOG.info("TensorFlow already initialised: thread settings left as they are")
 
 
 def _local_copy(path: str) -> str:
@@ -105,15 +86,6 @@ class InferenceFailure:
     message: str
 
 
-def downscale(batch, size: int):
-    """uint8 (n, s, s, 3) -> uint8 (n, size, size, 3) by area averaging (box filter: no aliasing),
-    for a model whose input is smaller than the run's arrays. Rounded, as the decoder's output is."""
-    import tensorflow as tf
-
-    scaled = tf.image.resize(tf.cast(batch, tf.float32), (size, size), method="area")
-    return tf.cast(tf.round(tf.clip_by_value(scaled, 0.0, 255.0)), tf.uint8)
-
-
 def artifacts(infos: tuple[ModelInfo, ...]) -> tuple[list[ModelInfo], list[tuple[int, str | None]]]:
     """(one info per distinct artifact, in first-seen order; per info, (its artifact's index, its
     head)). Heads of one export share an artifact, also when named by different paths of the same
@@ -128,38 +100,6 @@ def artifacts(infos: tuple[ModelInfo, ...]) -> tuple[list[ModelInfo], list[tuple
             first.append(info)
         picks.append((index[key], info.head))
     return first, picks
-
-
-class Scorer:
-    """Loaded Keras models behind one compiled function: a uint8 batch -> one score array per pick.
-
-    The batch is at ``image_size``, the run's array size; a model with a smaller input (its
-    ``sizes`` entry) scores a :func:`downscale` copy, made once per size. Each model is called
-    once; ``picks`` (default: each model's whole output, in order) say which scores come back:
-    ``(model index, None)`` a single-task model's output, ``(model index, head)`` that entry of a
-    multi-task model's output dict."""
-
-    def __init__(self, models: list, image_size: int, sizes: list[int] | None = None,
-                 picks: list[tuple[int, str | None]] | None = None):
-        import tensorflow as tf
-
-        self.models = models
-        sizes = list(sizes or [image_size] * len(models))
-        picks = list(picks or [(i, None) for i in range(len(models))])
-
-        def score(batch):
-            copies = {image_size: batch}
-            for size in sizes:
-                if size not in copies:
-                    copies[size] = downscale(batch, size)
-            outputs = [m(copies[size], training=False) for m, size in zip(models, sizes)]
-            return tuple(outputs[i] if head is None else outputs[i][head] for i, head in picks)
-
-        self._fn = tf.function(score, input_signature=[tf.TensorSpec((None, image_size, image_size, 3), tf.uint8)],
-                               autograph=False)
-
-    def __call__(self, batch: np.ndarray) -> list[np.ndarray]:
-        return [np.asarray(out) for out in self._fn(batch)]
 
 
 class ModelLoadError(RuntimeError):
@@ -247,13 +187,9 @@ class KerasModelHandler(ModelHandler[np.ndarray, PredictionResult, DeferredScore
             from pipeline.onnx_engine import OnnxScorer
 
             return OnnxScorer(folders, self._image_size, sizes, self._picks, self._cfg.intra_op_threads)
-        _configure_tensorflow(self._cfg)
-        import keras
+        from pipeline.tf_engine import load_scorer
 
-        import pipeline.model_layers  # noqa: F401 - registers the custom preprocessing layers
-
-        loaded = [keras.models.load_model(os.path.join(f, "model.keras"), compile=False) for f in folders]
-        return Scorer(loaded, self._image_size, sizes, self._picks)
+        return load_scorer(folders, self._image_size, sizes, self._picks, self._cfg)
 
     def run_inference(self, batch, model: DeferredScorer, inference_args=None):
         try:

@@ -132,7 +132,7 @@ def test_large_model_scores_in_one_shared_process_like_a_local_model(models):
 def test_a_smaller_model_scores_a_downscaled_copy(models, tmp_path):
     """Arrays are decoded at the largest model input; a 32 px model beside a 64 px one scores the
     2x2 box average of each array, exactly as if it were served alone on such arrays."""
-    from pipeline.keras_handler import downscale
+    from pipeline.tf_engine import downscale
 
     big = export_tiny(tmp_path / "big", "category", ["DRESSES", "JEANS", "HATS", "SHOES"], size=2 * SIZE)
     small = models[2]  # gender, SIZE px

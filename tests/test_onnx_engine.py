@@ -17,9 +17,10 @@ import pytest  # noqa: E402
 
 from models.onnx_export import probe_batch, write_onnx  # noqa: E402
 from pipeline.inference_config import InferenceConfig  # noqa: E402
-from pipeline.keras_handler import KerasModelHandler, downscale  # noqa: E402
+from pipeline.keras_handler import KerasModelHandler  # noqa: E402
 from pipeline.model_info import ModelInfo  # noqa: E402
 from pipeline.onnx_engine import block_mean, onnx_ready, resolve_engine  # noqa: E402
+from pipeline.tf_engine import downscale  # noqa: E402
 from tests.test_multitask_serving import export_multitask_tiny  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

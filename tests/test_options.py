@@ -46,7 +46,7 @@ def test_image_size_must_match_the_models(tmp_path):
 
 def test_models_of_different_sizes_decode_at_the_largest(tmp_path):
     """A 96 px category model beside the shipped (smaller) ones: the images are decoded at 96 px
-    and the smaller models score a downscaled copy (pipeline.keras_handler.Scorer)."""
+    and the smaller models score a downscaled copy (pipeline.tf_engine.Scorer)."""
     from models.architectures import ModelSpec, build_model
     from models.export import export_model
 
