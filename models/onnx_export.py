@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 import os
 
-ONNX_FILE = "model.onnx"
+from pipeline.onnx_engine import ONNX_FILE
+
 OPSET = 17
 TOLERANCE = 1e-4
 
@@ -85,13 +86,12 @@ def _convert_and_check(folder: str, size: int, target: str, tolerance: float, np
     import tensorflow as tf
     import tf2onnx
 
-    import models.architectures  # noqa: F401 - registers the custom preprocessing layer
+    import pipeline.model_layers  # noqa: F401 - registers the custom preprocessing layers
 
     model = keras.models.load_model(os.path.join(folder, "model.keras"), compile=False)
-    serve = tf.function(lambda x: model(x, training=False), autograph=False,
-                        input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)])
-    tf2onnx.convert.from_function(serve, input_signature=[tf.TensorSpec((None, size, size, 3), tf.uint8)],
-                                  opset=OPSET, output_path=target)
+    signature = [tf.TensorSpec((None, size, size, 3), tf.uint8)]
+    serve = tf.function(lambda x: model(x, training=False), autograph=False, input_signature=signature)
+    tf2onnx.convert.from_function(serve, input_signature=signature, opset=OPSET, output_path=target)
     batch = probe_batch(size)
     session = ort.InferenceSession(target, providers=["CPUExecutionProvider"])
     names = [o.name for o in session.get_outputs()]

@@ -12,6 +12,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.model_choice import MODEL_TASKS  # each has a --TASK-model flag
 from pipeline.model_profiles import DEFAULT_PROFILE, PROFILES
+from pipeline.onnx_engine import ENGINES
 from schemas.mapping import builtin_retailers
 
 DEFAULT_OUTPUT = "./fashion-enrich-output"
@@ -83,7 +84,7 @@ class FashionEnrichOptions(PipelineOptions):
                                  "worker's cores on the multi-processing DirectRunner, else TensorFlow's)")
         parser.add_argument("--tf_inter_op_threads", "--tf-inter-op-threads", dest="tf_inter_op_threads", type=int,
                             default=0, help="TensorFlow inter-op threads (0: TensorFlow's default)")
-        parser.add_argument("--engine", default="auto", choices=("auto", "tensorflow", "onnxruntime"),
+        parser.add_argument("--engine", default="auto", choices=ENGINES,
                             help="inference engine (auto: ONNX Runtime on a local runner when every export has "
                                  "a checked model.onnx, else TensorFlow; see docs/models.md)")
         parser.add_argument("--inference_steps", "--inference-steps", dest="inference_steps", default="combined",

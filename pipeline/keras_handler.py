@@ -29,6 +29,7 @@ from apache_beam.ml.inference.base import ModelHandler, PredictionResult
 
 from pipeline.inference_config import InferenceConfig
 from pipeline.model_info import ModelInfo, resolve_model_path
+from pipeline.onnx_engine import ONNX_FILE
 from pipeline.temperature import apply_to_outputs
 
 METRICS_NAMESPACE = "fashion_enrich.inference"
@@ -54,8 +55,9 @@ def _local_copy(path: str) -> str:
     if "://" not in path:
         return path
     local = tempfile.mkdtemp(prefix="fashion-enrich-model-")
-    for name in ("model.keras", "model_card.json", "labels.json", "model.onnx"):
-        if name == "model.onnx" and not FileSystems.exists(FileSystems.join(path, name)):
+    optional = (ONNX_FILE,)  # exports written before ONNX Runtime served them have none
+    for name in ("model.keras", "model_card.json", "labels.json", *optional):
+        if name in optional and not FileSystems.exists(FileSystems.join(path, name)):
             continue
         with FileSystems.open(FileSystems.join(path, name)) as src, open(os.path.join(local, name), "wb") as dst:
             shutil.copyfileobj(src, dst)

@@ -23,9 +23,10 @@ import os
 import numpy as np
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.inference_config import ENGINES as RUN_ENGINES
 from pipeline.model_info import ModelInfo, resolve_model_path
 
-ENGINES = ("auto", "tensorflow", "onnxruntime")
+ENGINES = ("auto", *RUN_ENGINES)  # what --engine accepts
 ONNX_FILE = "model.onnx"  # models.onnx_export writes it; the card's "onnx" entry vouches for it
 
 
@@ -53,23 +54,26 @@ def resolve_engine(requested: str, models: tuple[ModelInfo, ...], image_size: in
         return "tensorflow", "requested" if models else "no models"
     if requested == "auto" and not local:
         return "tensorflow", "a remote runner (GPU workers run TensorFlow)"
-    blocker = None
-    try:
-        import onnxruntime  # noqa: F401
-    except ImportError:
-        blocker = "onnxruntime is not installed"
-    for info in models:
-        if blocker:
-            break
-        if image_size % info.image_size:
-            blocker = f"{info.model_id} takes {info.image_size} px, not a whole fraction of {image_size} px"
-        elif (why := onnx_ready(info)) is not None:
-            blocker = f"{info.model_id}: {why}"
+    blocker = _blocker(models, image_size)
     if blocker is None:
         return "onnxruntime", "every export has a checked model.onnx"
     if requested == "onnxruntime":
         raise ValueError(f"--engine onnxruntime: {blocker}")
     return "tensorflow", blocker
+
+
+def _blocker(models: tuple[ModelInfo, ...], image_size: int) -> str | None:
+    """Why ONNX Runtime cannot serve ``models`` at ``image_size`` (the first reason), or None."""
+    try:
+        import onnxruntime  # noqa: F401
+    except ImportError:
+        return "onnxruntime is not installed"
+    for info in models:
+        if image_size % info.image_size:
+            return f"{info.model_id} takes {info.image_size} px, not a whole fraction of {image_size} px"
+        if (why := onnx_ready(info)) is not None:
+            return f"{info.model_id}: {why}"
+    return None
 
 
 def block_mean(batch: np.ndarray, size: int) -> np.ndarray:

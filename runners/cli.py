@@ -1,6 +1,8 @@
-"""The ``fashion-enrich`` command line: ``run`` and ``taxonomy``.
+"""The ``fashion-enrich`` command line: one subcommand per entry of :data:`COMMANDS`.
 
-Parsing, config and graph are separate: this module turns argv into a validated
+Each subcommand lives with its code (``run``: :mod:`pipeline.job`, ``nightly`` and ``dataflow``:
+this folder, the training commands: :mod:`models.cli`) and is imported only when called.
+Parsing, config and graph are separate: ``run`` turns argv into a validated
 :class:`~pipeline.options.RunConfig`, hands a Beam pipeline to
 :func:`~pipeline.build.build_pipeline`, runs it and prints a short summary. User errors are
 printed as one line on stderr with exit code 2, never as a traceback.
