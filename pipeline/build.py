@@ -1,18 +1,22 @@
-"""build_pipeline(p, config): chains the labelled stages of one run, nothing else.
+"""build_pipeline(p, config[, part]): chains the labelled stages of a run, nothing else.
 
-    sources (one ReadDump per retailer) -> MapTaxonomy -> DeduplicateImages
-      [-> MatchPrevious (incremental runs: join with the previous run's image rows)] -> LoadImages
-      -> ScoreImages (RunInference per model) -> AggregateProducts (cumulative max)
-         + GroupNearDuplicates (perceptual hashes) -> review queue
-      -> WriteTable(images / products / dead_letter) -> CommitRun (partitions + manifest)
+    READ    sources (one ReadDump per retailer) [+ the previous run's image rows: incremental runs]
+    SCORE   -> MapTaxonomy -> DeduplicateImages [-> MatchPrevious] -> LoadImages -> ScoreImages
+            -> image rows written; AggregateProducts (cumulative max); near-duplicate members
+    EDGES   members -> near-duplicate bands -> spanning edges
+    GROUPS  edges -> near-duplicate groups (union-find)
+    FINISH  products + their groups -> products and review queue written
+    COMMIT  CommitRun (partitions + manifest)
 
-The pipeline object comes from outside (the CLI, a runner, or a TestPipeline in tests). A
-sharded run (:mod:`pipeline.sharded`) runs the same stages in passes (:mod:`pipeline.passes`).
+One pipeline builds every stage. A sharded run (:mod:`pipeline.sharded`) builds the same
+function once per pass, each with a :class:`~pipeline.shardfiles.Part` naming its stages and
+its products' buckets: the collections between stages of different passes go through work files
+(:meth:`Part.hand <pipeline.shardfiles.Part.hand>`). The pipeline object comes from outside (the
+CLI, a runner, or a TestPipeline in tests).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -20,10 +24,12 @@ import apache_beam as beam
 
 from pipeline import versions
 from pipeline.aggregate import AggregateProducts, ProductCombineFn
+from pipeline.carry import CarryForward
 from pipeline.dedupe import DUPLICATES, DeduplicateImages
-from pipeline.duplicates import AttachGroups, GroupNearDuplicates
+from pipeline.duplicates import AttachGroups, GroupsFromEdges, NearDuplicateEdges, slim_member
 from pipeline.images import LoadImages
 from pipeline.inference import ScoreImages
+from pipeline.kept_groups import MemberChanges, ReadStoredGroups
 from pipeline.manifest import (
     CountEvents,
     dead_letter_events,
@@ -39,7 +45,8 @@ from pipeline.options import RunConfig
 from pipeline.pickled import replaced
 from pipeline.product_rules import colour_source
 from pipeline.progress import LogProgress
-from pipeline.reuse import MatchPrevious, enriched_with
+from pipeline.reuse import UNREADABLE, MatchPrevious, ReadPrevious, enriched_with, reusable
+from pipeline.shardfiles import COMMIT, EDGES, FINISH, GROUPS, READ, SCORE, Part
 from pipeline.sinks import CommitRun, WriteTable, staging_root
 from pipeline.sources import DEAD_LETTER, FILE_STATS, ReadDump, decoder_for
 from pipeline.stored import ReuseStatus
@@ -47,32 +54,31 @@ from pipeline.taxonomy import MapTaxonomy
 from schemas.tables import DEAD_LETTER as DEAD_LETTER_TABLE
 from schemas.tables import IMAGES, PRODUCTS, REVIEW
 
+REUSABLE, CHANGED = ("reusable_rows",), ("member_changes",)  # counts a sharded run steers by (pipeline/sharded.py)
+
 
 @dataclass(frozen=True)
 class RunOutputs:
-    """Handles on the pipeline's main PCollections (tests assert on them)."""
+    """Handles on the pipeline's main PCollections (tests assert on them); None: not in this part."""
 
-    images: beam.PCollection
-    products: beam.PCollection
-    dead_letter: beam.PCollection
-    duplicates: beam.PCollection
-    manifest: beam.PCollection
+    images: beam.PCollection | None
+    products: beam.PCollection | None
+    dead_letter: beam.PCollection | None
+    duplicates: beam.PCollection | None
+    manifest: beam.PCollection | None
 
 
 @dataclass(frozen=True)
 class LoadedCatalog:
-    """The shared front of every graph: dumps read, mapped, de-duplicated, images loaded."""
+    """Records mapped, de-duplicated [, matched with the previous rows] and their images loaded."""
 
     records: beam.PCollection  # every ImageRecord the sources emitted
-    read_dead_letter: beam.PCollection | None  # None: records read by an earlier pass (sharded runs)
-    file_stats: beam.PCollection | None
     duplicates: beam.PCollection
     images: beam.PCollection  # (ImageRecord, uint8 array)
     image_dead_letter: beam.PCollection
     reused: beam.PCollection | None = None  # complete ImageRecords of unchanged images (MatchPrevious)
     vanished: beam.PCollection | None = None  # (retailer, product_id) of previous products not in the dump
     previous_read: beam.PCollection | None = None  # (retailer, run_date) per previous image row read
-    previous_unreadable: beam.PCollection | None = None  # (retailer, path, reason) per previous file not read
 
 
 def read_sources(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...]):
@@ -92,44 +98,36 @@ def read_sources(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...]):
 def load_records(all_records: beam.PCollection, sources, *, taxonomy_path: str | None, fetch, decode,
                  decode_threads: int, match_previous: MatchPrevious | None = None,
                  previous: beam.PCollection | None = None) -> LoadedCatalog:
-    """Records -> MapTaxonomy -> DeduplicateImages [-> MatchPrevious] -> LoadImages (no read
-    dead letters or file stats: :func:`load_catalog` adds those). ``previous``: the stored rows
-    MatchPrevious matches, when they are already read (a sharded run's shard pass)."""
+    """Records -> MapTaxonomy -> DeduplicateImages [-> MatchPrevious with the ``previous`` rows]
+    -> LoadImages."""
     mapped = all_records | "MapTaxonomy" >> MapTaxonomy({s.retailer: s.mapping for s in sources},
                                                          taxonomy_path=taxonomy_path)
     deduped = mapped | "Deduplicate" >> DeduplicateImages()
     to_load, matched = deduped.unique, None
     if match_previous is not None:
-        inputs = {"unique": deduped.unique, "records": all_records}
-        if previous is not None:
-            inputs["previous"] = previous
-        matched = inputs | "MatchPrevious" >> match_previous
+        matched = {"unique": deduped.unique, "records": all_records, "previous": previous} | (
+            "MatchPrevious" >> match_previous)
         to_load = matched["candidates"]
     loaded = to_load | "LoadImages" >> LoadImages(fetch, decode, decode_threads=decode_threads)
     return LoadedCatalog(
-        records=all_records, read_dead_letter=None, file_stats=None, duplicates=deduped[DUPLICATES],
-        images=loaded["images"], image_dead_letter=loaded["dead_letter"],
-        reused=loaded["reused"] if matched else None, vanished=matched["vanished"] if matched else None,
-        previous_read=matched["read"] if matched else None,
-        previous_unreadable=matched["unreadable"] if matched else None)
+        records=all_records, duplicates=deduped[DUPLICATES], images=loaded["images"],
+        image_dead_letter=loaded["dead_letter"], reused=loaded["reused"] if matched else None,
+        vanished=matched["vanished"] if matched else None, previous_read=matched["read"] if matched else None)
 
 
 def load_catalog(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...], taxonomy_path: str | None,
-                 fetch, decode, decode_threads: int, match_previous: MatchPrevious | None = None) -> LoadedCatalog:
-    """ReadDump per retailer -> MapTaxonomy -> DeduplicateImages [-> MatchPrevious] -> LoadImages (also
-    used by ``fashion-enrich prepare``, so training data goes through exactly these stages)."""
-    records, read_dead, stats = read_sources(p, sources, extra_roots=extra_roots)
-    catalog = load_records(records, sources, taxonomy_path=taxonomy_path, fetch=fetch, decode=decode,
-                           decode_threads=decode_threads, match_previous=match_previous)
-    return dataclasses.replace(catalog, read_dead_letter=read_dead, file_stats=stats)
+                 fetch, decode, decode_threads: int) -> LoadedCatalog:
+    """ReadDump per retailer -> MapTaxonomy -> DeduplicateImages -> LoadImages (``fashion-enrich
+    prepare``: training data goes through exactly these stages)."""
+    return load_records(read_sources(p, sources, extra_roots=extra_roots)[0], sources, taxonomy_path=taxonomy_path,
+                        fetch=fetch, decode=decode, decode_threads=decode_threads)
 
 
 def reuse_counted(catalog: LoadedCatalog) -> dict:
     """CountEvents inputs of an incremental run (vanished products, previous rows read); none otherwise."""
     if catalog.vanished is None:
         return {}
-    return {"Vanished": (catalog.vanished, vanished_events), "Previous": (catalog.previous_read, previous_events),
-            "PreviousUnreadable": (catalog.previous_unreadable, unreadable_events)}
+    return {"Vanished": (catalog.vanished, vanished_events), "Previous": (catalog.previous_read, previous_events)}
 
 
 def finish_image(pair, key: str):
@@ -147,18 +145,9 @@ def product_fn(config: RunConfig) -> ProductCombineFn:
                             qualities={m.task: m.quality for m in config.models if m.quality})
 
 
-@dataclass(frozen=True)
-class Enriched:
-    """The images of a catalog, scored (or reused), its products before near-duplicate groups,
-    and the dead letters of the image and scoring stages."""
-
-    images: beam.PCollection  # ImageRecords as written
-    products: beam.PCollection  # ProductRecords without duplicate_group
-    dead_letter: beam.PCollection
-
-
-def enrich(catalog: LoadedCatalog, config: RunConfig) -> Enriched:
-    """A loaded catalog -> [ScoreImages] -> finished image rows (+ reused rows) -> AggregateProducts."""
+def enrich(catalog: LoadedCatalog, config: RunConfig):
+    """A loaded catalog -> [ScoreImages] -> (finished image rows (+ reused rows), their products
+    before near-duplicate groups (AggregateProducts), the image and scoring stages' dead letters)."""
     key = enriched_with(config)
     arrays, dead = catalog.images, [catalog.image_dead_letter]
     if config.progress_interval_s:
@@ -177,8 +166,7 @@ def enrich(catalog: LoadedCatalog, config: RunConfig) -> Enriched:
         _ = images | "ProgressScored" >> LogProgress("images scored", config.progress_interval_s)
     products = {"images": images, "records": catalog.records} | "AggregateProducts" >> AggregateProducts(
         fn=product_fn(config))
-    return Enriched(images=images, products=products,
-                    dead_letter=dead | "ImageDeadLetters" >> beam.Flatten())
+    return images, products, dead | "ImageDeadLetters" >> beam.Flatten()
 
 
 def vocabulary(config: RunConfig) -> dict[str, str]:
@@ -190,53 +178,80 @@ def vocabulary(config: RunConfig) -> dict[str, str]:
     return found
 
 
-def write_table(pcoll, table, label: str, config: RunConfig, staging: str, metadata=None,
-                converted=None) -> beam.PCollection:
-    """``pcoll`` -> staged Parquet files of ``table`` (WrittenFile records), labelled ``label``."""
-    return pcoll | label >> WriteTable(table, run_date=config.run_date, staging=staging,
-                                       shards=config.shards_per_partition, metadata=metadata, converted=converted)
+def build_pipeline(p: beam.Pipeline, config: RunConfig, part: Part = Part()) -> RunOutputs:
+    """The run's stages, chained: all of them (one pipeline), or ``part``'s (a sharded run's pass)."""
+    staging, metadata = staging_root(config.output, config.run_id), vocabulary(config)
 
+    def write(pcoll, table, label, converted=None):
+        return pcoll | label >> WriteTable(table, run_date=config.run_date, staging=staging, metadata=metadata,
+                                           shards=config.shards_per_partition, converted=converted,
+                                           first_shard=part.number * config.shards_per_partition)
 
-def to_review(products: beam.PCollection) -> beam.PCollection:
-    """The products in the review queue (written with the review table's columns)."""
-    return products | "NeedsReview" >> beam.Filter(lambda product: product.needs_review)
-
-
-def build_pipeline(p: beam.Pipeline, config: RunConfig) -> RunOutputs:
-    """The whole run as one pipeline (a sharded run splits it into passes: :mod:`pipeline.sharded`)."""
-    match = MatchPrevious(config.previous, config.retailers, enriched_with(config)) if config.previous else None
-    catalog = load_catalog(p, config.sources, extra_roots=config.extra_roots, taxonomy_path=config.taxonomy_path,
-                           fetch=config.fetch, decode=config.decode, decode_threads=config.decode_threads,
-                           match_previous=match)
-    all_records, read_dead, stats = catalog.records, catalog.read_dead_letter, catalog.file_stats
-    duplicates = catalog.duplicates
-    enriched = enrich(catalog, config)
-    images = enriched.images
-    dead_letter = (read_dead, enriched.dead_letter) | "AllDeadLetters" >> beam.Flatten()
-    duplicate_groups = images | "NearDuplicates" >> GroupNearDuplicates()
-    products = {"products": enriched.products, "groups": duplicate_groups} | "AttachDuplicateGroups" >> AttachGroups()
-    review = to_review(products)
-
-    staging = staging_root(config.output, config.run_id)
-    metadata = vocabulary(config)
-    written = (
-        (write_table(images, IMAGES, "WriteImages", config, staging, metadata),
-         write_table(products, PRODUCTS, "WriteProducts", config, staging, metadata),
-         write_table(dead_letter, DEAD_LETTER_TABLE, "WriteDeadLetter", config, staging),
-         write_table(review, REVIEW, "WriteReview", config, staging))
-        | "AllWritten" >> beam.Flatten()
-    )
-    counted = {
-        "Source": (all_records, source_events),
-        "ReadErrors": (read_dead, source_events),
-        "Images": (images, image_events),
-        "DeadLetter": (dead_letter, dead_letter_events),
-        "Duplicates": (duplicates, duplicate_events),
-        "Products": (products, product_events),
-    }
-    counted.update(reuse_counted(catalog))
-    counts = p | "CountEvents" >> CountEvents(counted)
-    manifest = p | "CommitRun" >> CommitRun(config, written=written, counts=counts, file_stats=stats,
-                                            versions=versions.versions())
-    return RunOutputs(images=images, products=products, dead_letter=dead_letter, duplicates=duplicates,
-                      manifest=manifest)
+    counted, dead, written, carried_counts = {}, [], [], []
+    records = previous = stats = images = products = members = edges = groups = carried = duplicates = None
+    if part.has(READ):
+        records, read_dead, stats = read_sources(p, config.sources, extra_roots=config.extra_roots)
+        counted.update(Source=(records, source_events), ReadErrors=(read_dead, source_events))
+        dead.append(read_dead)
+        if config.previous:
+            read = p | "ReadPrevious" >> ReadPrevious(config.previous, config.retailers, part.previous_files)
+            previous, key = read["rows"], enriched_with(config)
+            counted["PreviousUnreadable"] = (read[UNREADABLE], unreadable_events)
+            if part.work:  # how many may be reused: whether the shard passes need the worker processes
+                counted["Reusable"] = (previous, lambda row: [REUSABLE] if reusable(row[1], key) else [])
+    elif part.has(SCORE) and config.previous:  # a shard pass of a rerun: unchanged products carried whole
+        carried = p | "CarryForward" >> CarryForward(
+            part.work, part.buckets, mappings={s.retailer: s.mapping for s in config.sources},
+            taxonomy_path=config.taxonomy_path, key=enriched_with(config), fetch=config.fetch, fn=product_fn(config),
+            run_date=config.run_date, shards_per_partition=config.shards_per_partition)
+        records, previous = carried["records"], carried["previous"]
+    records = part.hand(p, "records", records)
+    previous = part.hand(p, "previous", previous) if config.previous else None
+    if part.has(SCORE):
+        match = MatchPrevious(enriched_with(config)) if config.previous else None
+        catalog = load_records(records, config.sources, taxonomy_path=config.taxonomy_path, fetch=config.fetch,
+                               decode=config.decode, decode_threads=config.decode_threads, match_previous=match,
+                               previous=previous)
+        images, products, image_dead = enrich(catalog, config)
+        duplicates, members = catalog.duplicates, images | "Members" >> beam.FlatMap(slim_member)
+        dead.append(image_dead)
+        if carried is not None:  # whether the previous run's near-duplicate groups may be kept: kept_groups.py
+            products = (products, carried["products"]) | "WithCarriedProducts" >> beam.Flatten()
+            members = (members, carried["members"]) | "WithCarriedMembers" >> beam.Flatten()
+            changes = {"today": images, "previous": previous} | "MemberChanges" >> MemberChanges()
+            carried_counts = [carried["counts"], changes | "ChangesCounted" >> beam.Map(lambda n: [(CHANGED, n)])]
+        written.append(write(images, IMAGES, "WriteImages", carried["tables"] if carried is not None else None))
+        counted.update(Images=(images, image_events), Duplicates=(duplicates, duplicate_events),
+                       **reuse_counted(catalog))
+    products, members = part.hand(p, "products", products), part.hand(p, "members", members)
+    if part.has(EDGES):
+        edges = members | "NearDuplicateEdges" >> NearDuplicateEdges(part=part.band[0], parts=part.band[1])
+    edges = None if part.kept_groups is not None else part.hand(p, "edges", edges)
+    if part.kept_groups is not None:  # no near-duplicate member changed: the previous run's groups
+        groups = p | "ReadStoredGroups" >> ReadStoredGroups(part.kept_groups)
+    elif part.has(GROUPS):
+        groups = (edges | "NearDuplicateGroups" >> GroupsFromEdges()
+                  | "PerProduct" >> beam.FlatMap(lambda found: found.items()))
+    groups = part.hand(p, "groups", groups)
+    if part.has(FINISH):
+        products = {"products": products, "groups": groups} | "AttachDuplicateGroups" >> AttachGroups(keyed=True)
+        review = products | "NeedsReview" >> beam.Filter(lambda product: product.needs_review)
+        written += [write(products, PRODUCTS, "WriteProducts"), write(review, REVIEW, "WriteReview")]
+        counted["Products"] = (products, product_events)
+    dead_letter = dead and dead | "AllDeadLetters" >> beam.Flatten()
+    if dead:
+        written.append(write(dead_letter, DEAD_LETTER_TABLE, "WriteDeadLetter"))
+        counted["DeadLetter"] = (dead_letter, dead_letter_events)
+    counts = None
+    if counted:
+        extra = carried_counts and carried_counts | "AllCounted" >> beam.Flatten()
+        counts = p | "CountEvents" >> CountEvents(counted, counted=extra or None)
+        written = written | "AllWritten" >> beam.Flatten()
+    written, counts = part.hand(p, "written", written or None), part.hand(p, "counts", counts)
+    stats = part.hand(p, "file_stats", stats)
+    manifest = None
+    if part.has(COMMIT):
+        manifest = p | "CommitRun" >> CommitRun(config, written=written, counts=counts, file_stats=stats,
+                                                versions=versions.versions())
+    return RunOutputs(images=images, products=products if part.has(FINISH) else None,
+                      dead_letter=dead_letter or None, duplicates=duplicates, manifest=manifest)

@@ -1,9 +1,10 @@
 """CarryForward: an incremental shard pass's unchanged products, without the per-image stages.
 
-A sharded incremental run (:mod:`pipeline.passes`) has today's records and the previous run's
-image rows spilled by product bucket. Most products of a nightly dump are unchanged, so before
-MapTaxonomy, DeduplicateImages, MatchPrevious and LoadImages see them, one DoFn call per bucket
-reads both and takes each product as a whole. A product is **carried** when
+A sharded incremental run (:mod:`pipeline.sharded`) has today's records and the previous run's
+image rows spilled by product bucket (:mod:`pipeline.shardfiles`). Most products of a nightly
+dump are unchanged, so before the per-image stages of a shard pass (MapTaxonomy,
+DeduplicateImages, MatchPrevious, LoadImages: :func:`~pipeline.build.build_pipeline`) see
+them, one DoFn call per bucket reads both and takes each product as a whole. A product is **carried** when
 
 * each of its records has its own image URI (nothing to de-duplicate),
 * the previous run stored exactly one row per URI, each reusable (a validator, and made with
@@ -14,7 +15,9 @@ reads both and takes each product as a whole. A product is **carried** when
 Its image rows are then made exactly as LoadImages makes a reused row (today's record, mapped
 by :func:`~pipeline.taxonomy.apply_mapping`, over the stored row: :func:`reused_row`) and its
 product row with the run's own :class:`~pipeline.aggregate.ProductCombineFn`, so they equal what
-the per-image stages would write; only the shuffles and joins are skipped. Every other product
+the per-image stages would write; only the shuffles and joins are skipped. From there on, the
+carried rows join the others: the product rows and near-duplicate members are handed on with
+the pass's own, the image rows written into the same files. Every other product
 (new, changed, duplicated, partly dead-lettered last time, or an image that fails its check) and
 every vanished one goes on, records and previous rows, through the per-image stages. A changed
 remote image is thereby requested twice (the check, then LoadImages): a small share on a
@@ -24,24 +27,24 @@ nightly run, and it keeps one code path for everything that is not carried.
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import apache_beam as beam
+from apache_beam.io.filesystems import FileSystems
 
 from pipeline.duplicates import slim_member
 from pipeline.images.fetch import Fetched, Fetcher, is_remote
 from pipeline.images.transforms import reused_row
 from pipeline.manifest import image_events, previous_events
 from pipeline.reuse import reusable
-from pipeline.shardfiles import BucketWriter, files_by_bucket, read_file
+from pipeline.shardfiles import files_by_bucket, read_file
 from pipeline.sinks import file_of
 from pipeline.taxonomy import apply_mapping
 from schemas.tables import IMAGES
 from schemas.taxonomy import load_taxonomy
 
 METRICS_NAMESPACE = "fashion_enrich.carry"
-PREVIOUS, TABLES, COUNTS = "previous", "tables", "counts"
+PREVIOUS, TABLES, COUNTS, PRODUCTS, MEMBERS = OUTPUTS = "previous", "tables", "counts", "products", "members"
 
 
 def may_carry(records: list, stored: list, key: str) -> bool:
@@ -55,12 +58,11 @@ def may_carry(records: list, stored: list, key: str) -> bool:
 class _CarryFn(beam.DoFn):
     """bucket -> records and previous rows to pass on (main and ``previous``); for the carried
     products, their image rows as pyarrow tables by staged file (``tables``), the event counts
-    of those rows and of the previous rows read (``counts``), and their product rows and
-    near-duplicate members spilled into this bucket's work files for the later passes."""
+    of those rows and of the previous rows read (``counts``), their product rows (``products``)
+    and near-duplicate members (``members``)."""
 
-    def __init__(self, folders: dict[str, str], *, mappings: dict, taxonomy_path: str | None, key: str, fetch, fn,
-                 run_date: str, shards_per_partition: int):
-        self._folders = folders
+    def __init__(self, *, mappings: dict, taxonomy_path: str | None, key: str, fetch, fn, run_date: str,
+                 shards_per_partition: int):
         self._mappings, self._taxonomy_path, self._key = mappings, taxonomy_path, key
         self._fetch_cfg, self._fn = fetch, fn
         self._run_date, self._shards = run_date, shards_per_partition
@@ -102,7 +104,7 @@ class _CarryFn(beam.DoFn):
 
     def process(self, element: tuple[int, list[str], list[str]]):
         """``element``: (bucket, its records' work files, its previous rows' work files)."""
-        bucket, record_files, previous_files = element
+        _, record_files, previous_files = element
         records, previous = self._read(record_files, False), self._read(previous_files, True)
         candidates = []  # (records, {uri: (run_date, stored)}, a check per record)
         passed_on = 0
@@ -118,26 +120,21 @@ class _CarryFn(beam.DoFn):
         for rows in previous.values():  # vanished from the dump: MatchPrevious counts them
             yield from self._pass_on([], rows)
         rows_by_file, counts = defaultdict(list), Counter()
-        products, members = BucketWriter(self._folders["products"]), BucketWriter(self._folders["members"])
         carried = carried_images = 0
-        try:
-            for found, by_uri, checks in candidates:
-                checks = [c.result() if isinstance(c, Future) else c for c in checks]
-                if not all(checks):
-                    passed_on += 1
-                    yield from self._pass_on(found, list(by_uri.values()))
-                    continue
-                images = self._carried(found, by_uri, checks, counts)
-                for image in images:
-                    rows_by_file[file_of(image, self._run_date, self._shards)].append(image)
-                    for member in slim_member(image):
-                        members.write(bucket, member)
-                products.write(bucket, self._fn.product_of(images))
-                carried += 1
-                carried_images += len(images)
-        finally:
-            products.close()
-            members.close()
+        for found, by_uri, checks in candidates:
+            checks = [c.result() if isinstance(c, Future) else c for c in checks]
+            if not all(checks):
+                passed_on += 1
+                yield from self._pass_on(found, list(by_uri.values()))
+                continue
+            images = self._carried(found, by_uri, checks, counts)
+            for image in images:
+                rows_by_file[file_of(image, self._run_date, self._shards)].append(image)
+                for member in slim_member(image):
+                    yield beam.pvalue.TaggedOutput(MEMBERS, member)
+            yield beam.pvalue.TaggedOutput(PRODUCTS, self._fn.product_of(images))
+            carried += 1
+            carried_images += len(images)
         for file, rows in rows_by_file.items():
             yield beam.pvalue.TaggedOutput(TABLES, (file, IMAGES.to_table(rows)))
         if counts:
@@ -170,19 +167,19 @@ class CarryForward(beam.PTransform):
     """pbegin -> ``{"records": ImageRecords to load, "previous": (run_date, stored ImageRecord) to
     match with them, "tables": ((partition, shard), pyarrow Table) of carried image rows for
     :class:`~pipeline.sinks.WriteTable`, "counts": lists of (event key, count) for
-    :class:`~pipeline.manifest.CountEvents`}``, over the ``buckets`` spilled under ``work``
-    (``records/``, ``previous/``); carried products and members are spilled under ``work`` too."""
+    :class:`~pipeline.manifest.CountEvents`, "products": carried ProductRecords (before
+    near-duplicate groups), "members": their (product key, hash)}``, over the ``buckets`` spilled
+    under the run's work folder ``work`` (``records/``, ``previous/``)."""
 
-    def __init__(self, work: Callable[[str], str], buckets: tuple[int, ...], *, mappings: dict,
-                 taxonomy_path: str | None, key: str, fetch, fn, run_date: str, shards_per_partition: int):
-        """``work(name)``: the run's work folder ``name``; ``key``: the run's
-        :func:`~pipeline.reuse.enriched_with`; ``fn``: its :class:`~pipeline.aggregate.ProductCombineFn`."""
+    def __init__(self, work: str, buckets: tuple[int, ...], *, mappings: dict, taxonomy_path: str | None, key: str,
+                 fetch, fn, run_date: str, shards_per_partition: int):
+        """``key``: the run's :func:`~pipeline.reuse.enriched_with`; ``fn``: its
+        :class:`~pipeline.aggregate.ProductCombineFn`."""
         super().__init__()
         self._buckets = tuple(buckets)
-        self._inputs = {name: work(name) for name in ("records", "previous")}
-        self._fn = _CarryFn({name: work(name) for name in ("products", "members")}, mappings=mappings,
-                            taxonomy_path=taxonomy_path, key=key, fetch=fetch, fn=fn, run_date=run_date,
-                            shards_per_partition=shards_per_partition)
+        self._inputs = {name: FileSystems.join(work, name) for name in ("records", "previous")}
+        self._fn = _CarryFn(mappings=mappings, taxonomy_path=taxonomy_path, key=key, fetch=fetch, fn=fn,
+                            run_date=run_date, shards_per_partition=shards_per_partition)
 
     def expand(self, pbegin):
         # The work files are listed once, here (the split pass wrote them): one glob per bucket cost more.
@@ -190,5 +187,5 @@ class CarryForward(beam.PTransform):
         buckets = [(b, records[b], previous[b]) for b in self._buckets]
         out = (pbegin
                | "Buckets" >> beam.Create(buckets, reshuffle=len(buckets) > 1)
-               | "Carry" >> beam.ParDo(self._fn).with_outputs(PREVIOUS, TABLES, COUNTS, main="records"))
-        return {"records": out.records, "previous": out[PREVIOUS], "tables": out[TABLES], "counts": out[COUNTS]}
+               | "Carry" >> beam.ParDo(self._fn).with_outputs(*OUTPUTS, main="records"))
+        return {"records": out.records, **{name: out[name] for name in OUTPUTS}}

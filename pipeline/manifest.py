@@ -132,7 +132,9 @@ def _top(counter: dict[tuple, int], kind: str) -> dict[str, dict[str, int]]:
 def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[FileStats],
                    written: list[WrittenFile], finished_at: str, versions: dict[str, str]) -> dict:
     """The manifest dict for one run (pure: tests call it directly)."""
-    counter = {tuple(k): n for k, n in counts}
+    counter = Counter()
+    for key, n in counts:  # a sharded run's passes each count their own events
+        counter[tuple(key)] += n
 
     def per_retailer(kind: str) -> dict[str, int]:
         return {r: counter.get((kind, r), 0) for r in config.retailers}

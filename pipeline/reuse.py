@@ -155,29 +155,21 @@ def _sum_pairs(pairs) -> tuple[int, int]:
 
 
 class MatchPrevious(beam.PTransform):
-    """``{"unique": de-duplicated ImageRecords, "records": every record the sources emitted}`` ->
+    """``{"unique": de-duplicated ImageRecords, "records": every record the sources emitted,
+    "previous": (run_date, stored ImageRecord) of the previous rows (:class:`ReadPrevious`)}`` ->
 
     ``{"candidates": (record with reuse_status, stored record or None), "vanished": (retailer,
-    product_id) of previous products not in the dump, "read": (retailer, run_date) per stored row,
-    "unreadable": (retailer, path, reason) per previous file that could not be read}``.
+    product_id) of previous products not in the dump, "read": (retailer, run_date) per stored row}``.
+    ``key``: the run's :func:`enriched_with`.
     """
 
-    def __init__(self, previous: str, retailers: tuple[str, ...], key: str):
+    def __init__(self, key: str):
         super().__init__()
-        self._previous, self._retailers, self._key = previous, retailers, key
+        self._key = key
 
     def expand(self, inputs):
-        """``inputs`` may also hold ``"previous"``: the (run_date, stored ImageRecord) pairs to match,
-        instead of reading them (a sharded run's shard of the previous rows, spilled by its first
-        pass, less the products :class:`~pipeline.carry.CarryForward` carried)."""
-        unique, records = inputs["unique"], inputs["records"]
+        unique, records, previous = inputs["unique"], inputs["records"], inputs["previous"]
         key = self._key
-        previous = inputs.get("previous")
-        if previous is None:
-            read = unique.pipeline | "ReadPrevious" >> ReadPrevious(self._previous, self._retailers)
-            previous, unreadable = read["rows"], read[UNREADABLE]
-        else:  # read by an earlier pass, which counted its unreadable files
-            unreadable = unique.pipeline | "NoneUnreadable" >> beam.Create([])
         joined = (
             {"record": unique | "KeyRecords" >> beam.Map(lambda r: (r.dedupe_key(), r)),
              "previous": previous | "KeyStored" >> beam.MapTuple(lambda _, s: (s.dedupe_key(), _reusable(s, key)))}
@@ -192,5 +184,4 @@ class MatchPrevious(beam.PTransform):
             "vanished": product | "Vanished" >> beam.FlatMapTuple(
                 lambda product_key, n: [product_key] if n[0] and not n[1] else []),
             "read": previous | "PartitionsRead" >> beam.MapTuple(lambda run_date, s: (s.retailer, run_date)),
-            UNREADABLE: unreadable,
         }

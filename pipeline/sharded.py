@@ -3,15 +3,20 @@
 The DirectRunner holds every collection that crosses a fused stage boundary in memory, so one
 pipeline over the whole catalog peaks at a size that grows with the catalog (benchmarks/README.md,
 "Memory model"). A run whose dumps hold more than ``records_per_shard`` image records therefore
-runs as passes (:mod:`pipeline.passes`): a cheap split pass spills the records by a hash of
-``retailer/product_id`` (de-duplication, reuse and aggregation are all per product, so a shard
-needs no other shard's records), then one pass per shard of about ``records_per_shard`` records,
-the near-duplicate grouping over slim ``(product key, hash)`` tuples of the whole catalog (or,
-in an incremental run where no hash changed, the previous run's groups: :mod:`pipeline.kept_groups`),
-one pass per few shards attaching the groups, and the commit. Each pass is an ordinary Beam pipeline
-with the run's options, run to the end before the next is built; the counts of all passes make
-one manifest, reconciled as in an unsharded run. Memory then depends on ``records_per_shard``,
-not on the catalog.
+runs :func:`~pipeline.build.build_pipeline` as passes, each a :class:`~pipeline.shardfiles.Part`
+of its stages, run to the end before the next is built:
+
+    split         READ: the dumps (and previous rows) spilled by a hash of ``retailer/product_id``
+                  (de-duplication, reuse and aggregation are per product: a shard needs no other
+                  shard's records); read errors written
+    shard x N     SCORE over one shard's buckets (of about ``records_per_shard`` records);
+                  products and slim ``(product key, hash)`` members spilled
+    bands x B     EDGES over one band part of every member (or, in an incremental run where no
+    groups        member changed, GROUPS from the previous run's product files: pipeline/kept_groups.py)
+    finish x F    FINISH over a few shards' products: groups attached, products and review written
+    commit        COMMIT of every pass's files and counts: one manifest, reconciled as in one pipeline
+
+Memory then depends on ``records_per_shard``, not on the catalog.
 """
 
 from __future__ import annotations
@@ -20,17 +25,15 @@ import dataclasses
 import logging
 import math
 import time
-from collections import Counter
 from collections.abc import Callable
 
 from apache_beam.io.filesystems import FileSystems
 
-from pipeline import passes
+from pipeline.build import CHANGED, REUSABLE, build_pipeline
 from pipeline.kept_groups import all_exist, previous_group_files, previous_run, unreadable
 from pipeline.machine import DIRECT_RUNNERS, available_cores
-from pipeline.records import WrittenFile
 from pipeline.reuse import previous_image_files
-from pipeline.shardfiles import BUCKETS
+from pipeline.shardfiles import BUCKETS, COMMIT, EDGES, FINISH, GROUPS, READ, SCORE, Part, shard_buckets, spilled_counts
 from pipeline.sinks import delete_tree, staging_root
 
 _LOG = logging.getLogger(__name__)
@@ -98,23 +101,15 @@ def in_process_config(config):
                                inference=dataclasses.replace(config.inference, intra_op_threads=0))
 
 
-def _renumbered(written: list[WrittenFile], number: int, per_pass: int) -> list[WrittenFile]:
-    """Shard numbers unique over the run's passes (the committed file names use them)."""
-    return [WrittenFile(table=f.table, partition=f.partition, path=f.path, rows=f.rows,
-                        shard=number * per_pass + f.shard) for f in written]
-
-
-def kept_group_files(candidate: list[str] | None, shard_results: list[dict]) -> list[str] | None:
+def kept_group_files(candidate: list[str] | None, changes: int | None) -> list[str] | None:
     """``candidate`` (the previous run's product files, when its manifest matched the previous
-    rows: :func:`~pipeline.kept_groups.previous_group_files`) when every shard pass found no
-    near-duplicate member changed and the files are all still there and readable; else None: compute
-    the groups."""
+    rows: :func:`~pipeline.kept_groups.previous_group_files`) when the shard passes found no
+    near-duplicate member changed (``changes``: how many did; None: not compared) and the files
+    are all still there and readable; else None: compute the groups."""
     if candidate is None:
         return None
-    changed = [r.get("member_changes") for r in shard_results]
-    if any(n is None or n > 0 for n in changed):
-        _LOG.info("sharded run: near-duplicate groups computed: %d member(s) changed",
-                  sum(n or 0 for n in changed))
+    if changes is None or changes > 0:
+        _LOG.info("sharded run: near-duplicate groups computed: %s member(s) changed", changes)
         return None
     if not all_exist(candidate):
         _LOG.warning("sharded run: near-duplicate groups computed: a product file of the previous run is missing")
@@ -135,60 +130,48 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
     in one process).
     False (nothing committed, work files removed) when the split pass finds that one shard is
     enough: the caller then runs the ordinary single pipeline."""
-    started = time.monotonic()
+    started, root, passes = time.monotonic(), staging_root(config.output, config.run_id), []
+    work = FileSystems.join(root, "work")
 
-    def timed(name: str, build, *, heavy: bool) -> None:
+    def run_part(name: str, *stages: str, heavy: bool = False, cfg=config, **fields) -> None:
+        part = Part(stages, work=work, number=len(passes), **fields)
+        passes.append(name)
         began = time.monotonic()
-        run(build, heavy=heavy)
+        run(lambda p: build_pipeline(p, cfg, part), heavy=heavy)
         _LOG.info("sharded run: pass %s in %.1f s", name, time.monotonic() - began)
 
-    number = 0
     previous_files = candidate = None
     if config.previous:  # the manifest first, then the files: a commit in between makes them differ
         last_run = previous_run(config.previous)
-        previous_files = previous_image_files(config.previous, config.retailers)
-        candidate = previous_group_files(config.previous, last_run, previous_files)
-    timed("split", lambda p: passes.build_split(p, config, number, previous_files), heavy=False)
-    results = [passes.load_result(passes.result_path(config, number))]
-    records = sum(n for key, n in results[0]["counts"] if key[0] == "records_in")
+        previous_files = tuple(previous_image_files(config.previous, config.retailers))
+        candidate = previous_group_files(config.previous, last_run, list(previous_files))
+    run_part("split", READ, previous_files=previous_files)
+    counts = spilled_counts(work)
+    records = sum(n for key, n in counts.items() if key[0] == "records_in")
     shards = shard_count(records, config.records_per_shard)
     if shards == 1:
-        delete_tree(staging_root(config.output, config.run_id))
+        delete_tree(root)
         return False
     parts = band_parts(shards)  # a band pass's size follows the catalog's members, not the shard size
-    in_process = shards_in_process(records, results[0].get("reusable", 0), bool(config.previous))
+    in_process = shards_in_process(records, counts[REUSABLE], bool(config.previous))
     if in_process:  # most products are carried forward (pipeline/carry.py): larger shards, fewer passes
         shards = shard_count(records, config.records_per_shard * REUSED_SHARD_FACTOR)
     finishing = finish_parts(shards)
     _LOG.warning("sharded run: %d image records in %d shards of ~%d%s, up to %d near-duplicate band pass(es)",
                  records, shards, math.ceil(records / shards),
                  " (in this process: most images may be reused)" if in_process else "", parts)
-    shard_config = in_process_config(config) if in_process else config
     for shard in range(shards):
-        number += 1
-        timed(f"shard {shard + 1}/{shards}",
-              lambda p, n=number, s=shard: passes.build_shard(p, shard_config, n, s, shards), heavy=not in_process)
-        results.append(passes.load_result(passes.result_path(config, number)))
-    kept = kept_group_files(candidate, results[1:])
+        run_part(f"shard {shard + 1}/{shards}", SCORE, heavy=not in_process, buckets=shard_buckets(shard, shards),
+                 cfg=in_process_config(config) if in_process else config)
+    kept = kept_group_files(candidate, spilled_counts(work).get(CHANGED))
     if kept is not None:
-        parts = 0
-        timed("kept groups", lambda p: passes.build_kept_groups(p, config, kept), heavy=False)
+        run_part("kept groups", GROUPS, kept_groups=tuple(kept))
     else:
-        for part in range(parts):
-            timed(f"bands {part + 1}/{parts}", lambda p, j=part: passes.build_bands(p, config, j, parts), heavy=True)
-        timed("groups", lambda p: passes.build_groups(p, config), heavy=False)
+        for band in range(parts):
+            run_part(f"bands {band + 1}/{parts}", EDGES, heavy=True, band=(band, parts))
+        run_part("groups", GROUPS)
     for part in range(finishing):
-        number += 1
-        timed(f"finish {part + 1}/{finishing}",
-              lambda p, n=number, j=part: passes.build_finish(p, config, n, j, finishing), heavy=False)
-        results.append(passes.load_result(passes.result_path(config, number)))
-    written, counts, stats = [], Counter(), []
-    for n, result in enumerate(results):
-        written += _renumbered(result["written"], n, config.shards_per_partition)
-        for key, count in result["counts"]:
-            counts[tuple(key)] += count
-        stats += result["file_stats"]
-    timed("commit", lambda p: passes.build_commit(p, config, written=written, counts=list(counts.items()),
-                                                   file_stats=stats), heavy=False)
-    _LOG.info("sharded run: %d passes in %.0f s", number + parts + 3, time.monotonic() - started)
+        run_part(f"finish {part + 1}/{finishing}", FINISH, buckets=shard_buckets(part, finishing))
+    run_part("commit", COMMIT)
+    _LOG.info("sharded run: %d passes in %.0f s", len(passes), time.monotonic() - started)
     return True

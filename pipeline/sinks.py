@@ -52,11 +52,12 @@ def file_of(record, run_date: str, shards: int) -> tuple[str, int]:
 
 
 class _WriteParquetFn(beam.DoFn):
-    def __init__(self, table: TableSpec, staging: str, metadata: dict[str, str] | None = None):
-        self._table, self._staging, self._metadata = table, staging, metadata or {}
+    def __init__(self, table: TableSpec, staging: str, metadata: dict[str, str] | None = None, first_shard: int = 0):
+        self._table, self._staging, self._metadata, self._first = table, staging, metadata or {}, first_shard
 
     def process(self, element):
         (partition, shard), records = element
+        shard += self._first
         path = FileSystems.join(self._staging, self._table.name, partition, f"part-{shard:05d}.parquet")
         rows = 0
         batch: list = []
@@ -88,15 +89,17 @@ class WriteTable(beam.PTransform):
     """A PCollection of one table's records -> staged Parquet files; returns a PCollection of
     WrittenFile. ``converted``: a PCollection of ``((partition, shard), pyarrow Table)`` rows
     converted already (a rerun's carried image rows, :mod:`pipeline.carry`), written into the
-    same files (tables without ``sort_key`` only)."""
+    same files (tables without ``sort_key`` only). ``first_shard``: added to each file's shard
+    number (a sharded run's passes stage their files side by side)."""
 
     def __init__(self, table: TableSpec, *, run_date: str, staging: str, shards: int = 1,
-                 metadata: dict[str, str] | None = None, converted: beam.PCollection | None = None):
+                 metadata: dict[str, str] | None = None, converted: beam.PCollection | None = None,
+                 first_shard: int = 0):
         super().__init__()
         if converted is not None and table.sort_key:
             raise ValueError(f"table {table.name} is sorted within files: give it records only")
         self._table, self._run_date, self._staging, self._shards = table, run_date, staging, shards
-        self._metadata, self._converted = metadata, converted
+        self._metadata, self._converted, self._first = metadata, converted, first_shard
 
     def expand(self, records):
         run_date, shards = self._run_date, self._shards
@@ -106,7 +109,7 @@ class WriteTable(beam.PTransform):
         return (
             keyed
             | "GroupByFile" >> beam.GroupByKey()
-            | "WriteParquet" >> beam.ParDo(_WriteParquetFn(self._table, self._staging, self._metadata))
+            | "WriteParquet" >> beam.ParDo(_WriteParquetFn(self._table, self._staging, self._metadata, self._first))
         )
 
 
@@ -126,7 +129,7 @@ class _CommitFn(beam.DoFn):
         self._config, self._versions = config, versions
 
     def process(self, _, written, counts, file_stats):
-        cfg = self._config
+        cfg, counts = self._config, [pair for pairs in counts for pair in pairs]
         final_files = commit_partitions(cfg.output, cfg.run_date, cfg.run_id, cfg.retailers, written)
         delete_tree(staging_root(cfg.output, cfg.run_id))
         parent = FileSystems.join(cfg.output, STAGING)
@@ -145,7 +148,8 @@ class _CommitFn(beam.DoFn):
 
 class CommitRun(beam.PTransform):
     """After all writes: this run's partitions replaced by its staged files, then the manifest
-    (:mod:`pipeline.commit`: it can run twice and be killed at any point)."""
+    (:mod:`pipeline.commit`: it can run twice and be killed at any point). ``counts``: lists of
+    (event key, count), summed (one per pass of a sharded run)."""
 
     def __init__(self, config, *, written, counts, file_stats, versions: dict[str, str]):
         super().__init__()
@@ -159,6 +163,6 @@ class CommitRun(beam.PTransform):
             | "Commit" >> beam.ParDo(
                 _CommitFn(self._config, self._versions),
                 written=beam.pvalue.AsList(self._written),
-                counts=beam.pvalue.AsSingleton(self._counts),
+                counts=beam.pvalue.AsList(self._counts),
                 file_stats=beam.pvalue.AsList(self._file_stats))
         )

@@ -25,10 +25,9 @@ from pipeline.images.config import FetchConfig
 from pipeline.images.validators import file_validator
 from pipeline.job import check_writable, run_job
 from pipeline.options import RunConfig
-from pipeline.passes import record_product, stored_product
 from pipeline.records import ImageRecord
 from pipeline.sharded import run_sharded
-from pipeline.shardfiles import BUCKETS, WriteBuckets, bucket_files, read_file
+from pipeline.shardfiles import BUCKETS, WriteBuckets, record_product, stored_product
 from pipeline.taxonomy import apply_mapping
 from schemas.mapping import parse_mapping
 from schemas.taxonomy import load_taxonomy
@@ -93,7 +92,7 @@ def test_carry_forward_takes_unchanged_products_whole(tmp_path):
                                                                 "image_uri": "url"},
                                  "category": {"exact": {"dresses": "DRESSES"}}})
         p = TestPipeline()
-        out = p | CarryForward(lambda name: str(work / name), tuple(range(BUCKETS)), mappings={"shop": mapping},
+        out = p | CarryForward(str(work), tuple(range(BUCKETS)), mappings={"shop": mapping},
                                taxonomy_path=None, key=KEY,
                                fetch=FetchConfig(allowed_roots=(str(folder),), allow_private_addresses=True),
                                fn=ProductCombineFn((), ()), run_date="2026-08-02", shards_per_partition=1)
@@ -117,20 +116,16 @@ def test_carry_forward_takes_unchanged_products_whole(tmp_path):
                     equal_to([("CHANGED", 3), ("DUP", 4), ("DUP", 5), ("NEW", 6)]), label="PassedOn")
         assert_that(out["previous"] | beam.MapTuple(lambda run_date, s: s.product_id),
                     equal_to(["CHANGED", "DUP", "GONE"]), label="PreviousPassedOn")
+        assert_that(out["products"] | beam.Map(lambda r: (r.product_id, r.image_count, r.variant_ids, r.category)),
+                    equal_to([("SAME", 1, ("S-1",), None), ("WEB", 1, (), None)]),  # no models: no predicted category
+                    label="CarriedProducts")
+        assert_that(out["members"], equal_to([("shop/SAME", "ab" * 18), ("shop/WEB", "ab" * 18)]), label="Members")
         result = p.run()
         result.wait_until_finish()
         assert server.bodies_sent["/same.jpg"] == 0  # the check was a conditional request: a 304, no body
     counters = {c.key.metric.name: c.committed for c in result.metrics().query()["counters"]
                 if c.key.metric.namespace == "fashion_enrich.carry"}
     assert counters == {"carried_products": 2, "carried_images": 2, "passed_on_products": 3}
-
-    def spilled(name: str) -> list:
-        return [e for path in bucket_files(str(work / name), range(BUCKETS)) for e in read_file(path)]
-
-    products = sorted(spilled("products"), key=lambda product: product.product_id)
-    assert [(r.product_id, r.image_count, r.variant_ids, r.category) for r in products] == [
-        ("SAME", 1, ("S-1",), None), ("WEB", 1, (), None)]  # no models: no predicted category
-    assert sorted(spilled("members")) == [("shop/SAME", "ab" * 18), ("shop/WEB", "ab" * 18)]
 
 
 def _sharded_counters(argv: list[str]) -> Counter:
