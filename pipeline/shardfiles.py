@@ -101,46 +101,32 @@ def shard_buckets(shard: int, shards: int) -> tuple[int, ...]:
     return tuple(b for b in range(BUCKETS) if b % shards == shard)
 
 
-class BucketWriter:
-    """Pickles elements into ``folder/bucket=B/<name>.pkl``, one open file per bucket written to
-    (``name``: unique per writer, e.g. per bundle, so writers never share a file)."""
-
-    def __init__(self, folder: str, name: str | None = None):
-        self._folder, self._name = folder, name or uuid.uuid4().hex
-        self._files: dict[int, object] = {}
-        self.written = 0
-
-    def write(self, bucket: int, element) -> None:
-        fh = self._files.get(bucket)
-        if fh is None:
-            path = FileSystems.join(self._folder, f"bucket={bucket:03d}", f"{self._name}.pkl")
-            fh = self._files[bucket] = FileSystems.create(path)
-        pickle.dump(element, fh, protocol=pickle.HIGHEST_PROTOCOL)
-        self.written += 1
-
-    def close(self) -> None:
-        for fh in self._files.values():
-            fh.close()
-        self._files = {}
-
-
 class _WriteBucketsFn(beam.DoFn):
-    """Each element into the work file of its bucket; one writer per bundle."""
+    """Each element, pickled, into ``folder/bucket=B/<bundle>.pkl``: one file per bucket and bundle
+    (no two bundles share a file)."""
 
     def __init__(self, folder: str, key: Callable[[object], str]):
         self._folder, self._key = folder, key
-        self._writer: BucketWriter | None = None
+        self._files: dict[int, object] = {}
+        self._bundle, self._written = "", 0
 
     def start_bundle(self):
-        self._writer = BucketWriter(self._folder)
+        self._files, self._bundle, self._written = {}, uuid.uuid4().hex, 0
 
     def process(self, element):
-        self._writer.write(bucket_of(self._key(element)), element)
+        bucket = bucket_of(self._key(element))
+        fh = self._files.get(bucket)
+        if fh is None:
+            path = FileSystems.join(self._folder, f"bucket={bucket:03d}", f"{self._bundle}.pkl")
+            fh = self._files[bucket] = FileSystems.create(path)
+        pickle.dump(element, fh, protocol=pickle.HIGHEST_PROTOCOL)
+        self._written += 1
 
     def finish_bundle(self):
-        if self._writer.written:  # one metric update per bundle, not per element
-            beam.metrics.Metrics.counter(METRICS_NAMESPACE, "spilled").inc(self._writer.written)
-        self._writer.close()
+        for fh in self._files.values():
+            fh.close()
+        if self._written:  # one metric update per bundle, not per element
+            beam.metrics.Metrics.counter(METRICS_NAMESPACE, "spilled").inc(self._written)
 
 
 class WriteBuckets(beam.PTransform):

@@ -1,4 +1,4 @@
-"""Sharded runs (pipeline/sharded.py, pipeline/passes.py, pipeline/shardfiles.py): real Beam
+"""Sharded runs (pipeline/sharded.py, pipeline/shardfiles.py, build_pipeline's parts): real Beam
 passes on real files, Parquet read back.
 
 A run split into hash shards of its products writes the same images, products, dead letters and

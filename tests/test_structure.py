@@ -152,3 +152,46 @@ def test_modules_stay_small():
     assert set(over) <= OVERSIZED, f"over {MAX_LINES} lines: {over}; split them along a real seam"
     fixed = sorted(path for path in OVERSIZED if lines.get(path, 0) <= MAX_LINES)
     assert not fixed, f"{fixed} no longer over {MAX_LINES} lines: remove them from OVERSIZED"
+
+
+STAGES = ("ReadDump", "MapTaxonomy", "DeduplicateImages", "MatchPrevious", "LoadImages", "ScoreImages",
+          "AggregateProducts", "NearDuplicateEdges", "GroupsFromEdges", "AttachGroups", "WriteTable", "CommitRun")
+
+
+def _calls(tree: ast.Module) -> set[str]:
+    return {node.func.id if isinstance(node.func, ast.Name) else node.func.attr for node in ast.walk(tree)
+            if isinstance(node, ast.Call) and isinstance(node.func, (ast.Name, ast.Attribute))}
+
+
+def test_the_stages_are_chained_in_one_place():
+    """One pipeline and every pass of a sharded run are built by pipeline/build.py alone: no other
+    module of the run's packages applies a stage outside the module that defines it."""
+    users = {}
+    for name, path in modules(ROOT).items():
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        defined = {node.name for node in ast.walk(tree) if isinstance(node, ast.ClassDef)}
+        for stage in (set(STAGES) & _calls(tree)) - defined:
+            users.setdefault(stage, set()).add(name)
+    assert users.keys() == set(STAGES)
+    assert {stage: found - {"pipeline.build"} for stage, found in users.items() if found - {"pipeline.build"}} == {}
+
+
+def _takes_run_config(tree: ast.Module) -> bool:
+    """Whether a function here takes the run's configuration (a ``config`` parameter that is not
+    annotated as another config type, or one annotated ``RunConfig``)."""
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            for arg in node.args.args + node.args.kwonlyargs:
+                annotation = ast.unparse(arg.annotation) if arg.annotation is not None else ""
+                if "RunConfig" in annotation or (arg.arg == "config" and not annotation):
+                    return True
+    return False
+
+
+def test_the_run_configuration_reaches_few_modules():
+    """The RunConfig goes from the command line to the graph builder and the commit; stages get
+    their own small configs (FetchConfig, DecodeConfig, InferenceConfig, ...)."""
+    found = sorted(name for name, path in modules(ROOT).items()
+                   if name.startswith("pipeline.") and _takes_run_config(ast.parse(path.read_text(encoding="utf-8"))))
+    assert "pipeline.build" in found and "pipeline.sharded" in found
+    assert len(found) <= 12, found
