@@ -32,7 +32,7 @@ from apache_beam.io.filesystems import FileSystems
 from pipeline.build import load_catalog
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.machine import local_runner
-from pipeline.options import SourceConfig
+from pipeline.source_config import SourceConfig
 
 LABEL_TASKS = ("category", "gender", "age_group", "colour")  # string labels: vocabularies computed by TFT
 TASKS = LABEL_TASKS + ("person",)  # person: 0 / 1 from weak labels, -1 unknown

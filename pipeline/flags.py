@@ -15,6 +15,11 @@ from pipeline.model_profiles import DEFAULT_PROFILE, PROFILES
 from pipeline.onnx_engine import ENGINES
 from schemas.mapping import builtin_retailers
 
+
+class ConfigError(ValueError):
+    """A user error in the command line or its files; printed as one line."""
+
+
 DEFAULT_OUTPUT = "./fashion-enrich-output"
 NAMED_RETAILERS = ("zalando", "asos", "farfetch")
 

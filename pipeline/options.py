@@ -5,7 +5,8 @@ The flags are defined in :mod:`pipeline.flags`: ``FashionEnrichOptions`` is a Be
 ``--direct_num_workers``, Dataflow flags...) share one command line.
 ``RunConfig.from_options`` validates everything a user can get wrong (missing inputs,
 bad mapping files, unknown retailers, a malformed date) before any pipeline is built, and
-raises :class:`ConfigError` with a one-line message.
+raises :class:`~pipeline.flags.ConfigError` with a one-line message. The catalogs to read
+(``--source``, the named retailers, the shipped samples) resolve in :mod:`pipeline.source_config`.
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ import os
 import re
 import uuid
 from dataclasses import dataclass
-from importlib import resources
-from pathlib import Path
 
-from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
-from pipeline.flags import NAMED_RETAILERS, FashionEnrichOptions
+from pipeline.flags import ConfigError, FashionEnrichOptions
 from pipeline.images.config import DecodeConfig, FetchConfig
 from pipeline.inference_config import InferenceConfig
 from pipeline.machine import DIRECT_RUNNERS, worker_cores
@@ -31,37 +29,9 @@ from pipeline.model_choice import MODEL_TASKS, choose_models
 from pipeline.model_info import ModelInfo
 from pipeline.onnx_engine import resolve_engine
 from pipeline.product_rules import AggregateConfig
-from pipeline.sources.base import dump_folder
-from schemas.mapping import MappingError, RetailerMapping, builtin_mapping_file, builtin_retailers, load_mapping
+from pipeline.source_config import SourceConfig, resolve_sources
+from schemas.mapping import RetailerMapping, load_mapping
 from schemas.taxonomy import TaxonomyError, load_taxonomy
-
-# --source NAME=PATH[:MAPPING]; MAPPING ends in .yaml/.yml (PATH may itself contain ':').
-_SOURCE_RE = re.compile(r"^(?P<name>[A-Za-z0-9_-]+)=(?P<path>.+?)(?::(?P<mapping>(?:[a-z0-9]+://)?[^:]+\.ya?ml))?$")
-
-
-class ConfigError(ValueError):
-    """A user error in the command line or its files; printed as one line."""
-
-
-def samples_dir() -> Path:
-    """The sample catalogs and images shipped inside the package."""
-    return Path(str(resources.files("pipeline").joinpath("samples")))
-
-
-def default_inputs() -> dict[str, str]:
-    folder = samples_dir()
-    return {
-        "zalando": str(folder / "zalando.jsonl"),
-        "asos": str(folder / "asos.jsonl"),
-        "farfetch": str(folder / "farfetch.*"),
-    }
-
-
-@dataclass(frozen=True)
-class SourceConfig:
-    retailer: str
-    pattern: str
-    mapping: RetailerMapping
 
 
 @dataclass(frozen=True)
@@ -150,35 +120,7 @@ class RunConfig:
             taxonomy = load_taxonomy(opts.taxonomy)
         except (OSError, TaxonomyError) as exc:
             raise ConfigError(f"bad taxonomy file: {exc}") from exc
-        requested: list[tuple[str, str, str | None]] = [
-            (name, getattr(opts, name), None) for name in NAMED_RETAILERS if getattr(opts, name)]
-        for spec in opts.source or ():
-            match = _SOURCE_RE.match(spec)
-            if not match:
-                raise ConfigError(f"--source must look like NAME=PATH[:MAPPING.yaml], got {spec!r}")
-            requested.append((match["name"], match["path"], match["mapping"]))
-        if not requested:
-            requested = [(name, path, None) for name, path in default_inputs().items()]
-        sources = []
-        roots: set[str] = set()
-        for name, pattern, mapping_path in requested:
-            mapping_file = mapping_path or builtin_mapping_file(name)
-            if mapping_file is None:
-                raise ConfigError(f"unknown retailer {name!r}: give a mapping file (--source {name}=PATH:MAPPING.yaml)"
-                                  f" or use one of {', '.join(builtin_retailers())}")
-            try:
-                mapping = load_mapping(mapping_file, taxonomy=taxonomy)
-            except MappingError as exc:
-                raise ConfigError(f"bad mapping file: {exc}") from exc
-            if mapping.retailer != name:
-                mapping = dataclasses.replace(mapping, retailer=name)
-            files = _matches(pattern) if match_remote or "://" not in pattern else [pattern]
-            if not files:
-                raise ConfigError(f"input not found: {pattern} (for {name})")
-            if all(os.path.isdir(f) for f in files if "://" not in f) and not any("://" in f for f in files):
-                raise ConfigError(f"input is a folder, not a dump file: {pattern} (give a file or a glob)")
-            roots.update(dump_folder(f) for f in files if "://" not in f)
-            sources.append(SourceConfig(name, pattern, mapping))
+        sources, roots = resolve_sources(opts, taxonomy, match_remote=match_remote)
         run_date = opts.run_date or now.date().isoformat()
         models = _models(opts)
         cores = worker_cores(options)
@@ -212,7 +154,7 @@ class RunConfig:
         except ValueError as exc:
             raise ConfigError(str(exc)) from exc
         return cls(
-            sources=tuple(sources),
+            sources=sources,
             output=opts.output if "://" in opts.output else os.path.abspath(opts.output),
             run_date=run_date,
             run_id=f"{run_date}T{now:%H%M%S}-{uuid.uuid4().hex[:8]}",
@@ -291,10 +233,3 @@ def _inference_hints(opts, has_models: bool) -> tuple[tuple[str, str], ...]:
     except ValueError as exc:
         raise ConfigError(f"bad inference resource hint: {exc}") from exc
     return hints
-
-
-def _matches(pattern: str) -> list[str]:
-    try:
-        return [m.path for r in FileSystems.match([pattern]) for m in r.metadata_list]
-    except Exception:  # noqa: BLE001 - any filesystem failure means "not found" to the user
-        return []

@@ -19,6 +19,6 @@ def shared_data() -> Path:
 
 @pytest.fixture
 def samples() -> Path:
-    from pipeline.options import samples_dir
+    from pipeline.source_config import samples_dir
 
     return samples_dir()

@@ -226,7 +226,7 @@ HAND = {"Skirt": "SKIRTS", "Pants": "TROUSERS", "T-Shirt": "T_SHIRTS", "Dress": 
 
 @pytest.fixture(scope="module")
 def sample_dump(tmp_path_factory):
-    from pipeline.options import samples_dir
+    from pipeline.source_config import samples_dir
 
     samples = samples_dir()
     labels = re.findall(r"^\| (\S+\.jpg) \| ([\w-]+) \|", (samples / "README.md").read_text(), re.M)

@@ -21,7 +21,7 @@ def store(tmp_path, monkeypatch, samples):
     shutil.copytree(samples / "images", root / "bucket" / "dumps" / "images")
     monkeypatch.setenv(ROOT_ENV, str(root))
     # The fake store is an object store like gs:// for URIs found in dumps.
-    monkeypatch.setattr("pipeline.sources.base.ALLOWED_SCHEMES", ("http", "https", "gs", "fakegs"))
+    monkeypatch.setattr("pipeline.sources.image_uris.ALLOWED_SCHEMES", ("http", "https", "gs", "fakegs"))
     monkeypatch.setattr("pipeline.images.fetch.OBJECT_STORES", ("gs", "fakegs"))
     return root
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from pipeline.options import ConfigError, RunConfig, samples_dir
+from pipeline.options import ConfigError, RunConfig
+from pipeline.source_config import samples_dir
 
 NO_MODELS = ("--models", "none")
 

@@ -140,7 +140,7 @@ SWAPS = {"200000": "Shoes, Boots & Trainers", "200018": "Caps & Hats", "200004":
 def test_a_real_run_finds_injected_label_errors_at_the_top_of_the_queue(tmp_path):
     import json
 
-    from pipeline.options import samples_dir
+    from pipeline.source_config import samples_dir
 
     samples = samples_dir()
     dump = tmp_path / "asos.jsonl"

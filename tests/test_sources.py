@@ -24,7 +24,7 @@ from apache_beam.testing.util import assert_that, equal_to
 
 from pipeline.records import FileStats, Reason
 from pipeline.sources import DEAD_LETTER, FILE_STATS, ReadDump, decoder_for
-from pipeline.sources.base import ForbiddenUri, resolve_image_uri
+from pipeline.sources.image_uris import ForbiddenUri, resolve_image_uri
 from schemas.mapping import builtin_mapping_file, load_mapping, parse_mapping
 
 # --------------------------------------------------------------------------------------------
