@@ -58,7 +58,7 @@ def run_sharded_job(options, config) -> JobResult | None:
     from pipeline.sharded import run_sharded
 
     tune_malloc(LAUNCHER_MMAP_THRESHOLD)  # before anything sets the workers' threshold in the environment
-    tune_child_processes(config.inference.engine if config.models else None)
+    tune_child_processes(config.engine)
     light = copy.deepcopy(options)
     light.view_as(DirectOptions).direct_running_mode = "in_memory"
 
@@ -80,7 +80,7 @@ def run_pipeline(p, config) -> JobResult:
     from pipeline.memory import LAUNCHER_MMAP_THRESHOLD, tune_child_processes, tune_malloc
 
     tune_malloc(LAUNCHER_MMAP_THRESHOLD)  # this process holds the DirectRunner's shuffled data
-    tune_child_processes(config.inference.engine if config.models else None)
+    tune_child_processes(config.engine)
     started = time.monotonic()
     p.run().wait_until_finish()  # the manifest is read below: always wait
     seconds = time.monotonic() - started

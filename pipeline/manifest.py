@@ -186,7 +186,7 @@ def build_manifest(*, config, counts: list[tuple[tuple, int]], file_stats: list[
                             "temperature": m.temperature,
                             "classes": list(m.classes)} for m in config.models},
         "colour_source": colour_source([m.task for m in config.models]),
-        "engine": config.inference.engine if config.models else None,
+        "engine": getattr(config, "engine", None),
         "output": config.output,
         "previous": {"output": config.previous, "partitions": _per_retailer(counter, "previous_rows"),
                      "unreadable": _unreadable(counter)}

@@ -84,6 +84,11 @@ class RunConfig:
     def retailers(self) -> tuple[str, ...]:
         return tuple(s.retailer for s in self.sources)
 
+    @property
+    def engine(self) -> str | None:
+        """The engine the models are scored with; None for a run without models."""
+        return self.inference.engine if self.models else None
+
     def model(self, task: str) -> ModelInfo | None:
         return next((m for m in self.models if m.task == task), None)
 
