@@ -17,6 +17,7 @@ CLI, a runner, or a TestPipeline in tests).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -79,6 +80,7 @@ class LoadedCatalog:
     reused: beam.PCollection | None = None  # complete ImageRecords of unchanged images (MatchPrevious)
     vanished: beam.PCollection | None = None  # (retailer, product_id) of previous products not in the dump
     previous_read: beam.PCollection | None = None  # (retailer, run_date) per previous image row read
+    read_dead_letter: beam.PCollection | None = None  # the sources' dead letters (load_catalog)
 
 
 def read_sources(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...]):
@@ -123,8 +125,10 @@ def load_catalog(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...], tax
                  fetch, decode, decode_threads: int) -> LoadedCatalog:
     """ReadDump per retailer -> MapTaxonomy -> DeduplicateImages -> LoadImages (``fashion-enrich
     prepare``: training data goes through exactly these stages)."""
-    return load_records(read_sources(p, sources, extra_roots=extra_roots)[0], sources, taxonomy_path=taxonomy_path,
-                        fetch=fetch, decode=decode, decode_threads=decode_threads)
+    records, read_dead, _ = read_sources(p, sources, extra_roots=extra_roots)
+    catalog = load_records(records, sources, taxonomy_path=taxonomy_path, fetch=fetch, decode=decode,
+                           decode_threads=decode_threads)
+    return dataclasses.replace(catalog, read_dead_letter=read_dead)
 
 
 def reuse_counted(catalog: LoadedCatalog) -> dict:
