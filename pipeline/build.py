@@ -99,10 +99,9 @@ def read_sources(p: beam.Pipeline, sources, *, extra_roots: tuple[str, ...]):
 
 def load_records(all_records: beam.PCollection, sources, *, taxonomy_path: str | None, fetch, decode,
                  decode_threads: int, match_previous: MatchPrevious | None = None,
-                 previous: beam.PCollection | None = None, carried: beam.PCollection | None = None) -> LoadedCatalog:
+                 previous: beam.PCollection | None = None) -> LoadedCatalog:
     """Records -> MapTaxonomy -> DeduplicateImages [-> MatchPrevious with the ``previous`` rows]
-    -> LoadImages. ``carried``: image rows reused without these stages (:mod:`pipeline.carry`),
-    joined with LoadImages' reused rows."""
+    -> LoadImages."""
     mapped = all_records | "MapTaxonomy" >> MapTaxonomy({s.retailer: s.mapping for s in sources},
                                                          taxonomy_path=taxonomy_path)
     deduped = mapped | "Deduplicate" >> DeduplicateImages()
@@ -112,12 +111,9 @@ def load_records(all_records: beam.PCollection, sources, *, taxonomy_path: str |
             "MatchPrevious" >> match_previous)
         to_load = matched["candidates"]
     loaded = to_load | "LoadImages" >> LoadImages(fetch, decode, decode_threads=decode_threads)
-    reused = loaded["reused"] if matched else None
-    if carried is not None:
-        reused = (reused, carried) | "WithCarried" >> beam.Flatten()
     return LoadedCatalog(
         records=all_records, duplicates=deduped[DUPLICATES], images=loaded["images"],
-        image_dead_letter=loaded["dead_letter"], reused=reused,
+        image_dead_letter=loaded["dead_letter"], reused=loaded["reused"] if matched else None,
         vanished=matched["vanished"] if matched else None, previous_read=matched["read"] if matched else None)
 
 
@@ -190,9 +186,9 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig, part: Part = Part()) -> 
     """The run's stages, chained: all of them (one pipeline), or ``part``'s (a sharded run's pass)."""
     staging, metadata = staging_root(config.output, config.run_id), vocabulary(config)
 
-    def write(pcoll, table, label):
+    def write(pcoll, table, label, converted=None):
         return pcoll | label >> WriteTable(table, run_date=config.run_date, staging=staging, metadata=metadata,
-                                           shards=config.shards_per_partition,
+                                           shards=config.shards_per_partition, converted=converted,
                                            first_shard=part.number * config.shards_per_partition)
 
     counted, dead, written, carried_counts = {}, [], [], []
@@ -210,7 +206,8 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig, part: Part = Part()) -> 
     elif part.has(SCORE) and config.previous:  # a shard pass of a rerun: unchanged products carried whole
         carried = p | "CarryForward" >> CarryForward(
             part.work, part.buckets, mappings={s.retailer: s.mapping for s in config.sources},
-            taxonomy_path=config.taxonomy_path, key=enriched_with(config), fetch=config.fetch)
+            taxonomy_path=config.taxonomy_path, key=enriched_with(config), fetch=config.fetch, fn=product_fn(config),
+            run_date=config.run_date, shards_per_partition=config.shards_per_partition)
         records, previous = carried["records"], carried["previous"]
     records = part.hand(p, "records", records)
     previous = part.hand(p, "previous", previous) if config.previous else None
@@ -218,15 +215,16 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig, part: Part = Part()) -> 
         match = MatchPrevious(enriched_with(config)) if config.previous else None
         catalog = load_records(records, config.sources, taxonomy_path=config.taxonomy_path, fetch=config.fetch,
                                decode=config.decode, decode_threads=config.decode_threads, match_previous=match,
-                               previous=previous, carried=carried["images"] if carried is not None else None)
+                               previous=previous)
         images, products, image_dead = enrich(catalog, config)
         duplicates, members = catalog.duplicates, images | "Members" >> beam.FlatMap(slim_member)
         dead.append(image_dead)
         if carried is not None:  # whether the previous run's near-duplicate groups may be kept: kept_groups.py
-            changes = ({"today": images, "previous": previous, "carried": carried["images"]}
-                       | "MemberChanges" >> MemberChanges())
+            products = (products, carried["products"]) | "WithCarriedProducts" >> beam.Flatten()
+            members = (members, carried["members"]) | "WithCarriedMembers" >> beam.Flatten()
+            changes = {"today": images, "previous": previous} | "MemberChanges" >> MemberChanges()
             carried_counts = [carried["counts"], changes | "ChangesCounted" >> beam.Map(lambda n: [(CHANGED, n)])]
-        written.append(write(images, IMAGES, "WriteImages"))
+        written.append(write(images, IMAGES, "WriteImages", carried["tables"] if carried is not None else None))
         counted.update(Images=(images, image_events), Duplicates=(duplicates, duplicate_events),
                        **reuse_counted(catalog))
     products, members = part.hand(p, "products", products), part.hand(p, "members", members)
@@ -240,7 +238,7 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig, part: Part = Part()) -> 
                   | "PerProduct" >> beam.FlatMap(lambda found: found.items()))
     groups = part.hand(p, "groups", groups)
     if part.has(FINISH):
-        products = {"products": products, "groups": groups} | "AttachDuplicateGroups" >> AttachGroups(keyed=True)
+        products = {"products": products, "groups": groups} | "AttachDuplicateGroups" >> AttachGroups()
         review = products | "NeedsReview" >> beam.Filter(lambda product: product.needs_review)
         written += [write(products, PRODUCTS, "WriteProducts"), write(review, REVIEW, "WriteReview")]
         counted["Products"] = (products, product_events)

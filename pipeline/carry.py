@@ -4,8 +4,7 @@ A sharded incremental run (:mod:`pipeline.sharded`) has today's records and the 
 image rows spilled by product bucket (:mod:`pipeline.shardfiles`). Most products of a nightly
 dump are unchanged, so before the per-image stages of a shard pass (MapTaxonomy,
 DeduplicateImages, MatchPrevious, LoadImages: :func:`~pipeline.build.build_pipeline`) see
-them, one DoFn call per bucket reads both and takes each product as a whole. A product is
-**carried** when
+them, one DoFn call per bucket reads both and takes each product as a whole. A product is **carried** when
 
 * each of its records has its own image URI (nothing to de-duplicate),
 * the previous run stored exactly one row per URI, each reusable (a validator, and made with
@@ -14,10 +13,11 @@ them, one DoFn call per bucket reads both and takes each product as a whole. A p
   otherwise: the same :class:`~pipeline.images.fetch.Fetcher` call as LoadImages makes).
 
 Its image rows are then made exactly as LoadImages makes a reused row (today's record, mapped
-by :func:`~pipeline.taxonomy.apply_mapping`, over the stored row: :func:`reused_row`) and join
-LoadImages' reused rows: from there on (aggregation, near-duplicate members, the images table,
-the counts) they go where every image row goes; only the per-image stages' shuffles, joins and
-checks one image at a time are skipped. Every other product
+by :func:`~pipeline.taxonomy.apply_mapping`, over the stored row: :func:`reused_row`) and its
+product row with the run's own :class:`~pipeline.aggregate.ProductCombineFn`, so they equal what
+the per-image stages would write; only the shuffles and joins are skipped. From there on, the
+carried rows join the others: the product rows and near-duplicate members are handed on with
+the pass's own, the image rows written into the same files. Every other product
 (new, changed, duplicated, partly dead-lettered last time, or an image that fails its check) and
 every vanished one goes on, records and previous rows, through the per-image stages. A changed
 remote image is thereby requested twice (the check, then LoadImages): a small share on a
@@ -32,16 +32,19 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import apache_beam as beam
 from apache_beam.io.filesystems import FileSystems
 
+from pipeline.duplicates import slim_member
 from pipeline.images.fetch import Fetched, Fetcher, is_remote
 from pipeline.images.transforms import reused_row
-from pipeline.manifest import previous_events
+from pipeline.manifest import image_events, previous_events
 from pipeline.reuse import reusable
 from pipeline.shardfiles import files_by_bucket, read_file
+from pipeline.sinks import file_of
 from pipeline.taxonomy import apply_mapping
+from schemas.tables import IMAGES
 from schemas.taxonomy import load_taxonomy
 
 METRICS_NAMESPACE = "fashion_enrich.carry"
-PREVIOUS, IMAGES, COUNTS = OUTPUTS = "previous", "images", "counts"
+PREVIOUS, TABLES, COUNTS, PRODUCTS, MEMBERS = OUTPUTS = "previous", "tables", "counts", "products", "members"
 
 
 def may_carry(records: list, stored: list, key: str) -> bool:
@@ -54,18 +57,22 @@ def may_carry(records: list, stored: list, key: str) -> bool:
 
 class _CarryFn(beam.DoFn):
     """bucket -> records and previous rows to pass on (main and ``previous``); for the carried
-    products, their image rows (``images``) and the event counts of their previous rows
-    (``counts``, one list per bucket)."""
+    products, their image rows as pyarrow tables by staged file (``tables``), the event counts
+    of those rows and of the previous rows read (``counts``), their product rows (``products``)
+    and near-duplicate members (``members``)."""
 
-    def __init__(self, *, mappings: dict, taxonomy_path: str | None, key: str, fetch):
+    def __init__(self, *, mappings: dict, taxonomy_path: str | None, key: str, fetch, fn, run_date: str,
+                 shards_per_partition: int):
         self._mappings, self._taxonomy_path, self._key = mappings, taxonomy_path, key
-        self._fetch_cfg = fetch
+        self._fetch_cfg, self._fn = fetch, fn
+        self._run_date, self._shards = run_date, shards_per_partition
         self._taxonomy = self._fetcher = self._pool = None
 
     def setup(self):
         self._taxonomy = load_taxonomy(self._taxonomy_path)
         self._fetcher = Fetcher(self._fetch_cfg)
         self._pool = ThreadPoolExecutor(self._fetch_cfg.concurrency, thread_name_prefix="carry")
+        self._fn.setup()
 
     def teardown(self):
         if self._pool is not None:
@@ -112,17 +119,24 @@ class _CarryFn(beam.DoFn):
             yield from self._pass_on(found, rows)
         for rows in previous.values():  # vanished from the dump: MatchPrevious counts them
             yield from self._pass_on([], rows)
-        counts, carried, carried_images = Counter(), 0, 0
+        rows_by_file, counts = defaultdict(list), Counter()
+        carried = carried_images = 0
         for found, by_uri, checks in candidates:
             checks = [c.result() if isinstance(c, Future) else c for c in checks]
             if not all(checks):
                 passed_on += 1
                 yield from self._pass_on(found, list(by_uri.values()))
                 continue
-            for image in self._carried(found, by_uri, checks, counts):
-                yield beam.pvalue.TaggedOutput(IMAGES, image)
+            images = self._carried(found, by_uri, checks, counts)
+            for image in images:
+                rows_by_file[file_of(image, self._run_date, self._shards)].append(image)
+                for member in slim_member(image):
+                    yield beam.pvalue.TaggedOutput(MEMBERS, member)
+            yield beam.pvalue.TaggedOutput(PRODUCTS, self._fn.product_of(images))
             carried += 1
-            carried_images += len(found)
+            carried_images += len(images)
+        for file, rows in rows_by_file.items():
+            yield beam.pvalue.TaggedOutput(TABLES, (file, IMAGES.to_table(rows)))
         if counts:
             yield beam.pvalue.TaggedOutput(COUNTS, list(counts.items()))
         for name, n in (("carried_products", carried), ("carried_images", carried_images),
@@ -130,13 +144,17 @@ class _CarryFn(beam.DoFn):
             if n:  # one metric update per bucket
                 beam.metrics.Metrics.counter(METRICS_NAMESPACE, name).inc(n)
 
-    def _carried(self, found: list, by_uri: dict, checks: list, counts: Counter):
-        """The image rows of a carried product; its previous rows counted into ``counts``."""
+    def _carried(self, found: list, by_uri: dict, checks: list, counts: Counter) -> list:
+        """The image rows of a carried product, in dump order, counted into ``counts``."""
         mapping = self._mappings[found[0].retailer]
-        for record, check in zip(found, checks):
+        images = []
+        for record, check in sorted(zip(found, checks), key=lambda pair: pair[0].order_key()):
             run_date, stored = by_uri[record.image_uri]
+            image = reused_row(apply_mapping(record, mapping, self._taxonomy), stored, check)
+            images.append(image)
+            counts.update(image_events(image))
             counts.update(previous_events((stored.retailer, run_date)))
-            yield reused_row(apply_mapping(record, mapping, self._taxonomy), stored, check)
+        return images
 
     @staticmethod
     def _pass_on(records: list, rows: list):
@@ -147,18 +165,21 @@ class _CarryFn(beam.DoFn):
 
 class CarryForward(beam.PTransform):
     """pbegin -> ``{"records": ImageRecords to load, "previous": (run_date, stored ImageRecord) to
-    match with them, "images": the carried products' image rows, as LoadImages' reused rows,
-    "counts": lists of (event key, count) of their previous rows for
-    :class:`~pipeline.manifest.CountEvents`}``, over the ``buckets`` spilled under the run's work
-    folder ``work`` (``records/``, ``previous/``)."""
+    match with them, "tables": ((partition, shard), pyarrow Table) of carried image rows for
+    :class:`~pipeline.sinks.WriteTable`, "counts": lists of (event key, count) for
+    :class:`~pipeline.manifest.CountEvents`, "products": carried ProductRecords (before
+    near-duplicate groups), "members": their (product key, hash)}``, over the ``buckets`` spilled
+    under the run's work folder ``work`` (``records/``, ``previous/``)."""
 
     def __init__(self, work: str, buckets: tuple[int, ...], *, mappings: dict, taxonomy_path: str | None, key: str,
-                 fetch):
-        """``key``: the run's :func:`~pipeline.reuse.enriched_with`."""
+                 fetch, fn, run_date: str, shards_per_partition: int):
+        """``key``: the run's :func:`~pipeline.reuse.enriched_with`; ``fn``: its
+        :class:`~pipeline.aggregate.ProductCombineFn`."""
         super().__init__()
         self._buckets = tuple(buckets)
         self._inputs = {name: FileSystems.join(work, name) for name in ("records", "previous")}
-        self._fn = _CarryFn(mappings=mappings, taxonomy_path=taxonomy_path, key=key, fetch=fetch)
+        self._fn = _CarryFn(mappings=mappings, taxonomy_path=taxonomy_path, key=key, fetch=fetch, fn=fn,
+                            run_date=run_date, shards_per_partition=shards_per_partition)
 
     def expand(self, pbegin):
         # The work files are listed once, here (the split pass wrote them): one glob per bucket cost more.

@@ -8,9 +8,9 @@ bucket's matching pairs are reduced to a spanning forest (at most one edge per m
 union-find ``CombineFn`` joins the edges of all buckets into groups of products (the bucketing,
 matching and union-find are :mod:`pipeline.grouping`'s, shared with training); each group is
 named by its smallest member ``retailer/product_id``. Products in no group get null, so the
-union-find's memory scales with the duplicates, not with the catalog. A sharded run
-(:mod:`pipeline.sharded`) runs the bucketing in hash-partitioned passes over slim
-``(product key, hash)`` tuples and joins each shard's groups to its products by key.
+union-find's memory scales with the duplicates, not with the catalog. The run's graph
+(:func:`~pipeline.build.build_pipeline`) takes the stages one by one: members, edges (a sharded
+run: in band passes), groups, and the join of each product with its group by key.
 """
 
 from __future__ import annotations
@@ -135,18 +135,12 @@ class GroupNearDuplicates(beam.PTransform):
 
 
 class AttachGroups(beam.PTransform):
-    """{"products": ProductRecords, "groups": singleton from GroupsFromEdges or (product key,
-    (group, size)) pairs} -> the products with their groups. Pairs are joined by product key
-    (a sharded run: each pass joins only its own products' groups)."""
-
-    def __init__(self, *, keyed: bool = False):
-        super().__init__()
-        self._keyed = keyed
+    """{"products": ProductRecords, "groups": (product key, (group, size)) pairs} -> the products
+    with their groups, joined by product key (a sharded run's finish pass joins only its own
+    products' groups: no catalog-wide side input)."""
 
     def expand(self, inputs):
         products, groups = inputs["products"], inputs["groups"]
-        if not self._keyed:
-            return products | "Attach" >> beam.Map(attach_groups, groups=beam.pvalue.AsSingleton(groups))
         return (
             {"product": products | "KeyProducts" >> beam.Map(lambda p: (product_key(p.retailer, p.product_id), p)),
              "group": groups}

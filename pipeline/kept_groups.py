@@ -67,20 +67,16 @@ class _MemberDelta(beam.CombineFn):
 
 
 class MemberChanges(beam.PTransform):
-    """{"today": ImageRecords, "previous": (run_date, stored ImageRecord), "carried": ImageRecords}
-    -> a singleton: how many distinct members (product key, perceptual hash) one side has more
-    copies of (0: none changed; also for empty inputs). ``carried``: rows of today's that were
-    carried (:mod:`pipeline.carry`) whose previous rows are not in ``previous``: they keep their
-    stored hashes, so they count on both sides."""
+    """{"today": ImageRecords, "previous": (run_date, stored ImageRecord)} -> a singleton: how
+    many distinct members (product key, perceptual hash) one side has more copies of (0: none
+    changed; also for two empty inputs). Only the
+    products that were not carried need comparing: a carried product's rows keep their stored hashes."""
 
     def expand(self, inputs):
-        signed = [inputs["today"] | "TodayMembers" >> beam.FlatMap(lambda r: [(m, 1) for m in slim_member(r)]),
-                  inputs["previous"] | "PreviousMembers" >> beam.FlatMap(
-                      lambda element: [(m, -1) for m in slim_member(element[1])])]
-        if "carried" in inputs:
-            signed.append(inputs["carried"] | "CarriedMembers" >> beam.FlatMap(
-                lambda r: [(m, -1) for m in slim_member(r)]))
-        return signed | "AllMembers" >> beam.Flatten() | "Compare" >> beam.CombineGlobally(_MemberDelta())
+        today = inputs["today"] | "TodayMembers" >> beam.FlatMap(lambda r: [(m, 1) for m in slim_member(r)])
+        previous = inputs["previous"] | "PreviousMembers" >> beam.FlatMap(
+            lambda element: [(m, -1) for m in slim_member(element[1])])
+        return (today, previous) | "AllMembers" >> beam.Flatten() | "Compare" >> beam.CombineGlobally(_MemberDelta())
 
 
 def _relative(partition: str, path: str) -> tuple[str, str]:

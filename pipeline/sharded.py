@@ -47,8 +47,8 @@ IN_PROCESS_RESCORE_SHARE = 0.2  # incremental runs: shard passes run in the laun
 # the records may need loading (no previous row that may be reused): no worker processes to start per pass,
 # and the models, when an image needs scoring, load once for the whole run (benchmarks/README.md)
 REUSED_SHARD_FACTOR = 4  # in-process incremental shard passes hold this many times ``records_per_shard`` records:
-# the products carried forward skip the per-image stages' shuffles (pipeline/carry.py), and at most
-# IN_PROCESS_RESCORE_SHARE of the records were expected to take them
+# the products carried forward cross them as pyarrow tables (a few KB per image row: pipeline/carry.py), and at
+# most IN_PROCESS_RESCORE_SHARE of the records were expected to take the per-image stages
 _COMPRESSED = (".gz", ".bz2", ".zst", ".zstd", ".deflate", ".lzma", ".xz")
 
 

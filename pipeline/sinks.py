@@ -18,6 +18,7 @@ import os
 import zlib
 
 import apache_beam as beam
+import pyarrow as pa
 import pyarrow.parquet as pq
 from apache_beam.io.filesystem import BeamIOError
 from apache_beam.io.filesystems import FileSystems
@@ -67,6 +68,10 @@ class _WriteParquetFn(beam.DoFn):
         with FileSystems.create(path) as fh:
             writer = pq.ParquetWriter(fh, schema, compression="snappy")
             for record in records:
+                if isinstance(record, pa.Table):  # rows converted already (carried products: pipeline/carry.py)
+                    writer.write_table(record)
+                    rows += record.num_rows
+                    continue
                 batch.append(record)
                 if len(batch) >= ROW_GROUP_ROWS:
                     writer.write_table(self._table.to_table(batch, schema))
@@ -82,20 +87,27 @@ class _WriteParquetFn(beam.DoFn):
 
 class WriteTable(beam.PTransform):
     """A PCollection of one table's records -> staged Parquet files; returns a PCollection of
-    WrittenFile. ``first_shard``: added to each file's shard number (a sharded run's passes
-    stage their files side by side)."""
+    WrittenFile. ``converted``: a PCollection of ``((partition, shard), pyarrow Table)`` rows
+    converted already (a rerun's carried image rows, :mod:`pipeline.carry`), written into the
+    same files (tables without ``sort_key`` only). ``first_shard``: added to each file's shard
+    number (a sharded run's passes stage their files side by side)."""
 
     def __init__(self, table: TableSpec, *, run_date: str, staging: str, shards: int = 1,
-                 metadata: dict[str, str] | None = None, first_shard: int = 0):
+                 metadata: dict[str, str] | None = None, converted: beam.PCollection | None = None,
+                 first_shard: int = 0):
         super().__init__()
+        if converted is not None and table.sort_key:
+            raise ValueError(f"table {table.name} is sorted within files: give it records only")
         self._table, self._run_date, self._staging, self._shards = table, run_date, staging, shards
-        self._metadata, self._first = metadata, first_shard
+        self._metadata, self._converted, self._first = metadata, converted, first_shard
 
     def expand(self, records):
         run_date, shards = self._run_date, self._shards
+        keyed = records | "KeyByPartition" >> beam.Map(lambda r: (file_of(r, run_date, shards), r))
+        if self._converted is not None:
+            keyed = (keyed, self._converted) | "WithConverted" >> beam.Flatten()
         return (
-            records
-            | "KeyByPartition" >> beam.Map(lambda r: (file_of(r, run_date, shards), r))
+            keyed
             | "GroupByFile" >> beam.GroupByKey()
             | "WriteParquet" >> beam.ParDo(_WriteParquetFn(self._table, self._staging, self._metadata, self._first))
         )

@@ -19,6 +19,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that, equal_to
 
+from pipeline.aggregate import ProductCombineFn
 from pipeline.carry import CarryForward, may_carry
 from pipeline.images.config import FetchConfig
 from pipeline.images.validators import file_validator
@@ -91,23 +92,34 @@ def test_carry_forward_takes_unchanged_products_whole(tmp_path):
                                                                 "image_uri": "url"},
                                  "category": {"exact": {"dresses": "DRESSES"}}})
         p = TestPipeline()
-        out = p | CarryForward(str(work), tuple(range(BUCKETS)), mappings={"shop": mapping}, taxonomy_path=None,
-                               key=KEY, fetch=FetchConfig(allowed_roots=(str(folder),), allow_private_addresses=True))
+        out = p | CarryForward(str(work), tuple(range(BUCKETS)), mappings={"shop": mapping},
+                               taxonomy_path=None, key=KEY,
+                               fetch=FetchConfig(allowed_roots=(str(folder),), allow_private_addresses=True),
+                               fn=ProductCombineFn((), ()), run_date="2026-08-02", shards_per_partition=1)
         expected_images = []
         for found, row in zip([today[0], today[1]], previous):
             mapped = apply_mapping(found, mapping, load_taxonomy(None))
             assert mapped.category == "DRESSES"
-            expected_images.append((found.product_id, found.source_line, "DRESSES", row.image_phash, "REUSED",
-                                    found.variant_id))
-        assert_that(out["images"] | beam.Map(lambda r: (r.product_id, r.source_line, r.category, r.image_phash,
-                                                         r.reuse_status, r.variant_id)),
+            expected_images.append((found.product_id, found.source_line, "DRESSES", row.image_phash, "REUSED"))
+        assert_that(out["tables"] | beam.MapTuple(lambda file, table: [(file, row) for row in table.to_pylist()])
+                    | beam.FlatMap(lambda pairs: pairs)
+                    | beam.MapTuple(lambda file, r: (r["product_id"], r["source_line"], r["category"],
+                                                      r["image_phash"], r["reuse_status"])),
                     equal_to(expected_images), label="CarriedImages")
-        assert_that(out["counts"] | beam.FlatMap(lambda pairs: pairs) | beam.CombinePerKey(sum),
-                    equal_to([(("previous_rows", "shop", "2026-08-01"), 2)]), label="Counts")
+        assert_that(out["tables"] | beam.MapTuple(lambda file, table: file) | beam.Distinct(),
+                    equal_to([("run_date=2026-08-02/retailer=shop", 0)]), label="OneFile")  # a table per bucket
+        assert_that(out["counts"] | beam.FlatMap(lambda pairs: pairs) | beam.CombinePerKey(sum)
+                    | beam.Filter(lambda kv: kv[0][0] in ("images", "images_reused", "previous_rows")),
+                    equal_to([(("images", "shop"), 2), (("images_reused", "shop"), 2),
+                              (("previous_rows", "shop", "2026-08-01"), 2)]), label="Counts")
         assert_that(out["records"] | beam.Map(lambda r: (r.product_id, r.source_line)),
                     equal_to([("CHANGED", 3), ("DUP", 4), ("DUP", 5), ("NEW", 6)]), label="PassedOn")
         assert_that(out["previous"] | beam.MapTuple(lambda run_date, s: s.product_id),
                     equal_to(["CHANGED", "DUP", "GONE"]), label="PreviousPassedOn")
+        assert_that(out["products"] | beam.Map(lambda r: (r.product_id, r.image_count, r.variant_ids, r.category)),
+                    equal_to([("SAME", 1, ("S-1",), None), ("WEB", 1, (), None)]),  # no models: no predicted category
+                    label="CarriedProducts")
+        assert_that(out["members"], equal_to([("shop/SAME", "ab" * 18), ("shop/WEB", "ab" * 18)]), label="Members")
         result = p.run()
         result.wait_until_finish()
         assert server.bodies_sent["/same.jpg"] == 0  # the check was a conditional request: a 304, no body
