@@ -230,32 +230,32 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig, part: Part = Part()) -> 
     products, members = part.hand(p, "products", products), part.hand(p, "members", members)
     if part.has(EDGES):
         edges = members | "NearDuplicateEdges" >> NearDuplicateEdges(part=part.band[0], parts=part.band[1])
-    edges = None if part.kept_groups is not None else part.hand(p, "edges", edges)
     if part.kept_groups is not None:  # no near-duplicate member changed: the previous run's groups
         groups = p | "ReadStoredGroups" >> ReadStoredGroups(part.kept_groups)
-    elif part.has(GROUPS):
-        groups = (edges | "NearDuplicateGroups" >> GroupsFromEdges()
-                  | "PerProduct" >> beam.FlatMap(lambda found: found.items()))
+    else:
+        edges = part.hand(p, "edges", edges)
+        if part.has(GROUPS):
+            groups = (edges | "NearDuplicateGroups" >> GroupsFromEdges()
+                      | "PerProduct" >> beam.FlatMap(lambda found: found.items()))
     groups = part.hand(p, "groups", groups)
     if part.has(FINISH):
         products = {"products": products, "groups": groups} | "AttachDuplicateGroups" >> AttachGroups()
         review = products | "NeedsReview" >> beam.Filter(lambda product: product.needs_review)
         written += [write(products, PRODUCTS, "WriteProducts"), write(review, REVIEW, "WriteReview")]
         counted["Products"] = (products, product_events)
-    dead_letter = dead and dead | "AllDeadLetters" >> beam.Flatten()
+    dead_letter = counts = manifest = None
     if dead:
+        dead_letter = dead | "AllDeadLetters" >> beam.Flatten()
         written.append(write(dead_letter, DEAD_LETTER_TABLE, "WriteDeadLetter"))
         counted["DeadLetter"] = (dead_letter, dead_letter_events)
-    counts = None
-    if counted:
-        extra = carried_counts and carried_counts | "AllCounted" >> beam.Flatten()
-        counts = p | "CountEvents" >> CountEvents(counted, counted=extra or None)
+    if counted:  # every pass but the band, groups and commit passes
+        extra = carried_counts | "AllCounted" >> beam.Flatten() if carried_counts else None
+        counts = p | "CountEvents" >> CountEvents(counted, counted=extra)
         written = written | "AllWritten" >> beam.Flatten()
-    written, counts = part.hand(p, "written", written or None), part.hand(p, "counts", counts)
-    stats = part.hand(p, "file_stats", stats)
-    manifest = None
+    written = part.hand(p, "written", written if counted else None)
+    counts, stats = part.hand(p, "counts", counts), part.hand(p, "file_stats", stats)
     if part.has(COMMIT):
         manifest = p | "CommitRun" >> CommitRun(config, written=written, counts=counts, file_stats=stats,
                                                 versions=versions.versions())
     return RunOutputs(images=images, products=products if part.has(FINISH) else None,
-                      dead_letter=dead_letter or None, duplicates=duplicates, manifest=manifest)
+                      dead_letter=dead_letter, duplicates=duplicates, manifest=manifest)
