@@ -149,10 +149,10 @@ def product_fn(config: RunConfig) -> ProductCombineFn:
                             qualities={m.task: m.quality for m in config.models if m.quality})
 
 
-def enrich(catalog: LoadedCatalog, config: RunConfig):
+def enrich(catalog: LoadedCatalog, config: RunConfig, key: str):
     """A loaded catalog -> [ScoreImages] -> (finished image rows (+ reused rows), their products
-    before near-duplicate groups (AggregateProducts), the image and scoring stages' dead letters)."""
-    key = enriched_with(config)
+    before near-duplicate groups (AggregateProducts), the image and scoring stages' dead letters).
+    ``key``: the run's :func:`~pipeline.reuse.enriched_with`, stamped on every new row."""
     arrays, dead = catalog.images, [catalog.image_dead_letter]
     if config.progress_interval_s:
         _ = arrays | "ProgressLoaded" >> LogProgress("images loaded", config.progress_interval_s)
@@ -185,6 +185,7 @@ def vocabulary(config: RunConfig) -> dict[str, str]:
 def build_pipeline(p: beam.Pipeline, config: RunConfig, part: Part = Part()) -> RunOutputs:
     """The run's stages, chained: all of them (one pipeline), or ``part``'s (a sharded run's pass)."""
     staging, metadata = staging_root(config.output, config.run_id), vocabulary(config)
+    key = enriched_with(config)  # what a row is made with: decides reuse, stamped on new rows
 
     def write(pcoll, table, label, converted=None):
         return pcoll | label >> WriteTable(table, run_date=config.run_date, staging=staging, metadata=metadata,
@@ -199,24 +200,24 @@ def build_pipeline(p: beam.Pipeline, config: RunConfig, part: Part = Part()) -> 
         dead.append(read_dead)
         if config.previous:
             read = p | "ReadPrevious" >> ReadPrevious(config.previous, config.retailers, part.previous_files)
-            previous, key = read["rows"], enriched_with(config)
+            previous = read["rows"]
             counted["PreviousUnreadable"] = (read[UNREADABLE], unreadable_events)
             if part.work:  # how many may be reused: whether the shard passes need the worker processes
                 counted["Reusable"] = (previous, lambda row: [REUSABLE] if reusable(row[1], key) else [])
     elif part.has(SCORE) and config.previous:  # a shard pass of a rerun: unchanged products carried whole
         carried = p | "CarryForward" >> CarryForward(
             part.work, part.buckets, mappings={s.retailer: s.mapping for s in config.sources},
-            taxonomy_path=config.taxonomy_path, key=enriched_with(config), fetch=config.fetch, fn=product_fn(config),
+            taxonomy_path=config.taxonomy_path, key=key, fetch=config.fetch, fn=product_fn(config),
             run_date=config.run_date, shards_per_partition=config.shards_per_partition)
         records, previous = carried["records"], carried["previous"]
     records = part.hand(p, "records", records)
     previous = part.hand(p, "previous", previous) if config.previous else None
     if part.has(SCORE):
-        match = MatchPrevious(enriched_with(config)) if config.previous else None
+        match = MatchPrevious(key) if config.previous else None
         catalog = load_records(records, config.sources, taxonomy_path=config.taxonomy_path, fetch=config.fetch,
                                decode=config.decode, decode_threads=config.decode_threads, match_previous=match,
                                previous=previous)
-        images, products, image_dead = enrich(catalog, config)
+        images, products, image_dead = enrich(catalog, config, key)
         duplicates, members = catalog.duplicates, images | "Members" >> beam.FlatMap(slim_member)
         dead.append(image_dead)
         if carried is not None:  # whether the previous run's near-duplicate groups may be kept: kept_groups.py

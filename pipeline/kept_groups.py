@@ -25,6 +25,7 @@ import json
 import logging
 import posixpath
 from collections import Counter
+from collections.abc import Sequence
 
 import apache_beam as beam
 import pyarrow.parquet as pq
@@ -103,7 +104,7 @@ def previous_run(previous: str) -> tuple[set, list] | None:
     return written, products
 
 
-def previous_group_files(previous: str, run: tuple[set, list] | None, image_files: list[str]) -> list[str] | None:
+def previous_group_files(previous: str, run: tuple[set, list] | None, image_files: Sequence[str]) -> list[str] | None:
     """The previous run's product files when its groups may be kept, else None: ``run``
     (:func:`previous_run`, read before the files were listed) wrote exactly ``image_files``, the
     files this run reads as its previous rows (a run committed to ``previous`` in between makes

@@ -144,7 +144,7 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
     if config.previous:  # the manifest first, then the files: a commit in between makes them differ
         last_run = previous_run(config.previous)
         previous_files = tuple(previous_image_files(config.previous, config.retailers))
-        candidate = previous_group_files(config.previous, last_run, list(previous_files))
+        candidate = previous_group_files(config.previous, last_run, previous_files)
     run_part("split", READ, previous_files=previous_files)
     counts = spilled_counts(work)
     records = sum(n for key, n in counts.items() if key[0] == "records_in")
@@ -160,9 +160,10 @@ def run_sharded(config, run: Callable[..., None]) -> bool:
     _LOG.warning("sharded run: %d image records in %d shards of ~%d%s, up to %d near-duplicate band pass(es)",
                  records, shards, math.ceil(records / shards),
                  " (in this process: most images may be reused)" if in_process else "", parts)
+    shard_config = in_process_config(config) if in_process else config
     for shard in range(shards):
         run_part(f"shard {shard + 1}/{shards}", SCORE, heavy=not in_process, buckets=shard_buckets(shard, shards),
-                 cfg=in_process_config(config) if in_process else config)
+                 cfg=shard_config)
     kept = kept_group_files(candidate, spilled_counts(work).get(CHANGED))
     if kept is not None:
         run_part("kept groups", GROUPS, kept_groups=tuple(kept))
